@@ -1,0 +1,218 @@
+//! The roster: which devices belong to the vault, signed.
+//!
+//! The roster pins the vault id and the public half of the vault's recovery key. Each entry
+//! admits one device with its name, site and role, and is signed either by the recovery key
+//! (the first device, and any device that proved the phrase) or by a trusted device already
+//! on the roster. Every store keeps a copy, so any one store is enough to start a recovery.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, DecodeError};
+use crate::head::signature_bytes;
+use crate::id::{DeviceId, VaultId};
+use crate::keys::{self, DeviceKey, RecoveryKey};
+
+/// Format version of rosters.
+pub const ROSTER_VERSION: u8 = 1;
+
+const ENTRY_DOMAIN: &[u8] = b"triad/roster-entry/v1";
+
+/// What a device may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Holds the vault secret and can read.
+    Trusted,
+    /// Holds ciphertext only.
+    StorageOnly,
+}
+
+/// Who signed a roster entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signer {
+    /// The vault's recovery key.
+    Recovery,
+    /// A trusted device already on the roster.
+    Device(DeviceId),
+}
+
+/// One device admitted to the vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The device.
+    pub device: DeviceId,
+    /// Its name ("laptop").
+    pub name: String,
+    /// Its site ("home").
+    pub site: String,
+    /// Its role.
+    pub role: Role,
+    /// Who admitted it.
+    pub signer: Signer,
+}
+
+/// An entry and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedEntry {
+    /// The entry.
+    pub entry: Entry,
+    /// Signature by `entry.signer`.
+    #[serde(with = "signature_bytes")]
+    pub signature: [u8; 64],
+}
+
+/// The vault's roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    /// The vault id (derived from `recovery_public`).
+    pub vault: VaultId,
+    /// The public half of the recovery key.
+    pub recovery_public: [u8; 32],
+    /// The entries, in the order they were added.
+    pub entries: Vec<SignedEntry>,
+}
+
+/// A roster could not be accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RosterError {
+    /// The bytes are not a roster.
+    #[error("malformed roster")]
+    Decode(#[from] DecodeError),
+    /// The vault id does not match the recovery key.
+    #[error("roster names vault {vault} but its recovery key defines another vault")]
+    VaultMismatch {
+        /// The vault named.
+        vault: VaultId,
+    },
+    /// An entry's signature does not verify, or its signer was not trusted before it.
+    #[error("roster entry for device {device} is not signed by the recovery key or a trusted device")]
+    Signature {
+        /// The device the entry admits.
+        device: DeviceId,
+    },
+}
+
+impl Roster {
+    /// A new roster for the vault of `recovery`, with no devices.
+    pub fn new(recovery: &RecoveryKey) -> Self {
+        Self { vault: recovery.vault_id(), recovery_public: recovery.public(), entries: Vec::new() }
+    }
+
+    fn message(vault: VaultId, entry: &Entry) -> Vec<u8> {
+        let mut msg = ENTRY_DOMAIN.to_vec();
+        msg.extend_from_slice(vault.as_bytes());
+        msg.extend_from_slice(&codec::encode(ROSTER_VERSION, entry));
+        msg
+    }
+
+    /// Admits a device, signed by the recovery key. Replaces nothing: an entry for a device
+    /// already present is added again with the new details (the latest entry wins).
+    pub fn admit_with_recovery(&mut self, recovery: &RecoveryKey, mut entry: Entry) {
+        assert_eq!(recovery.vault_id(), self.vault, "recovery key of another vault");
+        entry.signer = Signer::Recovery;
+        let signature = recovery.sign(&Self::message(self.vault, &entry));
+        self.entries.push(SignedEntry { entry, signature });
+    }
+
+    /// Admits a device, signed by a trusted device already on the roster.
+    pub fn admit_with_device(&mut self, signer: &DeviceKey, mut entry: Entry) {
+        entry.signer = Signer::Device(signer.device_id());
+        let signature = signer.sign(&Self::message(self.vault, &entry));
+        self.entries.push(SignedEntry { entry, signature });
+    }
+
+    /// Checks the vault id and every signature, in order.
+    pub fn verify(&self) -> Result<(), RosterError> {
+        if keys::vault_id_of(&self.recovery_public) != self.vault {
+            return Err(RosterError::VaultMismatch { vault: self.vault });
+        }
+        let mut trusted: Vec<DeviceId> = Vec::new();
+        for signed in &self.entries {
+            let entry = &signed.entry;
+            let msg = Self::message(self.vault, entry);
+            let valid = match entry.signer {
+                Signer::Recovery => {
+                    keys::verify_signature(&self.recovery_public, &msg, &signed.signature)
+                }
+                Signer::Device(by) => {
+                    trusted.contains(&by)
+                        && keys::verify_signature(by.as_bytes(), &msg, &signed.signature)
+                }
+            };
+            if !valid {
+                return Err(RosterError::Signature { device: entry.device });
+            }
+            if entry.role == Role::Trusted {
+                trusted.push(entry.device);
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest entry for `device`, if it is on the roster.
+    pub fn device(&self, device: DeviceId) -> Option<&Entry> {
+        self.entries.iter().rev().map(|s| &s.entry).find(|e| e.device == device)
+    }
+
+    /// The latest entry of every device, in the order they were first added.
+    pub fn devices(&self) -> Vec<&Entry> {
+        let mut seen: Vec<DeviceId> = Vec::new();
+        for s in &self.entries {
+            if !seen.contains(&s.entry.device) {
+                seen.push(s.entry.device);
+            }
+        }
+        seen.into_iter().filter_map(|d| self.device(d)).collect()
+    }
+
+    /// Encodes the roster as a record.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(ROSTER_VERSION, self)
+    }
+
+    /// Decodes and verifies a roster.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RosterError> {
+        let roster: Roster = codec::decode("roster", ROSTER_VERSION, bytes)?;
+        roster.verify()?;
+        Ok(roster)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Phrase;
+
+    fn entry(key: &DeviceKey, role: Role) -> Entry {
+        Entry {
+            device: key.device_id(),
+            name: "laptop".into(),
+            site: "home".into(),
+            role,
+            signer: Signer::Recovery,
+        }
+    }
+
+    #[test]
+    fn recovery_and_device_signed_entries_verify() {
+        let phrase = Phrase::from_entropy([8; 32]);
+        let recovery = phrase.recovery_key();
+        let laptop = DeviceKey::from_bytes(&[1; 32]);
+        let pi = DeviceKey::from_bytes(&[2; 32]);
+        let mut roster = Roster::new(&recovery);
+        roster.admit_with_recovery(&recovery, entry(&laptop, Role::Trusted));
+        roster.admit_with_device(&laptop, entry(&pi, Role::StorageOnly));
+        let back = Roster::decode(&roster.encode()).expect("valid roster");
+        assert_eq!(back.devices().len(), 2);
+        assert_eq!(back.vault, phrase.vault_id());
+    }
+
+    #[test]
+    fn untrusted_signer_is_refused() {
+        let recovery = Phrase::from_entropy([8; 32]).recovery_key();
+        let outsider = DeviceKey::from_bytes(&[5; 32]);
+        let mut roster = Roster::new(&recovery);
+        roster.admit_with_device(&outsider, entry(&outsider, Role::Trusted));
+        assert!(matches!(roster.verify(), Err(RosterError::Signature { .. })));
+    }
+}
