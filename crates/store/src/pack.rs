@@ -1,0 +1,1 @@
+//! Pack files: naming, reading entries back, scanning a pack from its header.
