@@ -108,7 +108,10 @@ pub enum IndexError {
         /// The store expected.
         expected: StoreId,
     },
-    /// A crash test double refused the operation.
+    /// The index directory does not exist.
+    #[error("the index directory is missing")]
+    Missing,
+    /// The index refused the operation (a backend that has shut down, or a test double).
     #[error("the index is unavailable")]
     Unavailable,
 }
@@ -236,9 +239,32 @@ pub struct SledIndex {
 }
 
 impl SledIndex {
-    /// Opens (or creates, if `create`) the sled database in `dir`.
+    /// Opens the sled database in `dir`, creating it if `create` (a new database is stamped
+    /// with the layout version). sled takes its own lock on the directory; a conflict shows up
+    /// as an [`IndexError::Sled`] whose I/O error kind is `WouldBlock`.
     pub fn open(dir: &Path, cache_bytes: u64, create: bool) -> Result<Self, IndexError> {
-        todo!("{dir:?} {cache_bytes} {create}")
+        let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
+        // sled panics instead of failing on some damaged files; a damaged index must be an
+        // error that says "rebuild", never a crash of the agent.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|payload| IndexError::Panicked {
+                message: panic_message(payload.as_ref()),
+            })??;
+        match db.get(META_VERSION)? {
+            Some(found) if found.as_ref() == [SLED_VERSION] => {}
+            Some(found) => {
+                let found = found.first().copied().unwrap_or(0);
+                return Err(IndexError::Version { found, expected: SLED_VERSION });
+            }
+            None if create => {
+                db.insert(META_VERSION, &[SLED_VERSION])?;
+                db.flush()?;
+            }
+            // An existing index without a version was never initialised or lost its contents:
+            // the store's check of `store()` reports it.
+            None => {}
+        }
+        Ok(Self { db, path: dir.to_path_buf() })
     }
 
     /// The database directory.
@@ -252,37 +278,172 @@ impl SledIndex {
     }
 }
 
-impl Index for SledIndex {
-    fn store(&self) -> Result<Option<StoreId>, IndexError> {
-        todo!()
-    }
-
-    fn init(&mut self, store: StoreId) -> Result<(), IndexError> {
-        todo!("{store}")
-    }
-
-    fn get(&self, id: &BlobId) -> Result<Option<Location>, IndexError> {
-        todo!("{id}")
-    }
-
-    fn commit(&mut self, batch: &Batch) -> Result<(), IndexError> {
-        todo!("{batch:?}")
-    }
-
-    fn pack_lengths(&self) -> Result<BTreeMap<u32, u64>, IndexError> {
-        todo!()
-    }
-
-    fn scan(&self, visit: &mut dyn FnMut(BlobId, Location)) -> Result<(), IndexError> {
-        let _ = visit;
-        todo!()
-    }
-
-    fn len(&self) -> Result<u64, IndexError> {
-        todo!()
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "unknown panic".to_owned()
     }
 }
 
-#[allow(dead_code)]
-const _: (u8, u8, u8, &[u8], &[u8]) =
-    (SLED_VERSION, BLOB_PREFIX, PACK_PREFIX, META_VERSION, META_STORE);
+fn blob_key(id: &BlobId) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = BLOB_PREFIX;
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+fn pack_key(pack: u32) -> [u8; 5] {
+    let mut key = [0u8; 5];
+    key[0] = PACK_PREFIX;
+    key[1..].copy_from_slice(&pack.to_be_bytes());
+    key
+}
+
+impl Index for SledIndex {
+    fn store(&self) -> Result<Option<StoreId>, IndexError> {
+        match self.db.get(META_STORE)? {
+            None => Ok(None),
+            Some(bytes) => StoreId::try_from_slice(&bytes)
+                .map(Some)
+                .ok_or(IndexError::Malformed { what: "store id" }),
+        }
+    }
+
+    fn init(&mut self, store: StoreId) -> Result<(), IndexError> {
+        self.db.insert(META_VERSION, &[SLED_VERSION])?;
+        self.db.insert(META_STORE, store.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn get(&self, id: &BlobId) -> Result<Option<Location>, IndexError> {
+        match self.db.get(blob_key(id))? {
+            None => Ok(None),
+            Some(bytes) => Location::from_bytes(&bytes)
+                .map(Some)
+                .ok_or(IndexError::Malformed { what: "blob location" }),
+        }
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), IndexError> {
+        let mut sled_batch = sled::Batch::default();
+        for (id, location) in &batch.puts {
+            sled_batch.insert(&blob_key(id)[..], &location.to_bytes()[..]);
+        }
+        for id in &batch.removes {
+            sled_batch.remove(&blob_key(id)[..]);
+        }
+        for (pack, len) in &batch.pack_lengths {
+            sled_batch.insert(&pack_key(*pack)[..], &len.to_le_bytes()[..]);
+        }
+        self.db.apply_batch(sled_batch)?;
+        // sled syncs on its own only every 500 ms: the commit is durable after this flush.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn pack_lengths(&self) -> Result<BTreeMap<u32, u64>, IndexError> {
+        let mut out = BTreeMap::new();
+        for item in self.db.scan_prefix([PACK_PREFIX]) {
+            let (key, value) = item?;
+            let pack = key
+                .get(1..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or(IndexError::Malformed { what: "pack key" })?;
+            let len = <[u8; 8]>::try_from(value.as_ref())
+                .map(u64::from_le_bytes)
+                .map_err(|_| IndexError::Malformed { what: "pack length" })?;
+            out.insert(pack, len);
+        }
+        Ok(out)
+    }
+
+    fn scan(&self, visit: &mut dyn FnMut(BlobId, Location)) -> Result<(), IndexError> {
+        for item in self.db.scan_prefix([BLOB_PREFIX]) {
+            let (key, value) = item?;
+            let id = key
+                .get(1..)
+                .and_then(BlobId::try_from_slice)
+                .ok_or(IndexError::Malformed { what: "blob key" })?;
+            let location = Location::from_bytes(&value)
+                .ok_or(IndexError::Malformed { what: "blob location" })?;
+            visit(id, location);
+        }
+        Ok(())
+    }
+
+    /// Counts the blobs: a full scan of the blob keys.
+    fn len(&self) -> Result<u64, IndexError> {
+        let mut n = 0u64;
+        for item in self.db.scan_prefix([BLOB_PREFIX]).keys() {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(index: &mut dyn Index) {
+        let store = StoreId::from_bytes([4; 16]);
+        assert_eq!(index.store().expect("store"), None);
+        index.init(store).expect("init");
+        assert_eq!(index.store().expect("store"), Some(store));
+        let a = BlobId::of(b"a");
+        let b = BlobId::of(b"b");
+        let la = Location { pack: 1, offset: 80, len: 100 };
+        let lb = Location { pack: 2, offset: 80, len: 7 };
+        index
+            .commit(&Batch {
+                puts: vec![(a, la), (b, lb)],
+                removes: vec![],
+                pack_lengths: vec![(1, 180), (2, 87)],
+            })
+            .expect("commit");
+        assert_eq!(index.get(&a).expect("get"), Some(la));
+        assert_eq!(index.len().expect("len"), 2);
+        index
+            .commit(&Batch { puts: vec![], removes: vec![a], pack_lengths: vec![(2, 200)] })
+            .expect("commit");
+        assert_eq!(index.get(&a).expect("get"), None);
+        let mut seen = Vec::new();
+        index.scan(&mut |id, loc| seen.push((id, loc))).expect("scan");
+        assert_eq!(seen, vec![(b, lb)]);
+        let lengths = index.pack_lengths().expect("lengths");
+        assert_eq!(lengths.into_iter().collect::<Vec<_>>(), vec![(1, 180), (2, 200)]);
+    }
+
+    #[test]
+    fn location_is_sixteen_little_endian_bytes() {
+        let loc = Location { pack: 1, offset: 2, len: 3 };
+        let bytes = loc.to_bytes();
+        assert_eq!(bytes, [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!(Location::from_bytes(&bytes), Some(loc));
+        assert_eq!(Location::from_bytes(&bytes[..15]), None);
+    }
+
+    #[test]
+    fn mem_index_behaves() {
+        exercise(&mut MemIndex::new());
+    }
+
+    #[test]
+    fn sled_index_behaves_and_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        {
+            let mut index = SledIndex::open(&path, 1 << 20, true).expect("open");
+            exercise(&mut index);
+        }
+        let index = SledIndex::open(&path, 1 << 20, false).expect("reopen");
+        assert_eq!(index.store().expect("store"), Some(StoreId::from_bytes([4; 16])));
+        assert_eq!(index.len().expect("len"), 1);
+    }
+}

@@ -36,8 +36,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![allow(dead_code)] // skeleton: removed once the bodies are written
-
 mod error;
 pub mod fs;
 pub mod index;

@@ -1,17 +1,62 @@
 //! The store: layout on disk, the commit order, open checks, scrub and rebuild.
+//!
+//! # Layout
+//!
+//! ```text
+//! <store>/triad-store            marker: magic, version, store id, vault id, media, created
+//!         lock                   flock: exclusive for a writer, shared for readers
+//!         packs/00000000.pack    pack files: header, then entries (header + blob bytes)
+//!         index/                 sled: blob id -> location, pack -> committed length
+//!         heads/<device>/<folder> one signed head per folder, replaced atomically
+//!         roster                 the vault's roster, replaced atomically
+//! ```
+//!
+//! # What survives a crash
+//!
+//! A commit writes the buffered pack bytes, syncs each pack file written to, syncs the
+//! `packs/` directory when a pack file was created, and only then commits one index batch that
+//! records the new blob locations and each pack's new committed length (durable when it
+//! returns). So every location in the index points at synced bytes. Pack bytes past a pack's
+//! committed length are a torn or uncommitted tail: the next read-write open cuts them off, and
+//! removes pack files newer than every committed pack. Heads and the roster are written to a
+//! temporary file, synced, renamed over the old file, and the directory is synced.
+//!
+//! The store has one owner (`&mut self` for puts and commits); reads take `&self` and may run
+//! from several threads.
 
+use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
+use tracing::{debug, info, trace, warn};
+use triad_core::codec::RECORD_LEN_MAX;
 use triad_core::head::SignedHead;
 use triad_core::roster::Roster;
-use triad_core::seal::SealedBlob;
-use triad_core::{BlobId, Media, StoreId, Timestamp, VaultId};
+use triad_core::seal::{BLOB_LEN_MAX, SealedBlob};
+use triad_core::{BlobId, DeviceId, FolderId, Media, StoreId, Timestamp, VaultId};
+use triad_proto::store::{EntryHeader, EntryKind, FrameError, MARKER_LEN_MAX, Marker, PackHeader};
 
-use crate::error::{CreateError, OpenError, Problem, ReadError, WriteError};
-use crate::fs::Fs;
-use crate::index::{Index, Location};
+use crate::error::{CreateError, OpenError, Problem, ReadError, WriteError, is_full, is_read_only};
+use crate::fs::{File, Fs, Kind, LockGuard, RealFs};
+use crate::index::{Batch, Index, IndexError, Location, MemIndex, SledIndex};
+use crate::pack;
+
+const MARKER_FILE: &str = "triad-store";
+const LOCK_FILE: &str = "lock";
+const PACKS_DIR: &str = "packs";
+const HEADS_DIR: &str = "heads";
+const INDEX_DIR: &str = "index";
+const ROSTER_FILE: &str = "roster";
+/// Pack bytes are buffered up to this much before a write.
+const WRITE_BUF_LEN: usize = 1024 * 1024;
+/// The largest head file read.
+const HEAD_LEN_MAX: u64 = 64 * 1024;
+/// Entries per index batch while rebuilding.
+const REBUILD_BATCH: usize = 10_000;
+/// Scrub reports progress after this many bytes.
+const PROGRESS_EVERY: u64 = 16 * 1024 * 1024;
 
 /// Settings of a store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,20 +150,90 @@ pub struct RebuildReport {
     pub damaged: Vec<Damage>,
 }
 
-/// A blob store on disk. See the crate docs.
+/// A blob store on disk. See the crate docs and the module's design note.
 #[derive(Debug)]
 pub struct Store {
     fs: Arc<dyn Fs>,
     index: Box<dyn Index>,
     path: PathBuf,
-    id: StoreId,
-    vault: VaultId,
-    media: Media,
+    index_path: PathBuf,
+    marker: Marker,
+    access: Access,
+    config: Config,
+    /// Held for the store's lifetime: exclusive for read-write, shared for read-only.
+    _lock: Option<LockGuard>,
+    /// Open pack files for reading, by sequence number.
+    readers: RwLock<HashMap<u32, Arc<dyn File>>>,
+    /// Committed length of every pack, as in the index.
+    committed: BTreeMap<u32, u64>,
+    /// The smallest pack sequence number no file uses.
+    next_seq: u32,
+    /// The pack being appended to.
+    writer: Option<Writer>,
+    /// Packs closed since the last commit, with bytes to sync and record.
+    closed: Vec<Writer>,
+    /// Whether a pack file was created since the packs directory was last synced.
+    packs_dir_dirty: bool,
+    /// Puts and removes since the last commit.
+    pending: HashMap<BlobId, Pending>,
+    pending_bytes: u64,
+    /// Serialises head and roster writes (read, compare, replace).
+    meta_lock: Mutex<()>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Put(Location),
+    Remove,
+}
+
+/// A pack being appended to. Its bytes are `[0, written)` in the file (synced only up to
+/// `committed` for sure) and `[written, written + buf.len())` in `buf`.
+#[derive(Debug)]
+struct Writer {
+    seq: u32,
+    path: PathBuf,
+    file: Arc<dyn File>,
+    /// The length recorded in the index; 0 if the pack is not in the index yet.
+    committed: u64,
+    written: u64,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn end(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all_at(&self.buf, self.written)?;
+            self.written += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn buffered(&self, location: Location) -> Option<&[u8]> {
+        if location.pack != self.seq || location.offset < self.written {
+            return None;
+        }
+        let start = usize::try_from(location.offset - self.written).ok()?;
+        self.buf.get(start..start.checked_add(location.len as usize)?)
+    }
+}
+
+/// Where the index of an opening store comes from.
+enum IndexSource {
+    Given(Box<dyn Index>),
+    Sled,
+    Scan,
 }
 
 impl Store {
-    /// Creates a new store at `path`, which must not exist or be an empty directory: writes the
-    /// marker (file and directory synced), the `packs/` and `heads/` directories and the index.
+    /// Creates a new store at `path`, which must not exist or be an empty directory. Writes the
+    /// `packs/` and `heads/` directories, the index and, last, the marker (file and directory
+    /// synced), so that an interrupted create never leaves something that looks like a store.
     pub fn create(
         path: &Path,
         vault: VaultId,
@@ -127,11 +242,13 @@ impl Store {
         now: Timestamp,
         config: &Config,
     ) -> Result<Store, CreateError> {
-        todo!("{path:?} {vault} {media} {id} {now:?} {config:?}")
+        Self::create_inner(Arc::new(RealFs), None, path, vault, media, id, now, config)
     }
 
     /// Opens an existing store. `expected` is the store id the caller registered at this path
-    /// (`None`: any); `vault` must match the marker.
+    /// (`None`: any); `vault` must match the marker. Read-write opens take the store's lock
+    /// exclusively and trim torn pack tails; read-only opens take it shared, never write, and
+    /// build the index in memory from the pack entry headers.
     pub fn open(
         path: &Path,
         expected: Option<StoreId>,
@@ -139,7 +256,11 @@ impl Store {
         access: Access,
         config: &Config,
     ) -> Result<Store, OpenError> {
-        todo!("{path:?} {expected:?} {vault} {access:?} {config:?}")
+        let source = match access {
+            Access::ReadWrite => IndexSource::Sled,
+            Access::ReadOnly => IndexSource::Scan,
+        };
+        Self::open_inner(Arc::new(RealFs), source, path, expected, vault, access, config, None)
     }
 
     /// Opens a store over an arbitrary file layer and index (for tests).
@@ -152,7 +273,8 @@ impl Store {
         access: Access,
         config: &Config,
     ) -> Result<Store, OpenError> {
-        todo!("{fs:?} {index:?} {path:?} {expected:?} {vault} {access:?} {config:?}")
+        let source = IndexSource::Given(index);
+        Self::open_inner(fs, source, path, expected, vault, access, config, None)
     }
 
     /// Creates a store over an arbitrary file layer and index (for tests).
@@ -167,7 +289,7 @@ impl Store {
         now: Timestamp,
         config: &Config,
     ) -> Result<Store, CreateError> {
-        todo!("{fs:?} {index:?} {path:?} {vault} {media} {id} {now:?} {config:?}")
+        Self::create_inner(fs, Some(index), path, vault, media, id, now, config)
     }
 
     /// The store's directory.
@@ -177,103 +299,1098 @@ impl Store {
 
     /// The store's id, from its marker.
     pub fn id(&self) -> StoreId {
-        self.id
+        self.marker.store
     }
 
     /// The vault the store belongs to.
     pub fn vault(&self) -> VaultId {
-        self.vault
+        self.marker.vault
     }
 
     /// The media the store lives on.
     pub fn media(&self) -> Media {
-        self.media
+        self.marker.media
+    }
+
+    /// When the store was created.
+    pub fn created(&self) -> Timestamp {
+        self.marker.created
+    }
+
+    /// How the store was opened.
+    pub fn access(&self) -> Access {
+        self.access
     }
 
     /// Whether the blob is in the store (committed, or put and not yet committed).
     pub fn contains(&self, id: BlobId) -> Result<bool, ReadError> {
-        todo!("{id} {:?} {:?}", self.fs, self.index)
+        Ok(self.location(id)?.is_some())
     }
 
     /// Appends the blob to the current pack. Buffered: neither durable nor acknowledged until
     /// [`Store::commit`] returns. Returns `false` (and writes nothing) if it was already present.
     pub fn put(&mut self, blob: &SealedBlob) -> Result<bool, WriteError> {
-        todo!("{blob:?}")
-    }
-
-    /// Makes every put and remove since the last commit durable and indexed: writes buffered
-    /// bytes, syncs the pack files (and the packs directory when a pack was created), then
-    /// records the new locations and pack lengths in one index batch, durable on return. Only
-    /// after `Ok` may a caller acknowledge or reference those blobs. On error nothing new is
-    /// acknowledged, nothing committed before is lost, and the uncommitted puts are dropped.
-    pub fn commit(&mut self) -> Result<(), WriteError> {
-        todo!()
-    }
-
-    /// Bytes put (or removed) but not committed yet.
-    pub fn pending_bytes(&self) -> u64 {
-        todo!()
-    }
-
-    /// Reads a blob and verifies it against its address.
-    pub fn get(&self, id: BlobId) -> Result<SealedBlob, ReadError> {
-        todo!("{id}")
-    }
-
-    /// Location and length of every committed blob, sorted by (pack, offset).
-    pub fn blobs(&self) -> Result<Vec<BlobInfo>, ReadError> {
-        todo!()
+        self.check_writable()?;
+        let id = blob.id();
+        if self.location(id).map_err(WriteError::Read)?.is_some() {
+            return Ok(false);
+        }
+        let bytes = blob.as_bytes();
+        let header = EntryHeader::blob(id, bytes.len());
+        let len = u32::try_from(bytes.len()).expect("a sealed blob is under BLOB_LEN_MAX");
+        let location = self.append(header, bytes)?;
+        debug_assert_eq!(location.len, len);
+        self.pending.insert(id, Pending::Put(location));
+        self.pending_bytes += header.entry_len();
+        trace!(blob = %id, pack = location.pack, offset = location.offset, "blob put");
+        Ok(true)
     }
 
     /// Removes a blob: forgets it in the index and appends a tombstone to the current pack (so
     /// that a rebuild does not resurrect it); durable at the next commit. Space is not reclaimed.
     /// Returns `false` if the blob was not present.
     pub fn remove(&mut self, id: BlobId) -> Result<bool, WriteError> {
-        todo!("{id}")
+        self.check_writable()?;
+        if self.location(id).map_err(WriteError::Read)?.is_none() {
+            return Ok(false);
+        }
+        let header = EntryHeader::tombstone(id);
+        self.append(header, &[])?;
+        self.pending.insert(id, Pending::Remove);
+        self.pending_bytes += header.entry_len();
+        trace!(blob = %id, "blob removed");
+        Ok(true)
     }
 
-    /// Stores a head as `heads/<device hex>/<folder hex>`, atomically. Returns `Ok(false)` and
-    /// keeps the stored head if that one has a higher sequence (or the same sequence and other
-    /// contents).
+    /// Makes every put and remove since the last commit durable and indexed, in this order:
+    /// write the buffered bytes, sync every pack file written to (and the packs directory when a
+    /// pack was created), then record the new locations and pack lengths in one index batch,
+    /// durable when it returns. Only after `Ok` may a caller acknowledge or reference those
+    /// blobs.
+    ///
+    /// On error nothing new is acknowledged, nothing committed before is lost, the uncommitted
+    /// puts and removes are dropped (put them again), and the store stays usable.
+    pub fn commit(&mut self) -> Result<(), WriteError> {
+        self.check_writable()?;
+        if self.pending.is_empty() && self.closed.is_empty() && self.writer_is_clean() {
+            return Ok(());
+        }
+        if let Err(err) = self.sync_packs() {
+            self.rewind();
+            return Err(err);
+        }
+        let mut batch = Batch::default();
+        for (id, pending) in &self.pending {
+            match pending {
+                Pending::Put(location) => batch.puts.push((*id, *location)),
+                Pending::Remove => batch.removes.push(*id),
+            }
+        }
+        for writer in self.closed.iter().chain(&self.writer) {
+            batch.pack_lengths.push((writer.seq, writer.written));
+        }
+        if let Err(source) = self.index.commit(&batch) {
+            // The index may or may not hold the batch now (sled can apply it and fail to flush,
+            // then flush it later). So the synced bytes stay where they are and are never
+            // overwritten: the next commit records the pack lengths past them.
+            self.pending.clear();
+            self.pending_bytes = 0;
+            return Err(WriteError::Index { path: self.index_path.clone(), source });
+        }
+        for writer in self.closed.iter_mut().chain(&mut self.writer) {
+            writer.committed = writer.written;
+            self.committed.insert(writer.seq, writer.written);
+        }
+        self.closed.clear();
+        debug!(
+            store = %self.marker.store,
+            blobs = batch.puts.len(),
+            removed = batch.removes.len(),
+            bytes = self.pending_bytes,
+            "commit"
+        );
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+
+    /// Bytes put (or removed) but not committed yet, entry headers included.
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+
+    /// Reads a blob (committed, or put and not yet committed) with one positioned read and
+    /// verifies it against its address.
+    pub fn get(&self, id: BlobId) -> Result<SealedBlob, ReadError> {
+        let location = self.location(id)?.ok_or(ReadError::Missing { blob: id })?;
+        let buffered =
+            self.closed.iter().chain(&self.writer).find_map(|writer| writer.buffered(location));
+        let bytes = match buffered {
+            Some(bytes) => bytes.to_vec(),
+            None => self.read_blob(id, location)?,
+        };
+        SealedBlob::verify(id, bytes).map_err(|_| ReadError::Corrupt {
+            blob: id,
+            path: self.pack_path(location.pack),
+            offset: location.offset,
+            problem: Problem::Mismatch,
+        })
+    }
+
+    /// Location and length of every committed blob, sorted by (pack, offset).
+    pub fn blobs(&self) -> Result<Vec<BlobInfo>, ReadError> {
+        let mut out = Vec::new();
+        self.index
+            .scan(&mut |id, location| out.push(BlobInfo { id, len: location.len, location }))
+            .map_err(|source| self.index_error(source))?;
+        out.sort_unstable_by_key(|info| (info.location.pack, info.location.offset));
+        Ok(out)
+    }
+
+    /// Stores a head as `heads/<device hex>/<folder hex>`, atomically (temporary file, sync,
+    /// rename, sync directory). Returns `Ok(false)` and keeps the stored head if that one has a
+    /// higher sequence, or the same sequence and other contents. The head must verify for the
+    /// store's vault.
     pub fn write_head(&self, head: &SignedHead) -> Result<bool, WriteError> {
-        todo!("{head:?}")
+        self.check_writable()?;
+        head.verify(self.marker.vault).map_err(WriteError::Head)?;
+        let _guard = self.meta_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let device_dir = self.path.join(HEADS_DIR).join(head.head.device.to_hex());
+        let file = device_dir.join(head.head.folder.to_hex());
+        match self.read_head(&file) {
+            Ok(Some(stored)) if stored.head.sequence > head.head.sequence => {
+                debug!(folder = %head.head.folder, stored = stored.head.sequence,
+                    offered = head.head.sequence, "older head refused");
+                return Ok(false);
+            }
+            Ok(Some(stored)) if stored.head.sequence == head.head.sequence => {
+                if stored != *head {
+                    warn!(folder = %head.head.folder, sequence = stored.head.sequence,
+                        "a different head with the same sequence refused");
+                    return Ok(false);
+                }
+                // Already there; make sure its rename is durable.
+                self.fs.sync_dir(&device_dir).map_err(|e| self.write_error(&device_dir, e))?;
+                return Ok(true);
+            }
+            Ok(_) => {}
+            Err(ReadError::Head { path, source }) => {
+                warn!(path = %path.display(), error = %source, "replacing a damaged head file");
+            }
+            Err(err) => return Err(WriteError::Read(err)),
+        }
+        if self.fs.kind(&device_dir).map_err(|e| self.write_error(&device_dir, e))?.is_none() {
+            self.fs.create_dir(&device_dir).map_err(|e| self.write_error(&device_dir, e))?;
+            let heads = self.path.join(HEADS_DIR);
+            self.fs.sync_dir(&heads).map_err(|e| self.write_error(&heads, e))?;
+        }
+        self.write_atomic(&device_dir, &head.head.folder.to_hex(), &head.encode())?;
+        debug!(folder = %head.head.folder, sequence = head.head.sequence, "head stored");
+        Ok(true)
     }
 
-    /// Every stored head, each verified for the store's vault.
+    /// Every stored head, each verified for the store's vault, sorted by device and folder.
+    /// A damaged head file is an error naming it.
     pub fn heads(&self) -> Result<Vec<SignedHead>, ReadError> {
-        todo!()
+        let heads_dir = self.path.join(HEADS_DIR);
+        let mut out = Vec::new();
+        for device_name in self.list_dir(&heads_dir)? {
+            let Some(device) = device_name.to_str().and_then(|n| n.parse::<DeviceId>().ok()) else {
+                continue;
+            };
+            let device_dir = heads_dir.join(&device_name);
+            if self.fs.kind(&device_dir).map_err(|e| read_io(&device_dir, e))? != Some(Kind::Dir) {
+                continue;
+            }
+            for folder_name in self.list_dir(&device_dir)? {
+                let Some(folder) = folder_name.to_str().and_then(|n| n.parse::<FolderId>().ok())
+                else {
+                    continue; // temporary files start with a dot
+                };
+                let file = device_dir.join(&folder_name);
+                let head = self.read_head(&file)?.ok_or_else(|| ReadError::Io {
+                    path: file.clone(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                })?;
+                if head.head.device != device || head.head.folder != folder {
+                    return Err(ReadError::HeadPlace { path: file });
+                }
+                out.push(head);
+            }
+        }
+        out.sort_by_key(|h| (h.head.device, h.head.folder));
+        Ok(out)
     }
 
-    /// Stores the roster as the file `roster`, atomically.
+    /// Stores the roster as the file `roster`, atomically (as heads are). The roster must
+    /// verify and belong to the store's vault.
     pub fn write_roster(&self, roster: &Roster) -> Result<(), WriteError> {
-        todo!("{roster:?}")
+        self.check_writable()?;
+        if roster.vault != self.marker.vault {
+            return Err(WriteError::RosterVault {
+                found: roster.vault,
+                expected: self.marker.vault,
+            });
+        }
+        roster.verify().map_err(WriteError::Roster)?;
+        let _guard = self.meta_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write_atomic(&self.path.clone(), ROSTER_FILE, &roster.encode())?;
+        debug!(devices = roster.entries.len(), "roster stored");
+        Ok(())
     }
 
     /// The stored roster, verified; `None` if there is none.
     pub fn roster(&self) -> Result<Option<Roster>, ReadError> {
-        todo!()
+        let file = self.path.join(ROSTER_FILE);
+        let Some(bytes) = self.read_small(&file, RECORD_LEN_MAX as u64)? else {
+            return Ok(None);
+        };
+        let roster = Roster::decode(&bytes)
+            .map_err(|source| ReadError::Roster { path: file.clone(), source })?;
+        if roster.vault != self.marker.vault {
+            return Err(ReadError::RosterVault { path: file, found: roster.vault });
+        }
+        Ok(Some(roster))
     }
 
-    /// Re-reads every committed blob with its entry header and re-hashes it, calling
-    /// `progress(bytes_done)` now and then. Damage is listed, never a panic.
+    /// Re-reads every committed blob with its entry header, re-hashes it and checks every pack
+    /// header, calling `progress(bytes_done)` now and then. Damage is listed, never a panic; only
+    /// a failure to read the index is an error.
     pub fn scrub(&self, progress: &mut dyn FnMut(u64)) -> Result<ScrubReport, ReadError> {
-        let _ = progress;
-        todo!()
+        let blobs = self.blobs()?;
+        let mut report = ScrubReport::default();
+        let mut reported = 0u64;
+        let mut buf = Vec::new();
+        let mut current: Option<(u32, Option<Arc<dyn File>>)> = None;
+        for info in blobs {
+            let location = info.location;
+            let pack_path = self.pack_path(location.pack);
+            if current.as_ref().is_none_or(|(seq, _)| *seq != location.pack) {
+                let file = self.check_pack_header(location.pack, &pack_path, &mut report.damaged);
+                current = Some((location.pack, file));
+            }
+            let file = current.as_ref().and_then(|(_, file)| file.as_ref());
+            report.blobs += 1;
+            report.bytes += u64::from(location.len);
+            let problem = match file {
+                None => Some(Problem::PackMissing),
+                Some(file) => check_entry(file.as_ref(), info.id, location, &mut buf),
+            };
+            if let Some(problem) = problem {
+                warn!(blob = %info.id, pack = location.pack, offset = location.offset,
+                    %problem, "scrub found a damaged blob");
+                report.damaged.push(Damage {
+                    blob: Some(info.id),
+                    pack: pack_path,
+                    offset: location.offset,
+                    problem,
+                });
+            }
+            if report.bytes - reported >= PROGRESS_EVERY {
+                reported = report.bytes;
+                progress(reported);
+            }
+        }
+        progress(report.bytes);
+        info!(store = %self.marker.store, blobs = report.blobs, bytes = report.bytes,
+            damaged = report.damaged.len(), "scrub done");
+        Ok(report)
     }
 
-    /// Counts of blobs, bytes and packs.
+    /// Counts of committed blobs, their bytes, and packs.
     pub fn stats(&self) -> Result<Stats, ReadError> {
-        todo!()
+        let mut stats = Stats::default();
+        self.index
+            .scan(&mut |_, location| {
+                stats.blobs += 1;
+                stats.bytes += u64::from(location.len);
+            })
+            .map_err(|source| self.index_error(source))?;
+        stats.packs = self.committed.len() as u64;
+        stats.pack_bytes = self.committed.values().sum();
+        Ok(stats)
     }
 
-    /// Deletes the index and rebuilds it from the packs alone. Entries whose bytes do not hash
-    /// to their id are reported and not indexed; a tombstone removes an earlier entry of its id.
-    /// Takes the store's lock exclusively.
+    /// Deletes the index and rebuilds it from the packs alone, holding the store's lock
+    /// exclusively. Every blob's bytes are re-hashed: entries that do not match their id, and
+    /// damaged entry headers, are reported and not indexed. A tombstone removes an earlier entry
+    /// of its id. A pack's committed length becomes the end of its last complete entry, so the
+    /// next open trims a torn tail.
     pub fn rebuild_index(
         path: &Path,
         vault: VaultId,
         config: &Config,
     ) -> Result<RebuildReport, OpenError> {
-        todo!("{path:?} {vault} {config:?}")
+        let fs: Arc<dyn Fs> = Arc::new(RealFs);
+        let marker = check_marker(fs.as_ref(), path, None, vault)?;
+        let _lock = take_lock(fs.as_ref(), path, Access::ReadWrite)?;
+        let index_dir = path.join(INDEX_DIR);
+        let index_error = |source| OpenError::Index { path: index_dir.clone(), source };
+        match std::fs::remove_dir_all(&index_dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(OpenError::Io { path: index_dir, source }),
+        }
+        let mut index = SledIndex::open(&index_dir, config.index_cache_bytes, true)
+            .map_err(|e| sled_open_error(path, &index_dir, e))?;
+        let mut report = RebuildReport::default();
+        let mut batch: BTreeMap<BlobId, Option<Location>> = BTreeMap::new();
+        let mut lengths = Vec::new();
+        let packs_dir = path.join(PACKS_DIR);
+        for seq in list_packs(fs.as_ref(), &packs_dir)? {
+            let pack_path = packs_dir.join(pack::file_name(seq));
+            let file = fs.open(&pack_path, false).map_err(|e| open_io(&pack_path, e))?;
+            let len = file.len().map_err(|e| open_io(&pack_path, e))?;
+            let expect = PackHeader { store: marker.store, seq };
+            let mut flush_error = None;
+            let walked = pack::walk(file.as_ref(), len, expect, true, &mut |found| match found {
+                pack::Found::Entry { header, offset, problem: Some(problem) } => {
+                    report.damaged.push(Damage {
+                        blob: Some(header.blob),
+                        pack: pack_path.clone(),
+                        offset: offset + EntryHeader::LEN as u64,
+                        problem,
+                    });
+                }
+                pack::Found::Entry { header, offset, problem: None } => {
+                    match header.kind {
+                        EntryKind::Blob => {
+                            let location = Location {
+                                pack: seq,
+                                offset: offset + EntryHeader::LEN as u64,
+                                len: header.len,
+                            };
+                            batch.insert(header.blob, Some(location));
+                        }
+                        EntryKind::Tombstone => {
+                            report.tombstones += 1;
+                            batch.insert(header.blob, None);
+                        }
+                    }
+                    if batch.len() >= REBUILD_BATCH && flush_error.is_none() {
+                        flush_error = commit_rebuild(&mut index, &mut batch, Vec::new()).err();
+                    }
+                }
+                pack::Found::Damaged { offset } => report.damaged.push(Damage {
+                    blob: None,
+                    pack: pack_path.clone(),
+                    offset,
+                    problem: Problem::Header,
+                }),
+            })
+            .map_err(|e| open_io(&pack_path, e))?;
+            if let Some(err) = flush_error {
+                return Err(index_error(err));
+            }
+            if !walked.header_ok {
+                report.damaged.push(Damage {
+                    blob: None,
+                    pack: pack_path.clone(),
+                    offset: 0,
+                    problem: Problem::PackHeader,
+                });
+            }
+            report.packs += 1;
+            lengths.push((seq, walked.end));
+        }
+        commit_rebuild(&mut index, &mut batch, lengths).map_err(index_error)?;
+        index.init(marker.store).map_err(index_error)?;
+        index
+            .scan(&mut |_, location| {
+                report.blobs += 1;
+                report.bytes += u64::from(location.len);
+            })
+            .map_err(index_error)?;
+        info!(store = %marker.store, packs = report.packs, blobs = report.blobs,
+            damaged = report.damaged.len(), "index rebuilt");
+        Ok(report)
+    }
+}
+
+/// Private: opening and creating.
+impl Store {
+    #[allow(clippy::too_many_arguments)]
+    fn create_inner(
+        fs: Arc<dyn Fs>,
+        index: Option<Box<dyn Index>>,
+        path: &Path,
+        vault: VaultId,
+        media: Media,
+        id: StoreId,
+        now: Timestamp,
+        config: &Config,
+    ) -> Result<Store, CreateError> {
+        let io_error = |file: &Path, source: io::Error| create_io(path, file, source);
+        match fs.kind(path).map_err(|e| io_error(path, e))? {
+            None => {
+                fs.create_dir_all(path).map_err(|e| io_error(path, e))?;
+                let parent = parent_dir(path);
+                fs.sync_dir(&parent).map_err(|e| io_error(&parent, e))?;
+            }
+            Some(Kind::Dir) => {
+                if !fs.read_dir(path).map_err(|e| io_error(path, e))?.is_empty() {
+                    return Err(CreateError::Exists { path: path.to_path_buf() });
+                }
+            }
+            Some(_) => return Err(CreateError::Exists { path: path.to_path_buf() }),
+        }
+        let lock = take_lock(fs.as_ref(), path, Access::ReadWrite).map_err(CreateError::Open)?;
+        for dir in [PACKS_DIR, HEADS_DIR] {
+            let dir = path.join(dir);
+            fs.create_dir(&dir).map_err(|e| io_error(&dir, e))?;
+        }
+        let index_dir = path.join(INDEX_DIR);
+        let mut index = match index {
+            Some(index) => index,
+            None => Box::new(
+                SledIndex::open(&index_dir, config.index_cache_bytes, true)
+                    .map_err(|source| CreateError::Index { path: index_dir.clone(), source })?,
+            ),
+        };
+        index.init(id).map_err(|source| CreateError::Index { path: index_dir.clone(), source })?;
+        fs.sync_dir(path).map_err(|e| io_error(path, e))?;
+        // The marker goes last: until it is durable, the directory is not a store.
+        let marker = Marker { store: id, vault, media, created: now };
+        let tmp = path.join(format!(".{MARKER_FILE}.tmp"));
+        let file = fs.create(&tmp).map_err(|e| io_error(&tmp, e))?;
+        file.write_all_at(&marker.encode(), 0).map_err(|e| io_error(&tmp, e))?;
+        file.sync().map_err(|e| io_error(&tmp, e))?;
+        drop(file);
+        let marker_path = path.join(MARKER_FILE);
+        fs.rename(&tmp, &marker_path).map_err(|e| io_error(&marker_path, e))?;
+        fs.sync_dir(path).map_err(|e| io_error(path, e))?;
+        info!(store = %id, media = %media, "store created");
+        let source = IndexSource::Given(index);
+        Self::open_inner(fs, source, path, Some(id), vault, Access::ReadWrite, config, lock)
+            .map_err(CreateError::Open)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_inner(
+        fs: Arc<dyn Fs>,
+        source: IndexSource,
+        path: &Path,
+        expected: Option<StoreId>,
+        vault: VaultId,
+        access: Access,
+        config: &Config,
+        lock: Option<LockGuard>,
+    ) -> Result<Store, OpenError> {
+        let marker = check_marker(fs.as_ref(), path, expected, vault)?;
+        let lock = match lock {
+            Some(lock) => Some(lock),
+            None => take_lock(fs.as_ref(), path, access)?,
+        };
+        let packs_dir = path.join(PACKS_DIR);
+        let index_path = path.join(INDEX_DIR);
+        let seqs = list_packs(fs.as_ref(), &packs_dir)?;
+        let index: Box<dyn Index> = match source {
+            IndexSource::Given(index) => index,
+            IndexSource::Sled => {
+                if fs.kind(&index_path).map_err(|e| open_io(&index_path, e))?.is_none() {
+                    let source = IndexError::Missing;
+                    return Err(OpenError::Index { path: index_path, source });
+                }
+                Box::new(
+                    SledIndex::open(&index_path, config.index_cache_bytes, false)
+                        .map_err(|e| sled_open_error(path, &index_path, e))?,
+                )
+            }
+            IndexSource::Scan => {
+                Box::new(scan_index(fs.as_ref(), &packs_dir, &seqs, marker.store)?)
+            }
+        };
+        let index_error = |source| OpenError::Index { path: index_path.clone(), source };
+        let found = index.store().map_err(index_error)?;
+        if found != Some(marker.store) {
+            return Err(index_error(IndexError::OtherStore { found, expected: marker.store }));
+        }
+        let committed = index.pack_lengths().map_err(index_error)?;
+        let mut store = Store {
+            fs,
+            index,
+            path: path.to_path_buf(),
+            index_path,
+            marker,
+            access,
+            config: config.clone(),
+            _lock: lock,
+            readers: RwLock::new(HashMap::new()),
+            next_seq: 0,
+            committed,
+            writer: None,
+            closed: Vec::new(),
+            packs_dir_dirty: false,
+            pending: HashMap::new(),
+            pending_bytes: 0,
+            meta_lock: Mutex::new(()),
+        };
+        let mut remaining = seqs;
+        if access == Access::ReadWrite {
+            remaining = store.trim_packs(remaining)?;
+        }
+        let last = remaining.last().copied().max(store.committed.keys().next_back().copied());
+        store.next_seq = last.map_or(0, |seq| seq.saturating_add(1));
+        debug!(store = %store.marker.store, ?access, packs = store.committed.len(), "store open");
+        Ok(store)
+    }
+
+    /// Brings each pack file back to its committed length: a longer file has a torn or
+    /// uncommitted tail (cut off), a shorter one has lost committed bytes (left alone and
+    /// reported), and a file newer than every committed pack was never committed (removed).
+    /// Returns the pack files that remain.
+    fn trim_packs(&mut self, seqs: Vec<u32>) -> Result<Vec<u32>, OpenError> {
+        let packs_dir = self.path.join(PACKS_DIR);
+        let newest_committed = self.committed.keys().next_back().copied();
+        let mut remaining = Vec::with_capacity(seqs.len());
+        let mut removed = false;
+        for seq in seqs {
+            let file_path = packs_dir.join(pack::file_name(seq));
+            let committed = self.committed.get(&seq).copied();
+            if committed.is_none() && newest_committed.is_none_or(|newest| seq > newest) {
+                info!(pack = %file_path.display(), "removing a pack that was never committed");
+                self.fs
+                    .remove_file(&file_path)
+                    .map_err(|e| open_write_io(&self.path, &file_path, e))?;
+                removed = true;
+                continue;
+            }
+            remaining.push(seq);
+            let file = self
+                .fs
+                .open(&file_path, true)
+                .map_err(|e| open_write_io(&self.path, &file_path, e))?;
+            let len = file.len().map_err(|e| open_io(&file_path, e))?;
+            match committed {
+                None => warn!(pack = %file_path.display(),
+                    "pack file is not in the index: run `triad store rebuild-index`"),
+                Some(committed) if len > committed => {
+                    info!(pack = %file_path.display(), from = len, to = committed,
+                        "trimming an uncommitted pack tail");
+                    file.set_len(committed)
+                        .map_err(|e| open_write_io(&self.path, &file_path, e))?;
+                    file.sync().map_err(|e| open_write_io(&self.path, &file_path, e))?;
+                }
+                Some(committed) if len < committed => warn!(pack = %file_path.display(),
+                    len, committed, "pack file is shorter than its committed length: blobs are lost; run `triad store scrub`"),
+                Some(_) => {}
+            }
+        }
+        for seq in self.committed.keys() {
+            if remaining.binary_search(seq).is_err() {
+                warn!(pack = %packs_dir.join(pack::file_name(*seq)).display(),
+                    "committed pack file is missing: its blobs are lost");
+            }
+        }
+        if removed {
+            self.fs.sync_dir(&packs_dir).map_err(|e| open_write_io(&self.path, &packs_dir, e))?;
+        }
+        Ok(remaining)
+    }
+}
+
+/// Private: writing.
+impl Store {
+    fn check_writable(&self) -> Result<(), WriteError> {
+        match self.access {
+            Access::ReadWrite => Ok(()),
+            Access::ReadOnly => Err(WriteError::ReadOnly { path: self.path.clone() }),
+        }
+    }
+
+    fn write_error(&self, file: &Path, source: io::Error) -> WriteError {
+        WriteError::io(&self.path, file, source)
+    }
+
+    fn writer_is_clean(&self) -> bool {
+        self.writer.as_ref().is_none_or(|w| w.end() == w.committed) && !self.packs_dir_dirty
+    }
+
+    /// Appends an entry to the current pack (rolling to a new pack when full) and returns where
+    /// its body is. On error nothing of the entry is kept.
+    fn append(&mut self, header: EntryHeader, body: &[u8]) -> Result<Location, WriteError> {
+        let entry_len = header.entry_len();
+        self.prepare_writer(entry_len)?;
+        let writer = self.writer.as_mut().expect("prepare_writer leaves a writer");
+        let before = writer.buf.len();
+        let location = Location {
+            pack: writer.seq,
+            offset: writer.end() + EntryHeader::LEN as u64,
+            len: header.len,
+        };
+        writer.buf.extend_from_slice(&header.encode());
+        writer.buf.extend_from_slice(body);
+        if writer.buf.len() >= WRITE_BUF_LEN
+            && let Err(err) = writer.flush()
+        {
+            // The earlier buffered entries stay buffered: a later flush writes them again at
+            // the same offset.
+            writer.buf.truncate(before);
+            let path = writer.path.clone();
+            return Err(self.write_error(&path, err));
+        }
+        Ok(location)
+    }
+
+    /// Makes sure there is a writer with room for `entry_len` more bytes (or an empty pack).
+    fn prepare_writer(&mut self, entry_len: u64) -> Result<(), WriteError> {
+        if let Some(writer) = &mut self.writer {
+            let has_entries = writer.end() > PackHeader::LEN as u64;
+            if !has_entries || writer.end() + entry_len <= self.config.pack_len_target {
+                return Ok(());
+            }
+            writer.flush().map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
+            let full = self.writer.take().expect("checked above");
+            self.closed.push(full);
+            return self.new_pack();
+        }
+        // Append to the newest committed pack if it has room and is intact.
+        if let Some((&seq, &len)) = self.committed.last_key_value()
+            && seq + 1 == self.next_seq
+            && len + entry_len <= self.config.pack_len_target
+        {
+            let path = self.pack_path(seq);
+            let file: Arc<dyn File> =
+                Arc::from(self.fs.open(&path, true).map_err(|e| self.write_error(&path, e))?);
+            if file.len().map_err(|e| self.write_error(&path, e))? == len {
+                self.readers_mut().insert(seq, file.clone());
+                self.writer =
+                    Some(Writer { seq, path, file, committed: len, written: len, buf: Vec::new() });
+                return Ok(());
+            }
+        }
+        self.new_pack()
+    }
+
+    fn new_pack(&mut self) -> Result<(), WriteError> {
+        let seq = self.next_seq;
+        let path = self.pack_path(seq);
+        // A file of this name can only be left over from a failed commit: never committed.
+        let file: Arc<dyn File> =
+            Arc::from(self.fs.create(&path).map_err(|e| self.write_error(&path, e))?);
+        self.packs_dir_dirty = true;
+        self.next_seq = seq.checked_add(1).expect("fewer than 2^32 packs");
+        self.readers_mut().insert(seq, file.clone());
+        let header = PackHeader { store: self.marker.store, seq }.encode().to_vec();
+        debug!(pack = seq, "new pack");
+        self.writer = Some(Writer { seq, path, file, committed: 0, written: 0, buf: header });
+        Ok(())
+    }
+
+    fn sync_packs(&mut self) -> Result<(), WriteError> {
+        for writer in self.closed.iter_mut().chain(&mut self.writer) {
+            writer.flush().map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
+            if writer.written != writer.committed {
+                writer.file.sync().map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
+            }
+        }
+        if self.packs_dir_dirty {
+            let dir = self.path.join(PACKS_DIR);
+            self.fs.sync_dir(&dir).map_err(|e| self.write_error(&dir, e))?;
+            self.packs_dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Forgets everything since the last commit after writing or syncing packs failed. Nothing
+    /// written since then is in the index, so the oldest pack written to continues at its
+    /// committed length (its bytes past it will be overwritten), and newer pack files are
+    /// reused from their start.
+    fn rewind(&mut self) {
+        let mut writers: Vec<Writer> = self.closed.drain(..).chain(self.writer.take()).collect();
+        writers.sort_by_key(|w| w.seq);
+        if let Some(mut first) = writers.into_iter().next() {
+            first.written = first.committed;
+            first.buf.clear();
+            if first.committed == 0 {
+                first.buf =
+                    PackHeader { store: self.marker.store, seq: first.seq }.encode().to_vec();
+            }
+            self.next_seq = first.seq + 1;
+            self.writer = Some(first);
+        }
+        if !self.pending.is_empty() {
+            warn!(store = %self.marker.store, puts = self.pending.len(), "commit failed; uncommitted puts dropped");
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+    }
+
+    fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let target = dir.join(name);
+        let file = self.fs.create(&tmp).map_err(|e| self.write_error(&tmp, e))?;
+        file.write_all_at(bytes, 0).map_err(|e| self.write_error(&tmp, e))?;
+        file.sync().map_err(|e| self.write_error(&tmp, e))?;
+        drop(file);
+        self.fs.rename(&tmp, &target).map_err(|e| self.write_error(&target, e))?;
+        self.fs.sync_dir(dir).map_err(|e| self.write_error(dir, e))?;
+        Ok(())
+    }
+}
+
+/// Private: reading.
+impl Store {
+    fn pack_path(&self, seq: u32) -> PathBuf {
+        self.path.join(PACKS_DIR).join(pack::file_name(seq))
+    }
+
+    fn index_error(&self, source: IndexError) -> ReadError {
+        ReadError::Index { path: self.index_path.clone(), source }
+    }
+
+    fn readers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Arc<dyn File>>> {
+        self.readers.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where a blob is, including puts not committed yet; `None` if absent or removed.
+    fn location(&self, id: BlobId) -> Result<Option<Location>, ReadError> {
+        match self.pending.get(&id) {
+            Some(Pending::Put(location)) => Ok(Some(*location)),
+            Some(Pending::Remove) => Ok(None),
+            None => self.index.get(&id).map_err(|source| self.index_error(source)),
+        }
+    }
+
+    fn reader(&self, seq: u32) -> io::Result<Arc<dyn File>> {
+        let cached = self.readers.read().unwrap_or_else(PoisonError::into_inner).get(&seq).cloned();
+        if let Some(file) = cached {
+            return Ok(file);
+        }
+        let file: Arc<dyn File> = Arc::from(self.fs.open(&self.pack_path(seq), false)?);
+        self.readers_mut().insert(seq, file.clone());
+        Ok(file)
+    }
+
+    fn read_blob(&self, id: BlobId, location: Location) -> Result<Vec<u8>, ReadError> {
+        let path = self.pack_path(location.pack);
+        let corrupt = |problem| ReadError::Corrupt {
+            blob: id,
+            path: path.clone(),
+            offset: location.offset,
+            problem,
+        };
+        if location.len as usize > BLOB_LEN_MAX {
+            return Err(corrupt(Problem::Length));
+        }
+        let file = match self.reader(location.pack) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(corrupt(Problem::PackMissing));
+            }
+            Err(source) => return Err(ReadError::Io { path, source }),
+        };
+        let mut bytes = vec![0; location.len as usize];
+        match file.read_exact_at(&mut bytes, location.offset) {
+            Ok(()) => Ok(bytes),
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Err(corrupt(Problem::Short)),
+            Err(source) => Err(ReadError::Io { path, source }),
+        }
+    }
+
+    /// Opens a pack for scrubbing and checks its header; damage is pushed to `damaged`.
+    fn check_pack_header(
+        &self,
+        seq: u32,
+        path: &Path,
+        damaged: &mut Vec<Damage>,
+    ) -> Option<Arc<dyn File>> {
+        let damage = |problem| Damage { blob: None, pack: path.to_path_buf(), offset: 0, problem };
+        let file = match self.reader(seq) {
+            Ok(file) => file,
+            Err(err) => {
+                let problem = if err.kind() == io::ErrorKind::NotFound {
+                    Problem::PackMissing
+                } else {
+                    Problem::Unreadable(err.kind())
+                };
+                warn!(pack = %path.display(), %problem, "scrub cannot open a pack");
+                damaged.push(damage(problem));
+                return None;
+            }
+        };
+        let mut header = [0u8; PackHeader::LEN];
+        let ok = file.read_exact_at(&mut header, 0).is_ok()
+            && PackHeader::decode(&header)
+                .is_ok_and(|h| h == PackHeader { store: self.marker.store, seq });
+        if !ok {
+            warn!(pack = %path.display(), "scrub found a damaged pack header");
+            damaged.push(damage(Problem::PackHeader));
+        }
+        Some(file)
+    }
+
+    /// Reads a small file whole; `None` if it does not exist.
+    fn read_small(&self, file: &Path, limit: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        match self.fs.read(file, limit) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) if err.kind() == io::ErrorKind::FileTooLarge => {
+                let len = self.fs.open(file, false).and_then(|f| f.len()).unwrap_or(limit + 1);
+                Err(ReadError::TooLarge { path: file.to_path_buf(), len })
+            }
+            Err(source) => Err(ReadError::Io { path: file.to_path_buf(), source }),
+        }
+    }
+
+    fn read_head(&self, file: &Path) -> Result<Option<SignedHead>, ReadError> {
+        let Some(bytes) = self.read_small(file, HEAD_LEN_MAX)? else {
+            return Ok(None);
+        };
+        SignedHead::decode(&bytes, self.marker.vault)
+            .map(Some)
+            .map_err(|source| ReadError::Head { path: file.to_path_buf(), source })
+    }
+
+    fn list_dir(&self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ReadError> {
+        match self.fs.read_dir(dir) {
+            Ok(names) => Ok(names),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(read_io(dir, source)),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            debug!(store = %self.marker.store, puts = self.pending.len(),
+                "store closed with uncommitted puts; they are dropped");
+        }
+    }
+}
+
+/// Checks an indexed blob's entry header and bytes; `None` if both are sound.
+fn check_entry(
+    file: &dyn File,
+    id: BlobId,
+    location: Location,
+    buf: &mut Vec<u8>,
+) -> Option<Problem> {
+    let header_len = EntryHeader::LEN as u64;
+    if location.len as usize > BLOB_LEN_MAX {
+        return Some(Problem::Length);
+    }
+    if location.offset < PackHeader::LEN as u64 + header_len {
+        return Some(Problem::Header);
+    }
+    buf.resize(EntryHeader::LEN + location.len as usize, 0);
+    match file.read_exact_at(buf, location.offset - header_len) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Some(Problem::Short),
+        Err(err) => return Some(Problem::Unreadable(err.kind())),
+    }
+    let (header, body) = buf.split_at(EntryHeader::LEN);
+    if BlobId::of(body) != id {
+        return Some(Problem::Mismatch);
+    }
+    match EntryHeader::decode(header) {
+        Ok(h) if h.kind == EntryKind::Blob && h.blob == id && h.len == location.len => None,
+        _ => Some(Problem::Header),
+    }
+}
+
+fn commit_rebuild(
+    index: &mut SledIndex,
+    batch: &mut BTreeMap<BlobId, Option<Location>>,
+    pack_lengths: Vec<(u32, u64)>,
+) -> Result<(), IndexError> {
+    let mut out = Batch { pack_lengths, ..Batch::default() };
+    for (id, location) in std::mem::take(batch) {
+        match location {
+            Some(location) => out.puts.push((id, location)),
+            None => out.removes.push(id),
+        }
+    }
+    index.commit(&out)
+}
+
+/// Builds an index in memory from the pack entry headers, without reading blob bodies.
+fn scan_index(
+    fs: &dyn Fs,
+    packs_dir: &Path,
+    seqs: &[u32],
+    store: StoreId,
+) -> Result<MemIndex, OpenError> {
+    let mut index = MemIndex::new();
+    index.init(store).expect("a memory index does not fail");
+    for &seq in seqs {
+        let path = packs_dir.join(pack::file_name(seq));
+        let file = fs.open(&path, false).map_err(|e| open_io(&path, e))?;
+        let len = file.len().map_err(|e| open_io(&path, e))?;
+        let mut batch = Batch::default();
+        let walked =
+            pack::walk(file.as_ref(), len, PackHeader { store, seq }, false, &mut |found| {
+                match found {
+                    pack::Found::Entry { header, offset, .. } => match header.kind {
+                        EntryKind::Blob => {
+                            let body = offset + EntryHeader::LEN as u64;
+                            let location = Location { pack: seq, offset: body, len: header.len };
+                            batch.puts.push((header.blob, location));
+                        }
+                        // Applied in order: a later put of the same id comes after this.
+                        EntryKind::Tombstone => batch.puts.retain(|(id, _)| *id != header.blob),
+                    },
+                    pack::Found::Damaged { offset } => {
+                        warn!(pack = %path.display(), offset, "damaged entry header skipped")
+                    }
+                }
+            })
+            .map_err(|e| open_io(&path, e))?;
+        if !walked.header_ok {
+            warn!(pack = %path.display(), "damaged pack header");
+        }
+        batch.pack_lengths.push((seq, walked.end));
+        index.commit(&batch).expect("a memory index does not fail");
+    }
+    Ok(index)
+}
+
+fn check_marker(
+    fs: &dyn Fs,
+    path: &Path,
+    expected: Option<StoreId>,
+    vault: VaultId,
+) -> Result<Marker, OpenError> {
+    match fs.kind(path).map_err(|e| open_io(path, e))? {
+        None => return Err(OpenError::Missing { path: path.to_path_buf() }),
+        Some(Kind::Dir) => {}
+        Some(_) => return Err(OpenError::NotAStore { path: path.to_path_buf() }),
+    }
+    let marker_path = path.join(MARKER_FILE);
+    let bytes = match fs.read(&marker_path, MARKER_LEN_MAX as u64) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            let empty = fs.read_dir(path).map_err(|e| open_io(path, e))?.is_empty();
+            return Err(if empty {
+                OpenError::Empty { path: path.to_path_buf() }
+            } else {
+                OpenError::NotAStore { path: path.to_path_buf() }
+            });
+        }
+        Err(err) if err.kind() == io::ErrorKind::FileTooLarge => {
+            let source = FrameError::Size { what: "store marker", len: MARKER_LEN_MAX + 1 };
+            return Err(OpenError::Marker { path: marker_path, source });
+        }
+        Err(source) => return Err(OpenError::Io { path: marker_path, source }),
+    };
+    let marker =
+        Marker::decode(&bytes).map_err(|source| OpenError::Marker { path: marker_path, source })?;
+    if marker.vault != vault {
+        return Err(OpenError::OtherVault {
+            path: path.to_path_buf(),
+            found: marker.vault,
+            expected: vault,
+        });
+    }
+    if let Some(expected) = expected
+        && marker.store != expected
+    {
+        return Err(OpenError::OtherStore {
+            path: path.to_path_buf(),
+            found: marker.store,
+            expected,
+        });
+    }
+    Ok(marker)
+}
+
+fn take_lock(fs: &dyn Fs, path: &Path, access: Access) -> Result<Option<LockGuard>, OpenError> {
+    let lock_path = path.join(LOCK_FILE);
+    let exclusive = access == Access::ReadWrite;
+    match fs.try_lock(&lock_path, exclusive, exclusive) {
+        Ok(Some(guard)) => Ok(Some(guard)),
+        Ok(None) => Err(OpenError::Locked { path: path.to_path_buf() }),
+        // A read-only store without a lock file (made by hand, or on read-only media):
+        // nothing to share a lock with.
+        Err(err) if !exclusive && err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(open_write_io(path, &lock_path, err)),
+    }
+}
+
+fn list_packs(fs: &dyn Fs, packs_dir: &Path) -> Result<Vec<u32>, OpenError> {
+    let names = fs.read_dir(packs_dir).map_err(|e| open_io(packs_dir, e))?;
+    let mut seqs: Vec<u32> = names
+        .iter()
+        .filter_map(|name| {
+            let seq = name.to_str().and_then(pack::parse_file_name);
+            if seq.is_none() {
+                debug!(name = ?name, "ignoring a file that is not a pack");
+            }
+            seq
+        })
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+fn sled_open_error(store: &Path, index_dir: &Path, err: IndexError) -> OpenError {
+    if let IndexError::Sled(sled::Error::Io(io_err)) = &err {
+        if is_read_only(io_err) {
+            return OpenError::ReadOnly { path: store.to_path_buf() };
+        }
+        // sled reports its own lock conflict as an `Other` error with this text.
+        if io_err.kind() == io::ErrorKind::WouldBlock
+            || io_err.to_string().contains("could not acquire lock")
+        {
+            return OpenError::Locked { path: store.to_path_buf() };
+        }
+    }
+    OpenError::Index { path: index_dir.to_path_buf(), source: err }
+}
+
+fn open_io(path: &Path, source: io::Error) -> OpenError {
+    OpenError::Io { path: path.to_path_buf(), source }
+}
+
+/// An I/O error while opening, where a read-only file system is worth its own message.
+fn open_write_io(store: &Path, file: &Path, source: io::Error) -> OpenError {
+    if is_read_only(&source) {
+        OpenError::ReadOnly { path: store.to_path_buf() }
+    } else {
+        open_io(file, source)
+    }
+}
+
+fn create_io(store: &Path, file: &Path, source: io::Error) -> CreateError {
+    if is_read_only(&source) {
+        CreateError::ReadOnly { path: store.to_path_buf() }
+    } else if is_full(&source) {
+        CreateError::Full { path: store.to_path_buf() }
+    } else {
+        CreateError::Io { path: file.to_path_buf(), source }
+    }
+}
+
+fn read_io(path: &Path, source: io::Error) -> ReadError {
+    ReadError::Io { path: path.to_path_buf(), source }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Store>();
+    }
+
+    #[test]
+    fn config_parses_with_defaults_and_refuses_unknown_fields() {
+        let config: Config = serde_json::from_str("{}").expect("defaults");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.index_cache_bytes, 32 * 1024 * 1024);
+        assert_eq!(config.pack_len_target, triad_proto::limits::PACK_LEN_TARGET);
+        let config: Config = serde_json::from_str(r#"{"pack_len_target": 1000}"#).expect("one");
+        assert_eq!(config.pack_len_target, 1000);
+        assert!(serde_json::from_str::<Config>(r#"{"pack_len": 1000}"#).is_err());
     }
 }
