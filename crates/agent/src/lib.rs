@@ -1,1 +1,26 @@
-//! placeholder
+//! The triad agent: a device's home, and the engines that back folders up into stores,
+//! restore them and verify them.
+//!
+//! This crate wires `triad-core` (what objects are and how they are sealed) to `triad-store`
+//! (where blobs live on disk) and to the device's files. It holds no policy of its own and
+//! never parses configuration files or reads environment variables: the binary builds a
+//! [`Config`] and passes it in.
+//!
+//! Key types:
+//! - [`home::Home`]: the device's identity, keys and roster in `$TRIAD_HOME`.
+//! - [`backup::Backup`]: scans a folder, chunks, seals and stores what changed, commits a
+//!   snapshot and signs its head.
+//! - [`restore::Restore`]: writes files back, each checked against its recorded hash.
+//! - [`verify::verify`]: checks that every snapshot can be read, optionally re-hashing data.
+//! - [`catalog::Catalog`]: the snapshots reachable from the heads in a device's stores.
+
+pub mod backup;
+pub mod cache;
+pub mod catalog;
+pub mod config;
+pub mod home;
+pub mod restore;
+pub mod scan;
+pub mod verify;
+
+pub use config::Config;

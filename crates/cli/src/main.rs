@@ -1,1 +1,55 @@
-fn main() {}
+//! `triad`: keeps every photo and video in three copies, on two kinds of media, one of them
+//! in another place.
+//!
+//! This binary parses arguments and the config file, installs logging (`TRIAD_LOG`), and
+//! calls the agent. Exit codes (also in the README):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | error: the command did not do what was asked (the message says why) |
+//! | 2 | usage error (unknown command or flag) |
+//! | 3 | damage: `verify` found missing or damaged data, or `restore` could not restore some files |
+//! | 4 | partial: `backup` finished, but some files were skipped (listed) |
+
+mod cli;
+mod demo;
+mod output;
+mod phrase;
+mod run;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The command succeeded.
+const EXIT_OK: u8 = 0;
+/// The command failed.
+const EXIT_ERROR: u8 = 1;
+/// Data is missing or damaged.
+const EXIT_DAMAGE: u8 = 3;
+/// Backup finished with files skipped.
+const EXIT_PARTIAL: u8 = 4;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    output::init_logging();
+    match run::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::from(EXIT_OK);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -28,7 +28,10 @@ impl Chunker {
     pub fn with_sizes(min_len: usize, avg_len: usize, max_len: usize) -> Self {
         assert!(min_len >= 64 && avg_len >= 256 && max_len >= 1024, "sizes below FastCDC's range");
         assert!(min_len <= avg_len && avg_len <= max_len, "sizes out of order");
-        assert!(min_len % 2 == 0 && avg_len % 2 == 0 && max_len % 2 == 0, "sizes must be even");
+        assert!(
+            min_len.is_multiple_of(2) && avg_len.is_multiple_of(2) && max_len.is_multiple_of(2),
+            "sizes must be even"
+        );
         Self { min_len, avg_len, max_len }
     }
 
@@ -49,8 +52,13 @@ impl Chunker {
             return Some(buf.len());
         }
         let window = &buf[..buf.len().min(self.max_len)];
-        let mut cdc =
-            FastCDC::with_level(window, self.min_len, self.avg_len, self.max_len, Normalization::Level1);
+        let mut cdc = FastCDC::with_level(
+            window,
+            self.min_len,
+            self.avg_len,
+            self.max_len,
+            Normalization::Level1,
+        );
         let chunk = cdc.next().expect("a non-empty window has a first chunk");
         Some(chunk.length)
     }

@@ -95,9 +95,15 @@ impl SignedHead {
         if self.head.vault != vault {
             return Err(HeadError::Vault { found: self.head.vault, expected: vault });
         }
-        if !keys::verify_signature(self.head.device.as_bytes(), &self.head.message(), &self.signature)
-        {
-            return Err(HeadError::Signature { folder: self.head.folder, device: self.head.device });
+        if !keys::verify_signature(
+            self.head.device.as_bytes(),
+            &self.head.message(),
+            &self.signature,
+        ) {
+            return Err(HeadError::Signature {
+                folder: self.head.folder,
+                device: self.head.device,
+            });
         }
         Ok(())
     }
@@ -142,7 +148,10 @@ pub(crate) mod signature_bytes {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
                 Ok(v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(b) = seq.next_element::<u8>()? {
                     out.push(b);

@@ -39,7 +39,9 @@ pub enum PhraseError {
         suggestions: Vec<&'static str>,
     },
     /// Every word is valid but the checksum does not match: a word is wrong or out of order.
-    #[error("the words are valid but do not form a phrase (checksum mismatch): check each word and their order")]
+    #[error(
+        "the words are valid but do not form a phrase (checksum mismatch): check each word and their order"
+    )]
     Checksum,
 }
 
@@ -104,7 +106,8 @@ impl Phrase {
 
     /// The recovery key derived from this phrase.
     pub fn recovery_key(&self) -> RecoveryKey {
-        let seed = Zeroizing::new(blake3::derive_key("triad 2026-11 recovery key v1", &self.entropy));
+        let seed =
+            Zeroizing::new(blake3::derive_key("triad 2026-11 recovery key v1", &self.entropy));
         RecoveryKey(SigningKey::from_bytes(&seed))
     }
 
@@ -141,8 +144,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -197,7 +200,11 @@ impl VaultKeys {
             id_keys[kind.index()] = blake3::derive_key(id_ctx, &secret.0);
             seal_keys[kind.index()] = blake3::derive_key(seal_ctx, &secret.0);
         }
-        Self { id_keys, seal_keys, nonce_key: blake3::derive_key("triad 2026-11 nonce v1", &secret.0) }
+        Self {
+            id_keys,
+            seal_keys,
+            nonce_key: blake3::derive_key("triad 2026-11 nonce v1", &secret.0),
+        }
     }
 
     pub(crate) fn id_key(&self, kind: ObjectKind) -> &[u8; 32] {
@@ -329,7 +336,10 @@ mod tests {
 
     #[test]
     fn wrong_count_and_checksum() {
-        assert_eq!(Phrase::parse("abandon ability").err(), Some(PhraseError::WordCount { found: 2 }));
+        assert_eq!(
+            Phrase::parse("abandon ability").err(),
+            Some(PhraseError::WordCount { found: 2 })
+        );
         let p = phrase();
         let mut words: Vec<&str> = p.words();
         words.swap(0, 1);

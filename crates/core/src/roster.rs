@@ -85,7 +85,9 @@ pub enum RosterError {
         vault: VaultId,
     },
     /// An entry's signature does not verify, or its signer was not trusted before it.
-    #[error("roster entry for device {device} is not signed by the recovery key or a trusted device")]
+    #[error(
+        "roster entry for device {device} is not signed by the recovery key or a trusted device"
+    )]
     Signature {
         /// The device the entry admits.
         device: DeviceId,

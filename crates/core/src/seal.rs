@@ -182,11 +182,7 @@ pub fn seal(keys: &VaultKeys, kind: ObjectKind, plaintext: &[u8]) -> SealedBlob 
     bytes.extend_from_slice(plaintext);
     let cipher = XChaCha20Poly1305::new(&Key::from(*keys.seal_key(kind)));
     let tag = cipher
-        .encrypt_inout_detached(
-            &XNonce::from(nonce),
-            &aad(kind),
-            (&mut bytes[HEADER_LEN..]).into(),
-        )
+        .encrypt_inout_detached(&XNonce::from(nonce), &aad(kind), (&mut bytes[HEADER_LEN..]).into())
         .expect("XChaCha20-Poly1305 encrypts any message under the size limit");
     bytes.extend_from_slice(&tag);
     SealedBlob { id: BlobId::of(&bytes), bytes }

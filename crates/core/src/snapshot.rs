@@ -245,10 +245,14 @@ mod tests {
     #[test]
     fn unsafe_or_unsorted_names_are_refused() {
         let k = keys();
-        for names in [vec![&b".."[..]], vec![b"a/b"], vec![b""], vec![b"b", b"a"], vec![b"a", b"a"]] {
+        for names in [vec![&b".."[..]], vec![b"a/b"], vec![b""], vec![b"b", b"a"], vec![b"a", b"a"]]
+        {
             let tree = Tree { nodes: names.iter().map(|n| node(n)).collect() };
             let blob = tree.seal(&k);
-            assert!(matches!(Tree::open(&k, &blob), Err(ReadError::InvalidName { .. })), "{names:?}");
+            assert!(
+                matches!(Tree::open(&k, &blob), Err(ReadError::InvalidName { .. })),
+                "{names:?}"
+            );
         }
         let fine = Tree { nodes: vec![node(b"a"), node(b"b")] };
         assert!(Tree::open(&k, &fine.seal(&k)).is_ok());

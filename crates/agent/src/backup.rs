@@ -1,0 +1,740 @@
+//! The backup engine: scan a folder, store what changed, commit a snapshot, sign its head.
+//!
+//! Three phases. The *scan* walks the folder and reuses the file entry of every file whose
+//! stat matches the metadata cache (and whose entry every target store holds). The *data*
+//! phase reads the other files through a pipeline: the calling thread reads and cuts chunks
+//! and hashes each file; sealing threads seal chunks; one writer thread owns the stores,
+//! puts blobs, builds file entries in order and commits every `commit_bytes`. Channels
+//! between them are bounded, so memory stays flat whatever the file sizes. The *tree*
+//! phase seals directory trees bottom-up, then the snapshot.
+//!
+//! Durability and crash safety: blobs are referenced only by objects written after them,
+//! and the head is written only after the commit that makes the snapshot durable, so a kill
+//! at any moment leaves either the previous head or the new one, each fully readable. The
+//! metadata cache is written last. Blobs stored by an interrupted run are reused by the next.
+//!
+//! A file that changes while it is read is read again (up to `changed_file_retries` times);
+//! if it keeps changing, its previous version is kept in the snapshot and it is reported.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use triad_core::chunk::Chunker;
+use triad_core::head::Head;
+use triad_core::keys::VaultKeys;
+use triad_core::roster::Roster;
+use triad_core::seal::{self, ObjectKind, SealedBlob};
+use triad_core::snapshot::{ChunkRef, FileEntry, Node, NodeKind, Object, Snapshot, Stats, Tree};
+use triad_core::{BlobId, Timestamp};
+use triad_store::{Store, WriteError};
+
+use crate::cache::MetadataCache;
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{Config, DEFAULT_EXCLUDES, FolderConfig};
+use crate::home::Home;
+use crate::scan::{self, Child, DirNode, Excludes, FileStat, ScanError, Skipped};
+
+/// What the engine reports while it works, in order.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The scan is done; this much is to be read.
+    Scanned {
+        /// The folder's name.
+        folder: String,
+        /// Files in the folder.
+        files: u64,
+        /// Files to read (changed or new).
+        files_to_read: u64,
+        /// Bytes to read.
+        bytes_to_read: u64,
+    },
+    /// A file was stored (or found unchanged in the store).
+    FileStored {
+        /// Path relative to the folder.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+    },
+    /// An entry was passed over.
+    Skipped {
+        /// Path relative to the folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Pending blobs were made durable in every store.
+    Committed {
+        /// Blobs made durable.
+        blobs: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// The snapshot is durable and its head written.
+    SnapshotCommitted {
+        /// The snapshot.
+        snapshot: BlobId,
+        /// Its sequence.
+        sequence: u64,
+    },
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Allow a snapshot of an empty folder even if the last one had files.
+    pub allow_empty: bool,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The folder's name.
+    pub folder: String,
+    /// The snapshot committed, or the unchanged latest one.
+    pub snapshot: BlobId,
+    /// Its sequence.
+    pub sequence: u64,
+    /// Whether nothing changed since the previous snapshot (no new snapshot was made).
+    pub unchanged: bool,
+    /// Totals of the snapshot.
+    pub stats: Stats,
+    /// Files read (new or changed).
+    pub files_read: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// Blobs that were new to the stores (data and metadata).
+    pub new_blobs: u64,
+    /// Of which data chunks.
+    pub new_data_blobs: u64,
+    /// Bytes of new blobs.
+    pub new_bytes: u64,
+    /// Entries passed over.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A backup failed. Nothing it did is referenced by a head unless it returned Ok.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The folder could not be walked.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// The folder is empty but its last snapshot was not: maybe an unmounted disk.
+    #[error(
+        "folder {path} is empty but its last snapshot had {previous_files} files: if its disk is unmounted, mount it; if you really deleted everything, run `triad backup --allow-empty`"
+    )]
+    SourceEmpty {
+        /// The folder.
+        path: PathBuf,
+        /// Files in the previous snapshot.
+        previous_files: u64,
+    },
+    /// A store refused a write.
+    #[error("cannot write to store {path}")]
+    Store {
+        /// The store.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: WriteError,
+    },
+    /// A store could not be read.
+    #[error("cannot read store {path}")]
+    StoreRead {
+        /// The store.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: triad_store::ReadError,
+    },
+    /// The previous snapshot could not be read.
+    #[error("cannot read the previous snapshot of this folder")]
+    Catalog(#[source] Box<CatalogError>),
+    /// No store to write to.
+    #[error("no store to back up into: add one with `triad store add PATH --media MEDIA`")]
+    NoStore,
+}
+
+/// One backup to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The folder.
+    pub folder: &'a FolderConfig,
+    /// When the scan starts (recorded in the snapshot and head).
+    pub now: Timestamp,
+    /// Options.
+    pub options: Options,
+}
+
+impl From<CatalogError> for BackupError {
+    fn from(e: CatalogError) -> Self {
+        BackupError::Catalog(Box::new(e))
+    }
+}
+
+/// Backs a folder up into every store in `stores`, and writes `roster` beside its head.
+pub fn run(
+    home: &Home,
+    config: &Config,
+    roster: &Roster,
+    stores: &mut [Store],
+    request: Request<'_>,
+    progress: &(dyn Fn(&Event) + Sync),
+) -> Result<Report, BackupError> {
+    let Request { folder, now, options } = request;
+    if stores.is_empty() {
+        return Err(BackupError::NoStore);
+    }
+    let folder_name = folder
+        .path
+        .file_name()
+        .map_or_else(|| "folder".to_owned(), |n| n.to_string_lossy().into_owned());
+    let _span = tracing::info_span!("backup", folder = %folder.id.short()).entered();
+
+    let mut patterns: Vec<&str> = config.backup.exclude.iter().map(String::as_str).collect();
+    patterns.extend(folder.exclude.iter().map(String::as_str));
+    if config.backup.default_excludes {
+        patterns.extend(DEFAULT_EXCLUDES.iter().copied());
+    }
+    let excludes = Excludes::new(patterns)?;
+    let scan = scan::scan(&folder.path, &excludes)?;
+    for s in &scan.skipped {
+        progress(&Event::Skipped { path: s.rel.clone(), reason: s.reason.clone() });
+    }
+
+    // The previous snapshot of this folder by this device, from any store.
+    let parent = {
+        let catalog = Catalog::new(home.keys(), stores);
+        let head = catalog
+            .heads()?
+            .into_iter()
+            .find(|h| h.head.device == home.device_id() && h.head.folder == folder.id);
+        match head {
+            Some(h) => Some((h.head.snapshot, catalog.load::<Snapshot>(h.head.snapshot)?)),
+            None => None,
+        }
+    };
+    let now_empty = scan.files.is_empty() && scan.root.children.is_empty();
+    if let Some((_, previous)) = parent.as_ref().filter(|_| now_empty && !options.allow_empty)
+        && previous.stats.files > 0
+    {
+        return Err(BackupError::SourceEmpty {
+            path: folder.path.clone(),
+            previous_files: previous.stats.files,
+        });
+    }
+
+    let cache_path = home.cache_dir().join(folder.id.to_hex());
+    let old_cache = MetadataCache::load(&cache_path);
+    let mut new_cache = MetadataCache::default();
+    let mut entries: Vec<Option<BlobId>> = vec![None; scan.files.len()];
+    let mut to_read: Vec<usize> = Vec::new();
+    for (i, file) in scan.files.iter().enumerate() {
+        let reusable = match old_cache.lookup(&file.rel, &file.stat) {
+            Some(entry) => all_contain(stores, entry)?.then_some(entry),
+            None => None,
+        };
+        match reusable {
+            Some(entry) => {
+                entries[i] = Some(entry);
+                new_cache.insert(&file.rel, &file.stat, entry);
+            }
+            None => to_read.push(i),
+        }
+    }
+    let bytes_to_read: u64 = to_read.iter().map(|&i| scan.files[i].stat.size).sum();
+    progress(&Event::Scanned {
+        folder: folder_name.clone(),
+        files: scan.files.len() as u64,
+        files_to_read: to_read.len() as u64,
+        bytes_to_read,
+    });
+
+    let mut tally = Tally::default();
+    let read = read_files(
+        home.keys(),
+        config,
+        &folder.path,
+        &scan.files,
+        &to_read,
+        stores,
+        &mut tally,
+        progress,
+    )?;
+    let mut skipped = scan.skipped.clone();
+    for outcome in read {
+        let file = &scan.files[outcome.file];
+        match outcome.result {
+            Ok((entry, stat)) => {
+                entries[outcome.file] = Some(entry);
+                new_cache.insert(&file.rel, &stat, entry);
+            }
+            Err(reason) => {
+                let kept = match old_cache.previous(&file.rel) {
+                    Some(prev) if all_contain(stores, prev)? => Some(prev),
+                    _ => None,
+                };
+                let reason = match kept {
+                    Some(_) => format!("{reason}; the previous version is kept"),
+                    None => reason,
+                };
+                entries[outcome.file] = kept;
+                progress(&Event::Skipped { path: file.rel.clone(), reason: reason.clone() });
+                skipped.push(Skipped { rel: file.rel.clone(), reason });
+            }
+        }
+    }
+
+    // Trees, bottom-up.
+    let mut stats = Stats::default();
+    let mut trees = TreeWriter { keys: home.keys(), stores, tally: &mut tally };
+    let root = trees.write(&scan.root, &scan.files, &entries, &mut stats)?;
+
+    let unchanged = parent.as_ref().is_some_and(|(_, p)| p.root == root);
+    let (snapshot_id, sequence) = if let Some((id, previous)) =
+        parent.as_ref().filter(|_| unchanged)
+    {
+        commit_all(stores, &mut tally, progress)?;
+        (*id, previous.sequence)
+    } else {
+        let sequence = parent.as_ref().map_or(1, |(_, p)| p.sequence + 1);
+        let snapshot = Snapshot {
+            folder: folder.id,
+            folder_name: folder_name.clone(),
+            folder_path: folder.path.as_os_str().as_encoded_bytes().to_vec(),
+            device: home.device_id(),
+            device_name: home.identity().name.clone(),
+            sequence,
+            time: now,
+            parent: parent.as_ref().map(|(id, _)| *id),
+            root,
+            stats,
+        };
+        let blob = snapshot.seal(home.keys());
+        put_all(stores, &blob, &mut tally, false)?;
+        commit_all(stores, &mut tally, progress)?;
+        let head = Head {
+            vault: home.vault(),
+            device: home.device_id(),
+            folder: folder.id,
+            sequence,
+            snapshot: blob.id(),
+            time: now,
+        }
+        .sign(home.device_key());
+        for store in stores.iter_mut() {
+            let path = store.path().to_path_buf();
+            store
+                .write_head(&head)
+                .map_err(|source| BackupError::Store { path: path.clone(), source })?;
+            store.write_roster(roster).map_err(|source| BackupError::Store { path, source })?;
+        }
+        tracing::info!(snapshot = %blob.id().short(), sequence, files = stats.files, "snapshot committed");
+        progress(&Event::SnapshotCommitted { snapshot: blob.id(), sequence });
+        (blob.id(), sequence)
+    };
+    if let Err(e) = new_cache.save(&cache_path) {
+        tracing::warn!(path = %cache_path.display(), error = %e, "cannot save the metadata cache; the next backup reads every file");
+    }
+    Ok(Report {
+        folder: folder_name,
+        snapshot: snapshot_id,
+        sequence,
+        unchanged,
+        stats,
+        files_read: tally.files_read,
+        bytes_read: tally.bytes_read,
+        new_blobs: tally.new_blobs,
+        new_data_blobs: tally.new_data_blobs,
+        new_bytes: tally.new_bytes,
+        skipped,
+    })
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    files_read: u64,
+    bytes_read: u64,
+    new_blobs: u64,
+    new_data_blobs: u64,
+    new_bytes: u64,
+    pending_blobs: u64,
+}
+
+fn all_contain(stores: &[Store], id: BlobId) -> Result<bool, BackupError> {
+    for store in stores {
+        let has = store
+            .contains(id)
+            .map_err(|source| BackupError::StoreRead { path: store.path().into(), source })?;
+        if !has {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn put_all(
+    stores: &mut [Store],
+    blob: &SealedBlob,
+    tally: &mut Tally,
+    data: bool,
+) -> Result<(), BackupError> {
+    let mut new = false;
+    for store in stores.iter_mut() {
+        let path = store.path().to_path_buf();
+        new |= store.put(blob).map_err(|source| BackupError::Store { path, source })?;
+    }
+    if new {
+        tally.new_blobs += 1;
+        tally.pending_blobs += 1;
+        tally.new_bytes += blob.as_bytes().len() as u64;
+        if data {
+            tally.new_data_blobs += 1;
+        }
+    }
+    Ok(())
+}
+
+fn commit_all(
+    stores: &mut [Store],
+    tally: &mut Tally,
+    progress: &(dyn Fn(&Event) + Sync),
+) -> Result<(), BackupError> {
+    let bytes = stores.iter().map(Store::pending_bytes).max().unwrap_or(0);
+    for store in stores.iter_mut() {
+        let path = store.path().to_path_buf();
+        store.commit().map_err(|source| BackupError::Store { path, source })?;
+    }
+    if tally.pending_blobs > 0 {
+        tracing::debug!(blobs = tally.pending_blobs, bytes, "committed");
+        progress(&Event::Committed { blobs: tally.pending_blobs, bytes });
+        tally.pending_blobs = 0;
+    }
+    Ok(())
+}
+
+struct TreeWriter<'a> {
+    keys: &'a VaultKeys,
+    stores: &'a mut [Store],
+    tally: &'a mut Tally,
+}
+
+impl TreeWriter<'_> {
+    fn write(
+        &mut self,
+        dir: &DirNode,
+        files: &[scan::FileRecord],
+        entries: &[Option<BlobId>],
+        stats: &mut Stats,
+    ) -> Result<BlobId, BackupError> {
+        stats.dirs += 1;
+        let mut tree = Tree::default();
+        for child in &dir.children {
+            let node = match child {
+                Child::File(i) => {
+                    let Some(entry) = entries[*i] else { continue };
+                    let file = &files[*i];
+                    stats.files += 1;
+                    stats.bytes += file.stat.size;
+                    Node {
+                        name: file_name_bytes(&file.rel),
+                        kind: NodeKind::File { entry },
+                        mode: file.stat.mode,
+                        mtime: file.stat.mtime,
+                    }
+                }
+                Child::Dir(sub) => {
+                    let id = self.write(sub, files, entries, stats)?;
+                    Node {
+                        name: sub.name.clone(),
+                        kind: NodeKind::Dir { tree: id },
+                        mode: sub.mode,
+                        mtime: sub.mtime,
+                    }
+                }
+                Child::Symlink { name, target, mtime } => Node {
+                    name: name.clone(),
+                    kind: NodeKind::Symlink { target: target.clone() },
+                    mode: 0o777,
+                    mtime: *mtime,
+                },
+            };
+            tree.nodes.push(node);
+        }
+        let blob = tree.seal(self.keys);
+        put_all(self.stores, &blob, self.tally, false)?;
+        Ok(blob.id())
+    }
+}
+
+fn file_name_bytes(rel: &Path) -> Vec<u8> {
+    rel.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default()
+}
+
+/// The outcome of reading one file.
+struct ReadOutcome {
+    file: usize,
+    /// The stored file entry and the stat it was read with, or why it was not stored.
+    result: Result<(BlobId, FileStat), String>,
+}
+
+enum Job {
+    Chunk { token: u64, index: u32, data: Vec<u8> },
+}
+
+enum Done {
+    Sealed { token: u64, index: u32, blob: SealedBlob, len: u32 },
+    FileEnd { token: u64, file: usize, chunks: u32, hash: [u8; 32], stat: FileStat },
+    FileFailed { file: usize, token: u64, reason: String, retry: bool },
+}
+
+/// Reads, seals and stores the files `to_read`; returns one outcome per file.
+#[allow(clippy::too_many_arguments)]
+fn read_files(
+    keys: &VaultKeys,
+    config: &Config,
+    folder: &Path,
+    files: &[scan::FileRecord],
+    to_read: &[usize],
+    stores: &mut [Store],
+    tally: &mut Tally,
+    progress: &(dyn Fn(&Event) + Sync),
+) -> Result<Vec<ReadOutcome>, BackupError> {
+    let threads = match config.backup.threads {
+        0 => std::thread::available_parallelism().map_or(2, usize::from),
+        n => n,
+    };
+    let (job_tx, job_rx) = bounded::<Job>(threads * 2);
+    let (done_tx, done_rx) = bounded::<Done>(threads * 4);
+    let stop = AtomicBool::new(false);
+    let retries = config.backup.changed_file_retries;
+    let commit_bytes = config.backup.commit_bytes;
+
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            scope.spawn(move || seal_worker(keys, job_rx, done_tx));
+        }
+        drop(job_rx);
+        let writer_done_tx = done_tx.clone();
+        let writer = scope.spawn(|| {
+            let result = write_loop(keys, files, stores, tally, done_rx, commit_bytes, progress);
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            drop(writer_done_tx);
+            result
+        });
+        // The reader: this thread.
+        let mut token = 0u64;
+        'files: for &i in to_read {
+            for attempt in 0..=retries {
+                if stop.load(Ordering::Relaxed) {
+                    break 'files;
+                }
+                token += 1;
+                let abs = folder.join(&files[i].rel);
+                match read_one(&abs, i, token, &job_tx, &done_tx) {
+                    Ok(ReadResult::Done) => break,
+                    Ok(ReadResult::Changed) if attempt < retries => {
+                        tracing::debug!(path = %files[i].rel.display(), attempt, "file changed while read; reading again");
+                    }
+                    Ok(ReadResult::Changed) => {
+                        let reason =
+                            format!("kept changing while it was read ({} attempts)", retries + 1);
+                        let _ =
+                            done_tx.send(Done::FileFailed { file: i, token, reason, retry: false });
+                    }
+                    Ok(ReadResult::Gone) => {
+                        let reason = "deleted during the backup".to_owned();
+                        let _ =
+                            done_tx.send(Done::FileFailed { file: i, token, reason, retry: false });
+                        break;
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot read: {e}");
+                        let _ =
+                            done_tx.send(Done::FileFailed { file: i, token, reason, retry: false });
+                        break;
+                    }
+                }
+            }
+        }
+        drop(job_tx);
+        drop(done_tx);
+        writer.join().expect("the writer thread does not panic")
+    })
+}
+
+enum ReadResult {
+    Done,
+    Changed,
+    Gone,
+}
+
+fn same_content_stat(a: &FileStat, b: &FileStat) -> bool {
+    a.size == b.size && a.mtime == b.mtime && a.ctime == b.ctime && a.inode == b.inode
+}
+
+/// Reads one file, sends its chunks to the sealers and its end (or failure) to the writer.
+fn read_one(
+    abs: &Path,
+    file: usize,
+    token: u64,
+    jobs: &Sender<Job>,
+    done: &Sender<Done>,
+) -> io::Result<ReadResult> {
+    let mut f = match File::open(abs) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadResult::Gone),
+        Err(e) => return Err(e),
+    };
+    let before = FileStat::of(&f.metadata()?);
+    let chunker = Chunker::DEFAULT;
+    // Room for several chunks, so the unconsumed tail moved to the front on each refill
+    // is small next to what was consumed.
+    let cap = chunker.max_len() * 4;
+    let mut buf: Vec<u8> = Vec::with_capacity(cap);
+    let mut hasher = blake3::Hasher::new();
+    let mut index = 0u32;
+    let mut total = 0u64;
+    let mut eof = false;
+    let closed = |_| io::Error::other("backup stopped");
+    loop {
+        while !eof && buf.len() < cap {
+            let start = buf.len();
+            buf.resize(cap, 0);
+            let n = f.read(&mut buf[start..])?;
+            buf.truncate(start + n);
+            eof = n == 0;
+        }
+        let mut at = 0;
+        while let Some(len) = chunker.cut(&buf[at..], eof) {
+            let data = buf[at..at + len].to_vec();
+            hasher.update(&data);
+            total += len as u64;
+            jobs.send(Job::Chunk { token, index, data }).map_err(closed)?;
+            index += 1;
+            at += len;
+        }
+        buf.drain(..at);
+        if eof && buf.is_empty() {
+            break;
+        }
+    }
+    let after = FileStat::of(&f.metadata()?);
+    let on_disk = match std::fs::symlink_metadata(abs) {
+        Ok(meta) => FileStat::of(&meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadResult::Gone),
+        Err(e) => return Err(e),
+    };
+    let done_msg = if same_content_stat(&before, &after)
+        && same_content_stat(&after, &on_disk)
+        && total == after.size
+    {
+        Done::FileEnd {
+            token,
+            file,
+            chunks: index,
+            hash: *hasher.finalize().as_bytes(),
+            stat: after,
+        }
+    } else {
+        Done::FileFailed { file, token, reason: "changed while read".into(), retry: true }
+    };
+    let changed = matches!(done_msg, Done::FileFailed { .. });
+    done.send(done_msg).map_err(|_| io::Error::other("backup stopped"))?;
+    Ok(if changed { ReadResult::Changed } else { ReadResult::Done })
+}
+
+fn seal_worker(keys: &VaultKeys, jobs: Receiver<Job>, done: Sender<Done>) {
+    for job in jobs {
+        let Job::Chunk { token, index, data } = job;
+        let len = u32::try_from(data.len()).expect("chunks are at most a few MiB");
+        let blob = seal::seal(keys, ObjectKind::Chunk, &data);
+        drop(data);
+        if done.send(Done::Sealed { token, index, blob, len }).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Assembly {
+    chunks: Vec<Option<ChunkRef>>,
+    received: u32,
+    end: Option<(usize, u32, [u8; 32], FileStat)>,
+}
+
+/// The writer: the only thread that touches the stores during the data phase.
+fn write_loop(
+    keys: &VaultKeys,
+    files: &[scan::FileRecord],
+    stores: &mut [Store],
+    tally: &mut Tally,
+    done: Receiver<Done>,
+    commit_bytes: u64,
+    progress: &(dyn Fn(&Event) + Sync),
+) -> Result<Vec<ReadOutcome>, BackupError> {
+    let mut assemblies: HashMap<u64, Assembly> = HashMap::new();
+    // Attempts that failed: their late chunks are stored (harmless) but not assembled.
+    let mut dead: HashSet<u64> = HashSet::new();
+    let mut outcomes = Vec::new();
+    for msg in done {
+        let token = match msg {
+            Done::Sealed { token, index, blob, len } => {
+                put_all(stores, &blob, tally, true)?;
+                if dead.contains(&token) {
+                    continue;
+                }
+                let a = assemblies.entry(token).or_default();
+                let index = index as usize;
+                if a.chunks.len() <= index {
+                    a.chunks.resize(index + 1, None);
+                }
+                a.chunks[index] = Some(ChunkRef { blob: blob.id(), len });
+                a.received += 1;
+                token
+            }
+            Done::FileEnd { token, file, chunks, hash, stat } => {
+                assemblies.entry(token).or_default().end = Some((file, chunks, hash, stat));
+                token
+            }
+            Done::FileFailed { file, token, reason, retry } => {
+                assemblies.remove(&token);
+                dead.insert(token);
+                if !retry {
+                    outcomes.push(ReadOutcome { file, result: Err(reason) });
+                }
+                continue;
+            }
+        };
+        let complete = assemblies
+            .get(&token)
+            .is_some_and(|a| a.end.as_ref().is_some_and(|(_, n, _, _)| *n == a.received));
+        if complete {
+            let a = assemblies.remove(&token).expect("checked above");
+            let (file, _, hash, stat) = a.end.expect("checked above");
+            let chunks: Vec<ChunkRef> =
+                a.chunks.into_iter().map(|c| c.expect("every chunk index arrived")).collect();
+            let entry =
+                FileEntry { size: stat.size, mtime: stat.mtime, mode: stat.mode, hash, chunks };
+            let blob = entry.seal(keys);
+            put_all(stores, &blob, tally, false)?;
+            tally.files_read += 1;
+            tally.bytes_read += stat.size;
+            progress(&Event::FileStored { path: files[file].rel.clone(), bytes: stat.size });
+            outcomes.push(ReadOutcome { file, result: Ok((blob.id(), stat)) });
+        }
+        if stores.iter().map(Store::pending_bytes).max().unwrap_or(0) >= commit_bytes {
+            commit_all(stores, tally, progress)?;
+        }
+    }
+    Ok(outcomes)
+}

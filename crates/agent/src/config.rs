@@ -1,0 +1,140 @@
+//! The agent's settings: plain data, built by the binary from its config file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use triad_core::{FolderId, Media, StoreId};
+
+/// Everything the agent needs to know that is not a secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The blob stores on this device.
+    #[serde(rename = "store")]
+    pub stores: Vec<StoreConfig>,
+    /// The folders this device protects.
+    #[serde(rename = "folder")]
+    pub folders: Vec<FolderConfig>,
+    /// How backups run.
+    pub backup: BackupConfig,
+    /// How stores are opened.
+    #[serde(rename = "store_engine")]
+    pub store: triad_store::Config,
+}
+
+/// One blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The id written in the store's marker; a different disk at the same path is refused.
+    #[serde(with = "hex_id")]
+    pub id: StoreId,
+    /// Where the store lives.
+    pub path: PathBuf,
+    /// What it is stored on.
+    pub media: Media,
+}
+
+/// One protected folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    /// The folder's opaque id.
+    #[serde(with = "hex_id")]
+    pub id: FolderId,
+    /// Its absolute path.
+    pub path: PathBuf,
+    /// The media it lives on.
+    pub media: Media,
+    /// Extra exclude patterns for this folder (glob syntax, matched against the path
+    /// relative to the folder and against the file name).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Backup settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Whether [`DEFAULT_EXCLUDES`] apply.
+    pub default_excludes: bool,
+    /// Exclude patterns for every folder.
+    pub exclude: Vec<String>,
+    /// Commit to the stores whenever this many bytes are pending.
+    pub commit_bytes: u64,
+    /// Sealing threads (0: one per core).
+    pub threads: usize,
+    /// How often a file that keeps changing while it is read is tried again.
+    pub changed_file_retries: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            default_excludes: true,
+            exclude: Vec::new(),
+            commit_bytes: 256 * 1024 * 1024,
+            threads: 0,
+            changed_file_retries: 3,
+        }
+    }
+}
+
+/// Caches, previews and temporary files that no photographer needs protected.
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    ".DS_Store",
+    "._*",
+    "Thumbs.db",
+    "desktop.ini",
+    ".Spotlight-V100",
+    ".Trashes",
+    ".Trash-*",
+    ".fseventsd",
+    "@eaDir",
+    "#recycle",
+    ".thumbnails",
+    ".cache",
+    "*Previews.lrdata",
+    "*Smart Previews.lrdata",
+    "*.lrdata",
+    "*.tmp",
+    "*.temp",
+    "*.part",
+    "*.crdownload",
+    "~$*",
+    "*.swp",
+    ".triad-restore-*",
+];
+
+impl Config {
+    /// The folder with this id, path or name.
+    pub fn folder(&self, name_or_path: &str) -> Option<&FolderConfig> {
+        self.folders.iter().find(|f| {
+            f.id.to_hex() == name_or_path
+                || f.path.as_os_str() == name_or_path
+                || f.path.file_name().is_some_and(|n| n == name_or_path)
+        })
+    }
+}
+
+/// Ids as hex strings in human-edited files (the codec stores them as bytes).
+mod hex_id {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<T: Display, S: Serializer>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}

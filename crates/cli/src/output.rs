@@ -1,0 +1,88 @@
+//! What people and scripts see: logging, progress, sizes and times.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, SystemTime};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use triad_core::Timestamp;
+
+/// Installs the log subscriber: `TRIAD_LOG` (e.g. `info`, `triad_store=debug`), default
+/// `warn`, to standard error.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// A byte count for people: `1.5 GiB`.
+pub(crate) fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// A timestamp as UTC RFC 3339 to the second.
+pub(crate) fn time(t: Timestamp) -> String {
+    let st = if t.secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.secs.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
+    };
+    humantime::format_rfc3339_seconds(st).to_string()
+}
+
+/// Now, as a timestamp (the one clock read of a command).
+pub(crate) fn now() -> Timestamp {
+    let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::new(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos())
+}
+
+/// A progress bar on a terminal; hidden otherwise.
+pub(crate) fn bar(total: u64, message: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(message.to_owned());
+    bar
+}
+
+/// Prints one JSON value on its own line to standard output.
+pub(crate) fn json_line(value: &serde_json::Value) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(time(Timestamp::new(0, 0)), "1970-01-01T00:00:00Z");
+    }
+}

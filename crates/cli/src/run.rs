@@ -1,0 +1,783 @@
+//! The commands.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use triad_agent::catalog::{Catalog, SnapshotInfo};
+use triad_agent::config::{FolderConfig, StoreConfig};
+use triad_agent::home::{Home, NewDevice};
+use triad_agent::{Config, backup, restore, verify};
+use triad_core::keys::Phrase;
+use triad_core::snapshot::{FileEntry, NodeKind, Tree};
+use triad_core::{FolderId, StoreId};
+use triad_store::{Access, OpenError, Store};
+
+use crate::cli::{
+    Args, BackupArgs, Command, ConfigCommand, FolderCommand, InitArgs, LsArgs, RecoverArgs,
+    RestoreArgs, SnapshotsArgs, StoreCommand, VerifyArgs,
+};
+use crate::{EXIT_DAMAGE, EXIT_OK, EXIT_PARTIAL, demo, output, phrase, settings};
+
+/// Runs one command; returns the exit code.
+pub(crate) fn run(args: Args) -> Result<u8> {
+    let home_path = settings::home_dir(args.home.as_deref())?;
+    match args.command {
+        Command::Init(a) => init(&home_path, a),
+        Command::Store(c) => store(&home_path, c),
+        Command::Folder(c) => folder(&home_path, c),
+        Command::Backup(a) => backup(&home_path, a),
+        Command::Snapshots(a) => snapshots(&home_path, a),
+        Command::Ls(a) => ls(&home_path, a),
+        Command::Restore(a) => restore(&home_path, a),
+        Command::Verify(a) => verify(&home_path, a),
+        Command::Recover(a) => recover(&home_path, a),
+        Command::Config(ConfigCommand::Show) => {
+            let config = settings::load(&home_path)?;
+            print!("{}", settings::to_toml(&config)?);
+            Ok(EXIT_OK)
+        }
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// Fills `buf` from the operating system's random source.
+pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
+    getrandom::fill(buf).map_err(|e| anyhow!("cannot get random bytes from the system: {e}"))
+}
+
+fn random_array<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    random(&mut out)?;
+    Ok(out)
+}
+
+/// A device's context: its home, settings and roster.
+pub(crate) struct Device {
+    pub(crate) home: Home,
+    pub(crate) config: Config,
+}
+
+impl Device {
+    pub(crate) fn open(home_path: &Path) -> Result<Device> {
+        let home = Home::open(home_path)?;
+        let config = settings::load(home_path)?;
+        Ok(Device { home, config })
+    }
+
+    /// Opens every store. Writers need `Access::ReadWrite`; readers fall back to a read-only
+    /// open when the store's file system is read-only.
+    pub(crate) fn stores(&self, access: Access) -> Result<Vec<Store>> {
+        if self.config.stores.is_empty() {
+            bail!(
+                "this device has no store yet: add one with `triad store add PATH --media MEDIA`"
+            );
+        }
+        self.config.stores.iter().map(|s| self.open_store(s, access)).collect()
+    }
+
+    fn open_store(&self, s: &StoreConfig, access: Access) -> Result<Store> {
+        let vault = self.home.vault();
+        let cfg = &self.config.store;
+        match (Store::open(&s.path, Some(s.id), vault, Access::ReadWrite, cfg), access) {
+            (Ok(store), _) => Ok(store),
+            (Err(OpenError::ReadOnly { .. }), Access::ReadOnly) => {
+                tracing::info!(store = %s.path.display(), "store is read-only; reading it without its index");
+                Store::open(&s.path, Some(s.id), vault, Access::ReadOnly, cfg)
+                    .with_context(|| format!("while opening store {}", s.path.display()))
+            }
+            (Err(e), _) => {
+                Err(e).with_context(|| format!("while opening store {}", s.path.display()))
+            }
+        }
+    }
+}
+
+fn init(home_path: &Path, a: InitArgs) -> Result<u8> {
+    if Home::exists(home_path) {
+        let existing = Home::open(home_path).map(|h| h.identity().name.clone()).unwrap_or_default();
+        bail!(
+            "{} already holds a vault (device {existing:?}); use another --home / TRIAD_HOME for another device",
+            home_path.display()
+        );
+    }
+    let phrase = Phrase::from_entropy(random_array()?);
+    let device = NewDevice { name: &a.name, site: &a.site, device_seed: random_array()? };
+    let (home, _roster) = Home::init(home_path, &phrase, device)?;
+    settings::save(home_path, &Config::default())?;
+    if a.json {
+        output::json_line(&json!({
+            "vault": home.vault().to_hex(),
+            "device": home.device_id().to_hex(),
+            "name": a.name,
+            "site": a.site,
+            "home": home_path,
+            "phrase": phrase.words().join(" "),
+        }))?;
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "Created vault {} with device {:?} at site {:?}.",
+        home.vault().short(),
+        a.name,
+        a.site
+    );
+    phrase::show(&phrase)?;
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        let r: [u8; 2] = random_array()?;
+        let first = usize::from(r[0]) % 24;
+        let second = (first + 1 + usize::from(r[1]) % 23) % 24;
+        phrase::confirm(&phrase, [first, second])?;
+    }
+    println!(
+        "\nNext: `triad store add PATH --media MEDIA`, then `triad folder add PATH`, then `triad backup`."
+    );
+    Ok(EXIT_OK)
+}
+
+fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
+    let mut dev = Device::open(home_path)?;
+    match c {
+        StoreCommand::Add { path, media } => {
+            let path = settings::absolute(&path);
+            if dev.config.stores.iter().any(|s| s.path == path) {
+                bail!("{} is already a store of this device", path.display());
+            }
+            let id = StoreId::from_bytes(random_array()?);
+            let store =
+                Store::create(&path, dev.home.vault(), media, id, output::now(), &dev.config.store)
+                    .with_context(|| format!("while creating a store at {}", path.display()))?;
+            store
+                .write_roster(&dev.home.roster()?)
+                .with_context(|| format!("while writing the roster to {}", path.display()))?;
+            dev.config.stores.push(StoreConfig { id, path: path.clone(), media });
+            settings::save(home_path, &dev.config)?;
+            println!("Added store {} ({media}) at {}.", id.short(), path.display());
+        }
+        StoreCommand::List { json } => {
+            let mut rows = Vec::new();
+            for s in &dev.config.stores {
+                let state = match dev.open_store(s, Access::ReadOnly).and_then(|st| Ok(st.stats()?))
+                {
+                    Ok(stats) => {
+                        json!({"state": "ok", "blobs": stats.blobs, "bytes": stats.bytes, "packs": stats.packs})
+                    }
+                    Err(e) => json!({"state": "unavailable", "error": format!("{e:#}")}),
+                };
+                rows.push(json!({"id": s.id.to_hex(), "path": s.path, "media": s.media.as_str(), "status": state}));
+            }
+            if json {
+                output::json_line(&json!(rows))?;
+            } else if rows.is_empty() {
+                println!("No stores yet: add one with `triad store add PATH --media MEDIA`.");
+            } else {
+                for (s, row) in dev.config.stores.iter().zip(&rows) {
+                    let status = &row["status"];
+                    let detail = if status["state"] == "ok" {
+                        format!(
+                            "{} blobs, {}",
+                            status["blobs"],
+                            output::size(status["bytes"].as_u64().unwrap_or(0))
+                        )
+                    } else {
+                        format!("UNAVAILABLE: {}", status["error"].as_str().unwrap_or(""))
+                    };
+                    println!(
+                        "{}  {:<8} {}  {detail}",
+                        s.id.short(),
+                        s.media.as_str(),
+                        s.path.display()
+                    );
+                }
+            }
+        }
+        StoreCommand::Remove { store } => {
+            let before = dev.config.stores.len();
+            dev.config.stores.retain(|s| {
+                s.id.to_hex() != store
+                    && s.id.short() != store
+                    && s.path != settings::absolute(Path::new(&store))
+            });
+            if dev.config.stores.len() == before {
+                bail!("no store {store:?} on this device (see `triad store list`)");
+            }
+            settings::save(home_path, &dev.config)?;
+            println!("Removed store {store} from this device; its files are left in place.");
+        }
+        StoreCommand::RebuildIndex { path } => {
+            let paths: Vec<PathBuf> = match path {
+                Some(p) => vec![settings::absolute(&p)],
+                None => dev.config.stores.iter().map(|s| s.path.clone()).collect(),
+            };
+            if paths.is_empty() {
+                bail!("this device has no store");
+            }
+            let mut code = EXIT_OK;
+            for p in paths {
+                let report = Store::rebuild_index(&p, dev.home.vault(), &dev.config.store)
+                    .with_context(|| format!("while rebuilding the index of {}", p.display()))?;
+                println!(
+                    "Rebuilt the index of {} from {} packs: {} blobs ({}), {} removed blobs honoured.",
+                    p.display(),
+                    report.packs,
+                    report.blobs,
+                    output::size(report.bytes),
+                    report.tombstones
+                );
+                for d in &report.damaged {
+                    let blob =
+                        d.blob.map_or_else(|| "an entry".to_owned(), |b| format!("blob {b}"));
+                    println!(
+                        "  DAMAGED, not indexed: {blob} in {} at offset {}: {}",
+                        d.pack.display(),
+                        d.offset,
+                        d.problem
+                    );
+                }
+                if !report.damaged.is_empty() {
+                    code = EXIT_DAMAGE;
+                }
+            }
+            return Ok(code);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
+    let mut dev = Device::open(home_path)?;
+    match c {
+        FolderCommand::Add { path, media, exclude } => {
+            let path = std::fs::canonicalize(&path).with_context(|| {
+                format!("cannot add folder {}: it does not exist", path.display())
+            })?;
+            if !path.is_dir() {
+                bail!("{} is not a directory", path.display());
+            }
+            if let Some(existing) = dev
+                .config
+                .folders
+                .iter()
+                .find(|f| path.starts_with(&f.path) || f.path.starts_with(&path))
+            {
+                bail!(
+                    "{} overlaps the protected folder {}",
+                    path.display(),
+                    existing.path.display()
+                );
+            }
+            triad_agent::scan::Excludes::new(exclude.iter().map(String::as_str))?;
+            let id = FolderId::from_bytes(random_array()?);
+            dev.config.folders.push(FolderConfig { id, path: path.clone(), media, exclude });
+            settings::save(home_path, &dev.config)?;
+            println!(
+                "Protecting {} ({media}). Run `triad backup` to take its first snapshot.",
+                path.display()
+            );
+        }
+        FolderCommand::List { json } => {
+            if json {
+                let rows: Vec<_> = dev.config.folders.iter().map(|f| json!({"id": f.id.to_hex(), "path": f.path, "media": f.media.as_str(), "exclude": f.exclude})).collect();
+                output::json_line(&json!(rows))?;
+            } else {
+                for f in &dev.config.folders {
+                    println!("{}  {:<8} {}", f.id.short(), f.media.as_str(), f.path.display());
+                }
+            }
+        }
+        FolderCommand::Remove { folder } => {
+            let id = dev
+                .config
+                .folder(&folder)
+                .map(|f| f.id)
+                .ok_or_else(|| anyhow!("no folder {folder:?} (see `triad folder list`)"))?;
+            dev.config.folders.retain(|f| f.id != id);
+            settings::save(home_path, &dev.config)?;
+            println!("No longer protecting {folder}; its snapshots stay in the stores.");
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
+    let dev = Device::open(home_path)?;
+    let folders: Vec<&FolderConfig> = match &a.folder {
+        Some(name) => vec![
+            dev.config
+                .folder(name)
+                .ok_or_else(|| anyhow!("no folder {name:?} (see `triad folder list`)"))?,
+        ],
+        None => dev.config.folders.iter().collect(),
+    };
+    if folders.is_empty() {
+        bail!("no folder to back up: add one with `triad folder add PATH`");
+    }
+    let mut stores = dev.stores(Access::ReadWrite)?;
+    let roster = dev.home.roster()?;
+    let mut code = EXIT_OK;
+    for folder in folders {
+        let bar = output::bar(
+            0,
+            &folder.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        );
+        let json = a.json;
+        let bar_ref = &bar;
+        let progress = move |event: &backup::Event| {
+            if json {
+                let _ = output::json_line(&backup_event_json(event));
+                return;
+            }
+            match event {
+                backup::Event::Scanned { bytes_to_read, .. } => bar_ref.set_length(*bytes_to_read),
+                backup::Event::FileStored { bytes, .. } => bar_ref.inc(*bytes),
+                backup::Event::Skipped { path, reason } => {
+                    bar_ref.suspend(|| eprintln!("skipped {}: {reason}", path.display()))
+                }
+                _ => {}
+            }
+        };
+        let request = backup::Request {
+            folder,
+            now: output::now(),
+            options: backup::Options { allow_empty: a.allow_empty },
+        };
+        let report = backup::run(&dev.home, &dev.config, &roster, &mut stores, request, &progress)
+            .with_context(|| format!("while backing up {}", folder.path.display()))?;
+        bar.finish_and_clear();
+        if !report.skipped.is_empty() {
+            code = EXIT_PARTIAL;
+        }
+        if a.json {
+            output::json_line(&json!({
+                "event": "summary",
+                "folder": report.folder,
+                "snapshot": report.snapshot.to_hex(),
+                "sequence": report.sequence,
+                "unchanged": report.unchanged,
+                "files": report.stats.files,
+                "bytes": report.stats.bytes,
+                "files_read": report.files_read,
+                "bytes_read": report.bytes_read,
+                "new_blobs": report.new_blobs,
+                "new_data_blobs": report.new_data_blobs,
+                "new_bytes": report.new_bytes,
+                "skipped": report.skipped.iter().map(|s| json!({"path": s.rel, "reason": s.reason})).collect::<Vec<_>>(),
+            }))?;
+        } else if report.unchanged {
+            println!(
+                "{}: nothing changed since snapshot {} (#{}); {} files, {}.",
+                report.folder,
+                report.snapshot.short(),
+                report.sequence,
+                report.stats.files,
+                output::size(report.stats.bytes)
+            );
+        } else {
+            println!(
+                "{}: snapshot {} (#{}) committed: {} files, {}; read {} changed files ({}), stored {} new blobs ({}).",
+                report.folder,
+                report.snapshot.short(),
+                report.sequence,
+                report.stats.files,
+                output::size(report.stats.bytes),
+                report.files_read,
+                output::size(report.bytes_read),
+                report.new_blobs,
+                output::size(report.new_bytes),
+            );
+        }
+        if !report.skipped.is_empty() && !a.json {
+            println!("{} entries were skipped:", report.skipped.len());
+            for s in &report.skipped {
+                println!("  {}: {}", s.rel.display(), s.reason);
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn backup_event_json(event: &backup::Event) -> serde_json::Value {
+    match event {
+        backup::Event::Scanned { folder, files, files_to_read, bytes_to_read } => {
+            json!({"event": "scanned", "folder": folder, "files": files, "files_to_read": files_to_read, "bytes_to_read": bytes_to_read})
+        }
+        backup::Event::FileStored { path, bytes } => {
+            json!({"event": "file", "path": path, "bytes": bytes})
+        }
+        backup::Event::Skipped { path, reason } => {
+            json!({"event": "skipped", "path": path, "reason": reason})
+        }
+        backup::Event::Committed { blobs, bytes } => {
+            json!({"event": "committed", "blobs": blobs, "bytes": bytes})
+        }
+        backup::Event::SnapshotCommitted { snapshot, sequence } => {
+            json!({"event": "snapshot", "snapshot": snapshot.to_hex(), "sequence": sequence})
+        }
+        _ => json!({"event": "other"}),
+    }
+}
+
+fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
+    json!({
+        "id": s.id.to_hex(),
+        "short_id": s.id.short(),
+        "folder": s.snapshot.folder_name,
+        "folder_id": s.snapshot.folder.to_hex(),
+        "path": String::from_utf8_lossy(&s.snapshot.folder_path),
+        "device": s.snapshot.device_name,
+        "sequence": s.snapshot.sequence,
+        "time": output::time(s.snapshot.time),
+        "files": s.snapshot.stats.files,
+        "dirs": s.snapshot.stats.dirs,
+        "bytes": s.snapshot.stats.bytes,
+        "parent": s.snapshot.parent.map(|p| p.to_hex()),
+    })
+}
+
+fn snapshots(home_path: &Path, a: SnapshotsArgs) -> Result<u8> {
+    let dev = Device::open(home_path)?;
+    let stores = dev.stores(Access::ReadOnly)?;
+    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let mut list = catalog.snapshots()?;
+    if let Some(f) = &a.folder {
+        list.retain(|s| &s.snapshot.folder_name == f || s.snapshot.folder.to_hex() == *f);
+    }
+    list.sort_by(|x, y| {
+        (&x.snapshot.folder_name, x.snapshot.time).cmp(&(&y.snapshot.folder_name, y.snapshot.time))
+    });
+    if a.json {
+        output::json_line(&json!(list.iter().map(snapshot_json).collect::<Vec<_>>()))?;
+        return Ok(EXIT_OK);
+    }
+    if list.is_empty() {
+        println!("No snapshots yet: run `triad backup`.");
+        return Ok(EXIT_OK);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<16}  {:<20}  {:<12}  {:<12}  {:>4}  {:>8}  {:>10}",
+        "ID", "TIME", "FOLDER", "DEVICE", "SEQ", "FILES", "SIZE"
+    )?;
+    for s in &list {
+        writeln!(
+            out,
+            "{:<16}  {:<20}  {:<12}  {:<12}  {:>4}  {:>8}  {:>10}",
+            s.id.short(),
+            output::time(s.snapshot.time),
+            s.snapshot.folder_name,
+            s.snapshot.device_name,
+            s.snapshot.sequence,
+            s.snapshot.stats.files,
+            output::size(s.snapshot.stats.bytes)
+        )?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// Resolves the snapshot selector to exactly one snapshot when a path needs it.
+fn one_snapshot(
+    catalog: &Catalog<'_>,
+    selector: &str,
+    folder: Option<&str>,
+) -> Result<Vec<SnapshotInfo>> {
+    let chosen = catalog.resolve(selector, folder)?;
+    Ok(chosen)
+}
+
+fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
+    let dev = Device::open(home_path)?;
+    let stores = dev.stores(Access::ReadOnly)?;
+    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let chosen = one_snapshot(&catalog, &a.snapshot, a.folder.as_deref())?;
+    if a.path.is_some() && chosen.len() > 1 {
+        bail!("`{}` covers {} folders; choose one with --folder NAME", a.snapshot, chosen.len());
+    }
+    let mut rows = Vec::new();
+    for snap in &chosen {
+        let rel = a.path.clone().unwrap_or_default();
+        let start = match catalog.find(snap, &rel)? {
+            None => Some(snap.snapshot.root),
+            Some(node) => match node.kind {
+                NodeKind::Dir { tree } => Some(tree),
+                _ => {
+                    rows.push(ls_row(&catalog, snap, &rel, &node)?);
+                    None
+                }
+            },
+        };
+        if let Some(tree) = start {
+            let prefix = if rel.as_os_str().is_empty() {
+                PathBuf::from(&snap.snapshot.folder_name)
+            } else {
+                PathBuf::from(&snap.snapshot.folder_name).join(&rel)
+            };
+            list_tree(&catalog, snap, tree, &prefix, &mut rows)?;
+        }
+    }
+    if a.json {
+        output::json_line(&json!(rows))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for r in &rows {
+            let size = r["size"].as_u64().map_or("-".to_owned(), output::size);
+            writeln!(
+                out,
+                "{} {:>10}  {}  {}",
+                r["type_mode"].as_str().unwrap_or(""),
+                size,
+                r["mtime"].as_str().unwrap_or(""),
+                r["path"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn list_tree(
+    catalog: &Catalog<'_>,
+    snap: &SnapshotInfo,
+    tree: triad_core::BlobId,
+    prefix: &Path,
+    rows: &mut Vec<serde_json::Value>,
+) -> Result<()> {
+    let tree: Tree = catalog.load(tree)?;
+    for node in &tree.nodes {
+        let path = prefix.join(String::from_utf8_lossy(&node.name).as_ref());
+        rows.push(ls_row(catalog, snap, &path, node)?);
+        if let NodeKind::Dir { tree } = node.kind {
+            list_tree(catalog, snap, tree, &path, rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn ls_row(
+    catalog: &Catalog<'_>,
+    _snap: &SnapshotInfo,
+    path: &Path,
+    node: &triad_core::snapshot::Node,
+) -> Result<serde_json::Value> {
+    let (kind, size, hash) = match &node.kind {
+        NodeKind::File { entry } => {
+            let e: FileEntry = catalog.load(*entry)?;
+            ('-', Some(e.size), Some(hex::encode(e.hash)))
+        }
+        NodeKind::Dir { .. } => ('d', None, None),
+        NodeKind::Symlink { .. } => ('l', None, None),
+    };
+    Ok(json!({
+        "path": path,
+        "type": match kind { '-' => "file", 'd' => "dir", _ => "symlink" },
+        "type_mode": format!("{kind}{}", mode_string(node.mode)),
+        "mode": node.mode,
+        "size": size,
+        "mtime": output::time(node.mtime),
+        "blake3": hash,
+    }))
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
+    let dev = Device::open(home_path)?;
+    let stores = dev.stores(Access::ReadOnly)?;
+    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let chosen = one_snapshot(&catalog, &a.snapshot, a.folder.as_deref())?;
+    if a.path.is_some() && chosen.len() > 1 {
+        bail!("`{}` covers {} folders; choose one with --folder NAME", a.snapshot, chosen.len());
+    }
+    let dest = settings::absolute(&a.to);
+    let total: u64 = chosen.iter().map(|s| s.snapshot.stats.bytes).sum();
+    let bar = output::bar(total, "restoring");
+    let failures = Mutex::new(Vec::new());
+    let progress = |event: &restore::Event| match event {
+        restore::Event::FileRestored { bytes, .. } => bar.inc(*bytes),
+        restore::Event::FileFailed { path, reason } => {
+            bar.suspend(|| eprintln!("FAILED {}: {reason}", path.display()));
+            failures.lock().expect("not poisoned").push(path.clone());
+        }
+        _ => {}
+    };
+    let mut totals = restore::Report::default();
+    for snap in &chosen {
+        let options = restore::Options { overwrite: a.overwrite, threads: 0 };
+        let report = restore::restore(
+            &catalog,
+            dev.home.keys(),
+            snap,
+            a.path.as_deref(),
+            &dest,
+            options,
+            &progress,
+        )
+        .with_context(|| format!("while restoring snapshot {}", snap.id.short()))?;
+        totals.files += report.files;
+        totals.bytes += report.bytes;
+        totals.dirs += report.dirs;
+        totals.links += report.links;
+        totals.failed.extend(report.failed);
+    }
+    bar.finish_and_clear();
+    if a.json {
+        output::json_line(&json!({
+            "files": totals.files, "bytes": totals.bytes, "dirs": totals.dirs, "links": totals.links,
+            "failed": totals.failed.iter().map(|(p, r)| json!({"path": p, "reason": r})).collect::<Vec<_>>(),
+            "to": dest,
+        }))?;
+    } else {
+        println!(
+            "Restored {} files ({}) into {}; every file matched its recorded hash.",
+            totals.files,
+            output::size(totals.bytes),
+            dest.display()
+        );
+        if !totals.failed.is_empty() {
+            println!("{} files could NOT be restored:", totals.failed.len());
+            for (p, r) in &totals.failed {
+                println!("  {}: {r}", p.display());
+            }
+        }
+    }
+    Ok(if totals.failed.is_empty() { EXIT_OK } else { EXIT_DAMAGE })
+}
+
+fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
+    let dev = Device::open(home_path)?;
+    let stores = dev.stores(Access::ReadOnly)?;
+    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let total: u64 = if a.read_data {
+        stores.iter().filter_map(|s| s.stats().ok()).map(|s| s.bytes).sum()
+    } else {
+        0
+    };
+    let bar = output::bar(total, "re-hashing");
+    let last = Mutex::new(std::collections::HashMap::<PathBuf, u64>::new());
+    let progress = |event: &verify::Event| {
+        if let verify::Event::DataRead { store, bytes } = event {
+            let mut last = last.lock().expect("not poisoned");
+            let before = last.insert(store.clone(), *bytes).unwrap_or(0);
+            bar.inc(bytes.saturating_sub(before));
+        }
+    };
+    let report = verify::verify(&catalog, verify::Options { read_data: a.read_data }, &progress)?;
+    bar.finish_and_clear();
+    if a.json {
+        output::json_line(&json!({
+            "ok": report.is_ok(),
+            "snapshots": report.snapshots, "trees": report.trees, "files": report.files, "chunks": report.chunks,
+            "blobs_read": report.blobs_read, "bytes_read": report.bytes_read,
+            "problems": report.problems.iter().map(|p| json!({
+                "blob": p.blob.to_hex(), "kind": p.kind,
+                "stores": p.stores.iter().map(|(s, w)| json!({"store": s, "problem": w})).collect::<Vec<_>>(),
+                "used_by": p.used_by.iter().map(|(f, path, snaps)| json!({"folder": f, "path": path, "snapshots": snaps})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        let data = if a.read_data {
+            format!("; re-hashed {} blobs ({})", report.blobs_read, output::size(report.bytes_read))
+        } else {
+            String::new()
+        };
+        println!(
+            "Checked {} snapshots, {} trees, {} files, {} chunks in {} stores{data}.",
+            report.snapshots,
+            report.trees,
+            report.files,
+            report.chunks,
+            stores.len()
+        );
+        if report.is_ok() {
+            println!("Everything is intact.");
+        } else {
+            println!("{} blobs are MISSING or DAMAGED:", report.problems.len());
+            for p in &report.problems {
+                println!("  {} {}", p.kind, p.blob);
+                for (store, what) in &p.stores {
+                    println!("    in {}: {what}", store.display());
+                }
+                if p.used_by.is_empty() {
+                    println!("    used by no snapshot");
+                }
+                for (folder, path, snaps) in &p.used_by {
+                    println!("    used by {folder}/{path} (snapshots {})", snaps.join(", "));
+                }
+            }
+        }
+    }
+    Ok(if report.is_ok() { EXIT_OK } else { EXIT_DAMAGE })
+}
+
+fn recover(home_path: &Path, a: RecoverArgs) -> Result<u8> {
+    if Home::exists(home_path) {
+        bail!(
+            "{} already holds a vault; recover into a new --home / TRIAD_HOME",
+            home_path.display()
+        );
+    }
+    let store_path = settings::absolute(&a.store);
+    let phrase = phrase::read()?;
+    let vault = phrase.vault_id();
+    let config = Config::default();
+    let store = match Store::open(&store_path, None, vault, Access::ReadWrite, &config.store) {
+        Err(OpenError::ReadOnly { .. }) => {
+            Store::open(&store_path, None, vault, Access::ReadOnly, &config.store)
+        }
+        other => other,
+    }
+    .with_context(|| format!("while opening store {}", store_path.display()))?;
+    let roster = store
+        .roster()
+        .with_context(|| format!("while reading the roster of {}", store_path.display()))?
+        .ok_or_else(|| anyhow!("store {} holds no roster of the vault", store_path.display()))?;
+    let device = NewDevice { name: &a.name, site: &a.site, device_seed: random_array()? };
+    let (home, roster) = Home::recover(home_path, &phrase, roster, device)?;
+    drop(phrase);
+    if let Err(e) = store.write_roster(&roster) {
+        eprintln!(
+            "note: could not record this device in the store's roster ({e}); it will be recorded at the next backup"
+        );
+    }
+    let media = a.media.unwrap_or(store.media());
+    let mut config = config;
+    config.stores.push(StoreConfig { id: store.id(), path: store_path.clone(), media });
+    settings::save(home_path, &config)?;
+    let stores = vec![store];
+    let catalog = Catalog::new(home.keys(), &stores);
+    let latest = catalog.latest()?;
+    println!(
+        "Recovered vault {} as device {:?} at site {:?}, using store {}.",
+        vault.short(),
+        a.name,
+        a.site,
+        store_path.display()
+    );
+    if latest.is_empty() {
+        println!("The store holds no snapshots.");
+    } else {
+        println!("The store holds the latest snapshots of {} folders:", latest.len());
+        for s in &latest {
+            println!(
+                "  {} from {} ({} files, {}), snapshot {}",
+                s.snapshot.folder_name,
+                s.snapshot.device_name,
+                s.snapshot.stats.files,
+                output::size(s.snapshot.stats.bytes),
+                s.id.short()
+            );
+        }
+        println!("Restore everything with `triad restore latest --to DIR`.");
+    }
+    Ok(EXIT_OK)
+}
