@@ -1218,19 +1218,23 @@ fn scan_index(
         let path = packs_dir.join(pack::file_name(seq));
         let file = fs.open(&path, false).map_err(|e| open_io(&path, e))?;
         let len = file.len().map_err(|e| open_io(&path, e))?;
-        let mut batch = Batch::default();
+        // Entries apply in order: a tombstone removes an earlier entry of its id (also one in
+        // an earlier pack), a later entry brings it back.
+        let mut changes: BTreeMap<BlobId, Option<Location>> = BTreeMap::new();
         let walked =
             pack::walk(file.as_ref(), len, PackHeader { store, seq }, false, &mut |found| {
                 match found {
-                    pack::Found::Entry { header, offset, .. } => match header.kind {
-                        EntryKind::Blob => {
-                            let body = offset + EntryHeader::LEN as u64;
-                            let location = Location { pack: seq, offset: body, len: header.len };
-                            batch.puts.push((header.blob, location));
-                        }
-                        // Applied in order: a later put of the same id comes after this.
-                        EntryKind::Tombstone => batch.puts.retain(|(id, _)| *id != header.blob),
-                    },
+                    pack::Found::Entry { header, offset, .. } => {
+                        let location = match header.kind {
+                            EntryKind::Blob => Some(Location {
+                                pack: seq,
+                                offset: offset + EntryHeader::LEN as u64,
+                                len: header.len,
+                            }),
+                            EntryKind::Tombstone => None,
+                        };
+                        changes.insert(header.blob, location);
+                    }
                     pack::Found::Damaged { offset } => {
                         warn!(pack = %path.display(), offset, "damaged entry header skipped")
                     }
@@ -1240,7 +1244,13 @@ fn scan_index(
         if !walked.header_ok {
             warn!(pack = %path.display(), "damaged pack header");
         }
-        batch.pack_lengths.push((seq, walked.end));
+        let mut batch = Batch { pack_lengths: vec![(seq, walked.end)], ..Batch::default() };
+        for (id, location) in changes {
+            match location {
+                Some(location) => batch.puts.push((id, location)),
+                None => batch.removes.push(id),
+            }
+        }
         index.commit(&batch).expect("a memory index does not fail");
     }
     Ok(index)
