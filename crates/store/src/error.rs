@@ -80,6 +80,13 @@ pub enum OpenError {
         /// The store path.
         path: PathBuf,
     },
+    /// The disk is so full that the index cannot open, even after releasing the store's space
+    /// reserve.
+    #[error("store at {path} is full: free some space on its disk, or open the store read-only")]
+    Full {
+        /// The store path.
+        path: PathBuf,
+    },
     /// The index cannot be used.
     #[error(
         "index at {path} cannot be used: run `triad store rebuild-index` to rebuild it from the packs"

@@ -244,12 +244,25 @@ impl SledIndex {
     /// as an [`IndexError::Sled`] whose I/O error kind is `WouldBlock`.
     pub fn open(dir: &Path, cache_bytes: u64, create: bool) -> Result<Self, IndexError> {
         let config = sled::Config::new().path(dir).cache_capacity(cache_bytes);
-        // sled panics instead of failing on some damaged files; a damaged index must be an
-        // error that says "rebuild", never a crash of the agent.
-        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
-            .map_err(|payload| IndexError::Panicked {
+        let mut attempts = 0;
+        let db = loop {
+            // sled panics instead of failing on some damaged files; a damaged index must be an
+            // error that says "rebuild", never a crash of the agent.
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+                .map_err(|payload| IndexError::Panicked {
                 message: panic_message(payload.as_ref()),
-            })??;
+            })?;
+            match opened {
+                Ok(db) => break db,
+                // sled's I/O threads keep its files open (and locked) for a moment after the
+                // last handle is dropped, so reopening at once in the same process can fail.
+                Err(err) if is_sled_lock_conflict(&err) && attempts < LOCK_RETRIES => {
+                    attempts += 1;
+                    std::thread::sleep(LOCK_RETRY_DELAY);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         match db.get(META_VERSION)? {
             Some(found) if found.as_ref() == [SLED_VERSION] => {}
             Some(found) => {
@@ -276,6 +289,18 @@ impl SledIndex {
     pub fn size_on_disk(&self) -> Result<u64, IndexError> {
         Ok(self.db.size_on_disk()?)
     }
+}
+
+/// How often, and how far apart, opening sled is retried while its lock is still held.
+const LOCK_RETRIES: u32 = 100;
+const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether sled failed to open because another handle holds its lock. sled reports it as an
+/// `Other` I/O error with this text.
+pub(crate) fn is_sled_lock_conflict(err: &sled::Error) -> bool {
+    matches!(err, sled::Error::Io(io_err)
+        if io_err.kind() == std::io::ErrorKind::WouldBlock
+            || io_err.to_string().contains("could not acquire lock"))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

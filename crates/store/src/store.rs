@@ -9,6 +9,7 @@
 //!         index/                 sled: blob id -> location, pack -> committed length
 //!         heads/<device>/<folder> one signed head per folder, replaced atomically
 //!         roster                 the vault's roster, replaced atomically
+//!         reserve                1 MiB of zeros, released when sled needs room on a full disk
 //! ```
 //!
 //! # What survives a crash
@@ -49,6 +50,10 @@ const PACKS_DIR: &str = "packs";
 const HEADS_DIR: &str = "heads";
 const INDEX_DIR: &str = "index";
 const ROSTER_FILE: &str = "roster";
+/// A file of zeros kept next to a sled index: sled needs free space to open, so a store on a
+/// full disk releases it to open and recreates it when there is room again.
+const RESERVE_FILE: &str = "reserve";
+const RESERVE_LEN: usize = 1024 * 1024;
 /// Pack bytes are buffered up to this much before a write.
 const WRITE_BUF_LEN: usize = 1024 * 1024;
 /// The largest head file read.
@@ -395,6 +400,9 @@ impl Store {
             // overwritten: the next commit records the pack lengths past them.
             self.pending.clear();
             self.pending_bytes = 0;
+            if index_is_full(&source) {
+                return Err(WriteError::Full { path: self.path.clone() });
+            }
             return Err(WriteError::Index { path: self.index_path.clone(), source });
         }
         for writer in self.closed.iter_mut().chain(&mut self.writer) {
@@ -740,6 +748,12 @@ impl Store {
             fs.create_dir(&dir).map_err(|e| io_error(&dir, e))?;
         }
         let index_dir = path.join(INDEX_DIR);
+        if index.is_none() {
+            let reserve = path.join(RESERVE_FILE);
+            let file = fs.create(&reserve).map_err(|e| io_error(&reserve, e))?;
+            file.write_all_at(&vec![0; RESERVE_LEN], 0).map_err(|e| io_error(&reserve, e))?;
+            file.sync().map_err(|e| io_error(&reserve, e))?;
+        }
         let mut index = match index {
             Some(index) => index,
             None => Box::new(
@@ -784,6 +798,7 @@ impl Store {
         let packs_dir = path.join(PACKS_DIR);
         let index_path = path.join(INDEX_DIR);
         let seqs = list_packs(fs.as_ref(), &packs_dir)?;
+        let sled = matches!(source, IndexSource::Sled);
         let index: Box<dyn Index> = match source {
             IndexSource::Given(index) => index,
             IndexSource::Sled => {
@@ -791,10 +806,7 @@ impl Store {
                     let source = IndexError::Missing;
                     return Err(OpenError::Index { path: index_path, source });
                 }
-                Box::new(
-                    SledIndex::open(&index_path, config.index_cache_bytes, false)
-                        .map_err(|e| sled_open_error(path, &index_path, e))?,
-                )
+                Box::new(open_sled(fs.as_ref(), path, config)?)
             }
             IndexSource::Scan => {
                 Box::new(scan_index(fs.as_ref(), &packs_dir, &seqs, marker.store)?)
@@ -828,6 +840,9 @@ impl Store {
         let mut remaining = seqs;
         if access == Access::ReadWrite {
             remaining = store.trim_packs(remaining)?;
+            if sled {
+                store.restore_reserve();
+            }
         }
         let last = remaining.last().copied().max(store.committed.keys().next_back().copied());
         store.next_seq = last.map_or(0, |seq| seq.saturating_add(1));
@@ -891,6 +906,26 @@ impl Store {
 
 /// Private: writing.
 impl Store {
+    /// Recreates the space reserve if it was released, when there is room; best effort.
+    fn restore_reserve(&self) {
+        let reserve = self.path.join(RESERVE_FILE);
+        if !matches!(self.fs.kind(&reserve), Ok(None)) {
+            return;
+        }
+        let made = self.fs.create(&reserve).and_then(|file| {
+            file.write_all_at(&vec![0; RESERVE_LEN], 0)?;
+            file.sync()?;
+            self.fs.sync_dir(&self.path)
+        });
+        match made {
+            Ok(()) => debug!(store = %self.marker.store, "space reserve recreated"),
+            Err(err) => {
+                debug!(store = %self.marker.store, error = %err, "no room for the space reserve yet");
+                let _ = self.fs.remove_file(&reserve);
+            }
+        }
+    }
+
     fn check_writable(&self) -> Result<(), WriteError> {
         match self.access {
             Access::ReadWrite => Ok(()),
@@ -1334,15 +1369,44 @@ fn list_packs(fs: &dyn Fs, packs_dir: &Path) -> Result<Vec<u32>, OpenError> {
     Ok(seqs)
 }
 
+/// Opens the sled index of the store at `path`. sled writes while opening, so on a full disk
+/// the space reserve is released and the open tried once more.
+fn open_sled(fs: &dyn Fs, path: &Path, config: &Config) -> Result<SledIndex, OpenError> {
+    let index_dir = path.join(INDEX_DIR);
+    match SledIndex::open(&index_dir, config.index_cache_bytes, false) {
+        Ok(index) => return Ok(index),
+        Err(err) if !index_is_full(&err) => return Err(sled_open_error(path, &index_dir, err)),
+        Err(_) => {}
+    }
+    let reserve = path.join(RESERVE_FILE);
+    match fs.remove_file(&reserve) {
+        Ok(()) => {
+            warn!(store = %path.display(), "store is full: released its space reserve to open the index");
+            fs.sync_dir(path).map_err(|e| open_write_io(path, path, e))?;
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(open_write_io(path, &reserve, err)),
+    }
+    SledIndex::open(&index_dir, config.index_cache_bytes, false)
+        .map_err(|e| sled_open_error(path, &index_dir, e))
+}
+
+/// Whether an index error is the disk being full.
+fn index_is_full(err: &IndexError) -> bool {
+    matches!(err, IndexError::Sled(sled::Error::Io(io_err)) if is_full(io_err))
+}
+
 fn sled_open_error(store: &Path, index_dir: &Path, err: IndexError) -> OpenError {
-    if let IndexError::Sled(sled::Error::Io(io_err)) = &err {
-        if is_read_only(io_err) {
+    if index_is_full(&err) {
+        return OpenError::Full { path: store.to_path_buf() };
+    }
+    if let IndexError::Sled(sled_err) = &err {
+        if let sled::Error::Io(io_err) = sled_err
+            && is_read_only(io_err)
+        {
             return OpenError::ReadOnly { path: store.to_path_buf() };
         }
-        // sled reports its own lock conflict as an `Other` error with this text.
-        if io_err.kind() == io::ErrorKind::WouldBlock
-            || io_err.to_string().contains("could not acquire lock")
-        {
+        if crate::index::is_sled_lock_conflict(sled_err) {
             return OpenError::Locked { path: store.to_path_buf() };
         }
     }

@@ -1,5 +1,7 @@
 //! Helpers shared by the tests: a vault, blobs, heads, and stores in temporary directories.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 
 use triad_core::head::{Head, SignedHead};
@@ -27,8 +29,16 @@ pub(crate) fn now() -> Timestamp {
     Timestamp::new(1_800_000_000, 0)
 }
 
-/// Blob number `n`: a chunk of 200 to ~1700 bytes whose content depends on `n`.
+/// Blob number `n`: a chunk of 200 to ~1700 bytes whose content depends on `n`. Cached: tests
+/// ask for the same blobs over and over.
 pub(crate) fn blob(n: u32) -> SealedBlob {
+    thread_local! {
+        static CACHE: RefCell<HashMap<u32, SealedBlob>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| cache.borrow_mut().entry(n).or_insert_with(|| make_blob(n)).clone())
+}
+
+fn make_blob(n: u32) -> SealedBlob {
     let keys = VaultKeys::from_secret(&VaultSecret::from_bytes([(n % 251) as u8; 32]));
     let len = 200 + (n as usize * 397) % 1500;
     let bytes: Vec<u8> =
