@@ -522,13 +522,11 @@ fn read_files(
             scope.spawn(move || seal_worker(keys, job_rx, done_tx));
         }
         drop(job_rx);
-        let writer_done_tx = done_tx.clone();
         let writer = scope.spawn(|| {
             let result = write_loop(keys, files, stores, tally, done_rx, commit_bytes, progress);
             if result.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
-            drop(writer_done_tx);
             result
         });
         // The reader: this thread.
