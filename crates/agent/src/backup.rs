@@ -606,11 +606,10 @@ fn read_one(
     let closed = |_| io::Error::other("backup stopped");
     loop {
         while !eof && buf.len() < cap {
-            let start = buf.len();
-            buf.resize(cap, 0);
-            let n = f.read(&mut buf[start..])?;
-            buf.truncate(start + n);
-            eof = n == 0;
+            let want = (cap - buf.len()) as u64;
+            let n = (&mut f).take(want).read_to_end(&mut buf)?;
+            // Short of what was asked means the end of the file.
+            eof = (n as u64) < want;
         }
         let mut at = 0;
         while let Some(len) = chunker.cut(&buf[at..], eof) {

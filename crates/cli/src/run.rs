@@ -113,7 +113,7 @@ fn init(home_path: &Path, a: InitArgs) -> Result<u8> {
             "device": home.device_id().to_hex(),
             "name": a.name,
             "site": a.site,
-            "home": home_path,
+            "home": home_path.to_string_lossy(),
             "phrase": phrase.words().join(" "),
         }))?;
         return Ok(EXIT_OK);
@@ -166,7 +166,7 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                     }
                     Err(e) => json!({"state": "unavailable", "error": format!("{e:#}")}),
                 };
-                rows.push(json!({"id": s.id.to_hex(), "path": s.path, "media": s.media.as_str(), "status": state}));
+                rows.push(json!({"id": s.id.to_hex(), "path": s.path.to_string_lossy(), "media": s.media.as_str(), "status": state}));
             }
             if json {
                 output::json_line(&json!(rows))?;
@@ -279,7 +279,7 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
         }
         FolderCommand::List { json } => {
             if json {
-                let rows: Vec<_> = dev.config.folders.iter().map(|f| json!({"id": f.id.to_hex(), "path": f.path, "media": f.media.as_str(), "exclude": f.exclude})).collect();
+                let rows: Vec<_> = dev.config.folders.iter().map(|f| json!({"id": f.id.to_hex(), "path": f.path.to_string_lossy(), "media": f.media.as_str(), "exclude": f.exclude})).collect();
                 output::json_line(&json!(rows))?;
             } else {
                 for f in &dev.config.folders {
@@ -363,7 +363,7 @@ fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
                 "new_blobs": report.new_blobs,
                 "new_data_blobs": report.new_data_blobs,
                 "new_bytes": report.new_bytes,
-                "skipped": report.skipped.iter().map(|s| json!({"path": s.rel, "reason": s.reason})).collect::<Vec<_>>(),
+                "skipped": report.skipped.iter().map(|s| json!({"path": s.rel.to_string_lossy(), "reason": s.reason})).collect::<Vec<_>>(),
             }))?;
         } else if report.unchanged {
             println!(
@@ -404,10 +404,10 @@ fn backup_event_json(event: &backup::Event) -> serde_json::Value {
             json!({"event": "scanned", "folder": folder, "files": files, "files_to_read": files_to_read, "bytes_to_read": bytes_to_read})
         }
         backup::Event::FileStored { path, bytes } => {
-            json!({"event": "file", "path": path, "bytes": bytes})
+            json!({"event": "file", "path": path.to_string_lossy(), "bytes": bytes})
         }
         backup::Event::Skipped { path, reason } => {
-            json!({"event": "skipped", "path": path, "reason": reason})
+            json!({"event": "skipped", "path": path.to_string_lossy(), "reason": reason})
         }
         backup::Event::Committed { blobs, bytes } => {
             json!({"event": "committed", "blobs": blobs, "bytes": bytes})
@@ -569,7 +569,7 @@ fn ls_row(
         NodeKind::Symlink { .. } => ('l', None, None),
     };
     Ok(json!({
-        "path": path,
+        "path": path.to_string_lossy(),
         "type": match kind { '-' => "file", 'd' => "dir", _ => "symlink" },
         "type_mode": format!("{kind}{}", mode_string(node.mode)),
         "mode": node.mode,
@@ -633,8 +633,8 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
     if a.json {
         output::json_line(&json!({
             "files": totals.files, "bytes": totals.bytes, "dirs": totals.dirs, "links": totals.links,
-            "failed": totals.failed.iter().map(|(p, r)| json!({"path": p, "reason": r})).collect::<Vec<_>>(),
-            "to": dest,
+            "failed": totals.failed.iter().map(|(p, r)| json!({"path": p.to_string_lossy(), "reason": r})).collect::<Vec<_>>(),
+            "to": dest.to_string_lossy(),
         }))?;
     } else {
         println!(
@@ -680,7 +680,7 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
             "blobs_read": report.blobs_read, "bytes_read": report.bytes_read,
             "problems": report.problems.iter().map(|p| json!({
                 "blob": p.blob.to_hex(), "kind": p.kind,
-                "stores": p.stores.iter().map(|(s, w)| json!({"store": s, "problem": w})).collect::<Vec<_>>(),
+                "stores": p.stores.iter().map(|(s, w)| json!({"store": s.to_string_lossy(), "problem": w})).collect::<Vec<_>>(),
                 "used_by": p.used_by.iter().map(|(f, path, snaps)| json!({"folder": f, "path": path, "snapshots": snaps})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         }))?;

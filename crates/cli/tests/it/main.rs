@@ -1,0 +1,11 @@
+//! End-to-end tests of the `triad` binary: real processes, real files, real stores.
+#![allow(missing_docs)]
+
+mod backup_restore;
+mod crash;
+mod damage;
+mod home;
+mod mounts;
+mod recover;
+mod sources;
+mod support;
