@@ -14,6 +14,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crossbeam_channel::bounded;
+
 use triad_core::Timestamp;
 use triad_core::keys::VaultKeys;
 use triad_core::seal::{self, ObjectKind};
@@ -239,14 +241,12 @@ impl Run<'_> {
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let mut hasher = blake3::Hasher::new();
         let mut written = 0u64;
-        for group in entry.chunks.chunks(self.threads * 2) {
-            for plain in self.fetch(group) {
-                let plain = plain?;
-                hasher.update(&plain);
-                out.write_all(&plain).map_err(|e| format!("cannot write: {e}"))?;
-                written += plain.len() as u64;
-            }
-        }
+        self.fetch_in_order(&entry.chunks, &mut |plain| {
+            hasher.update(&plain);
+            out.write_all(&plain).map_err(|e| format!("cannot write: {e}"))?;
+            written += plain.len() as u64;
+            Ok(())
+        })?;
         if written != entry.size || *hasher.finalize().as_bytes() != entry.hash {
             return Err("restored content does not match the hash recorded at backup".into());
         }
@@ -257,13 +257,17 @@ impl Run<'_> {
         out.sync_all().map_err(|e| format!("cannot sync: {e}"))
     }
 
-    /// Fetches and opens a group of chunks in parallel, in order.
-    fn fetch(&self, group: &[ChunkRef]) -> Vec<Result<Vec<u8>, String>> {
+    /// Fetches and opens `chunks` on several threads, handing the plaintexts to `sink` in
+    /// order while later chunks are still being fetched. At most a few chunks per thread are
+    /// in flight, so memory stays bounded whatever the file size.
+    fn fetch_in_order(
+        &self,
+        chunks: &[ChunkRef],
+        sink: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
+    ) -> Result<(), String> {
         let one = |chunk: &ChunkRef| -> Result<Vec<u8>, String> {
-            let blob = self
-                .catalog
-                .blob(chunk.blob, "chunk")
-                .map_err(|e| format!("{}", DisplayChain(&e)))?;
+            let blob =
+                self.catalog.blob(chunk.blob, "chunk").map_err(|e| DisplayChain(&e).to_string())?;
             let plain =
                 seal::open(self.keys, &blob, ObjectKind::Chunk).map_err(|e| e.to_string())?;
             if plain.len() != chunk.len as usize {
@@ -271,12 +275,42 @@ impl Run<'_> {
             }
             Ok(plain)
         };
-        if group.len() == 1 || self.threads == 1 {
-            return group.iter().map(one).collect();
+        if chunks.len() <= 1 || self.threads == 1 {
+            return chunks.iter().try_for_each(|c| sink(one(c)?));
         }
+        let (job_tx, job_rx) = bounded::<(usize, &ChunkRef)>(self.threads);
+        let (done_tx, done_rx) = bounded::<(usize, Result<Vec<u8>, String>)>(self.threads);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = group.iter().map(|c| scope.spawn(move || one(c))).collect();
-            handles.into_iter().map(|h| h.join().expect("chunk fetch does not panic")).collect()
+            for _ in 0..self.threads {
+                let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+                let one = &one;
+                scope.spawn(move || {
+                    for (i, chunk) in job_rx {
+                        if done_tx.send((i, one(chunk))).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop((job_rx, done_tx));
+            scope.spawn(move || {
+                for job in chunks.iter().enumerate() {
+                    if job_tx.send(job).is_err() {
+                        return;
+                    }
+                }
+            });
+            // Reorder: results arrive in any order; hand them on in chunk order.
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0;
+            for (i, result) in done_rx {
+                waiting.insert(i, result);
+                while let Some(result) = waiting.remove(&next) {
+                    sink(result?)?;
+                    next += 1;
+                }
+            }
+            Ok(())
         })
     }
 }
