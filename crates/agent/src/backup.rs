@@ -22,6 +22,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use triad_core::chunk::Chunker;
 use triad_core::head::Head;
@@ -484,7 +485,7 @@ struct ReadOutcome {
 }
 
 enum Job {
-    Chunk { token: u64, index: u32, data: Vec<u8> },
+    Chunk { token: u64, index: u32, data: Bytes },
 }
 
 enum Done {
@@ -509,8 +510,8 @@ fn read_files(
         0 => std::thread::available_parallelism().map_or(2, usize::from),
         n => n,
     };
-    let (job_tx, job_rx) = bounded::<Job>(threads * 2);
-    let (done_tx, done_rx) = bounded::<Done>(threads * 4);
+    let (job_tx, job_rx) = bounded::<Job>(threads);
+    let (done_tx, done_rx) = bounded::<Done>(threads);
     let stop = AtomicBool::new(false);
     let retries = config.backup.changed_file_retries;
     let commit_bytes = config.backup.commit_bytes;
@@ -595,32 +596,34 @@ fn read_one(
     };
     let before = FileStat::of(&f.metadata()?);
     let chunker = Chunker::DEFAULT;
-    // Room for several chunks, so the unconsumed tail moved to the front on each refill
-    // is small next to what was consumed.
-    let cap = chunker.max_len() * 4;
-    let mut buf: Vec<u8> = Vec::with_capacity(cap);
+    // Room for several chunks. Chunks are handed to the sealers as views into this buffer
+    // (no copy); the unconsumed tail is moved into a fresh buffer on each refill, which is
+    // small next to what was consumed.
+    let cap = chunker.max_len() * 3;
+    let mut buf = BytesMut::with_capacity(cap);
     let mut hasher = blake3::Hasher::new();
     let mut index = 0u32;
     let mut total = 0u64;
     let mut eof = false;
     let closed = |_| io::Error::other("backup stopped");
     loop {
-        while !eof && buf.len() < cap {
-            let want = (cap - buf.len()) as u64;
-            let n = (&mut f).take(want).read_to_end(&mut buf)?;
-            // Short of what was asked means the end of the file.
-            eof = (n as u64) < want;
+        if !eof && buf.len() < cap {
+            buf.reserve(cap - buf.len());
+            while !eof && buf.len() < cap {
+                let start = buf.len();
+                buf.resize(cap, 0);
+                let n = f.read(&mut buf[start..])?;
+                buf.truncate(start + n);
+                eof = n == 0;
+            }
         }
-        let mut at = 0;
-        while let Some(len) = chunker.cut(&buf[at..], eof) {
-            let data = buf[at..at + len].to_vec();
+        while let Some(len) = chunker.cut(&buf, eof) {
+            let data = buf.split_to(len).freeze();
             hasher.update(&data);
             total += len as u64;
             jobs.send(Job::Chunk { token, index, data }).map_err(closed)?;
             index += 1;
-            at += len;
         }
-        buf.drain(..at);
         if eof && buf.is_empty() {
             break;
         }
