@@ -89,16 +89,13 @@ fn run(home: &Path, args: &[&str]) -> Run {
     let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
     let mut peak = 0;
     loop {
-        if let Ok(text) = fs::read_to_string(&status_path) {
-            if let Some(kib) = text
-                .lines()
+        let hwm = fs::read_to_string(&status_path).ok().and_then(|text| {
+            text.lines()
                 .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak = peak.max(kib);
-            }
-        }
+        });
+        peak = peak.max(hwm.unwrap_or(0));
         if let Some(status) = child.try_wait().expect("wait") {
             assert!(status.success(), "triad {args:?} failed");
             break;
