@@ -19,6 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,7 +30,9 @@ use triad_core::head::Head;
 use triad_core::keys::VaultKeys;
 use triad_core::roster::Roster;
 use triad_core::seal::{self, ObjectKind, SealedBlob};
-use triad_core::snapshot::{ChunkRef, FileEntry, Node, NodeKind, Object, Snapshot, Stats, Tree};
+use triad_core::snapshot::{
+    ChunkRef, FileEntry, Node, NodeKind, Object, Snapshot, Stats, TooLarge, Tree,
+};
 use triad_core::{BlobId, Timestamp};
 use triad_store::{Store, WriteError};
 
@@ -156,6 +159,15 @@ pub enum BackupError {
     /// The previous snapshot could not be read.
     #[error("cannot read the previous snapshot of this folder")]
     Catalog(#[source] Box<CatalogError>),
+    /// A directory has more entries than one tree blob can hold.
+    #[error("directory {path} has too many entries to back up as one directory")]
+    TooLarge {
+        /// The directory, relative to the folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: TooLarge,
+    },
     /// No store to write to.
     #[error("no store to back up into: add one with `triad store add PATH --media MEDIA`")]
     NoStore,
@@ -294,7 +306,7 @@ pub fn run(
     // Trees, bottom-up.
     let mut stats = Stats::default();
     let mut trees = TreeWriter { keys: home.keys(), stores, tally: &mut tally };
-    let root = trees.write(&scan.root, &scan.files, &entries, &mut stats)?;
+    let root = trees.write(&scan.root, Path::new("."), &scan.files, &entries, &mut stats)?;
 
     let unchanged = parent.as_ref().is_some_and(|(_, p)| p.root == root);
     let (snapshot_id, sequence) = if let Some((id, previous)) =
@@ -429,6 +441,7 @@ impl TreeWriter<'_> {
     fn write(
         &mut self,
         dir: &DirNode,
+        rel: &Path,
         files: &[scan::FileRecord],
         entries: &[Option<BlobId>],
         stats: &mut Stats,
@@ -450,7 +463,8 @@ impl TreeWriter<'_> {
                     }
                 }
                 Child::Dir(sub) => {
-                    let id = self.write(sub, files, entries, stats)?;
+                    let sub_rel = rel.join(std::ffi::OsStr::from_bytes(&sub.name));
+                    let id = self.write(sub, &sub_rel, files, entries, stats)?;
                     Node {
                         name: sub.name.clone(),
                         kind: NodeKind::Dir { tree: id },
@@ -467,7 +481,9 @@ impl TreeWriter<'_> {
             };
             tree.nodes.push(node);
         }
-        let blob = tree.seal(self.keys);
+        let blob = tree
+            .try_seal(self.keys)
+            .map_err(|source| BackupError::TooLarge { path: rel.to_path_buf(), source })?;
         put_all(self.stores, &blob, self.tally, false)?;
         Ok(blob.id())
     }
@@ -725,7 +741,14 @@ fn write_loop(
                 a.chunks.into_iter().map(|c| c.expect("every chunk index arrived")).collect();
             let entry =
                 FileEntry { size: stat.size, mtime: stat.mtime, mode: stat.mode, hash, chunks };
-            let blob = entry.seal(keys);
+            let blob = match entry.try_seal(keys) {
+                Ok(blob) => blob,
+                Err(e) => {
+                    outcomes
+                        .push(ReadOutcome { file, result: Err(format!("cannot be stored: {e}")) });
+                    continue;
+                }
+            };
             put_all(stores, &blob, tally, false)?;
             tally.files_read += 1;
             tally.bytes_read += stat.size;

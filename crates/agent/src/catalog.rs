@@ -113,7 +113,22 @@ impl<'a> Catalog<'a> {
                 path: store.path().into(),
                 source: Box::new(source),
             })?;
+            // A head counts only if its device is on the vault's roster: anyone can make a key
+            // and sign a head, but nobody without the phrase or a trusted device can forge the
+            // roster (it is verified when read).
+            let roster = store.roster().map_err(|source| CatalogError::Heads {
+                path: store.path().into(),
+                source: Box::new(source),
+            })?;
             for head in heads {
+                if roster.as_ref().is_none_or(|r| r.device(head.head.device).is_none()) {
+                    tracing::warn!(
+                        store = %store.path().display(),
+                        device = %head.head.device.short(),
+                        "ignoring a head from a device that is not on the roster"
+                    );
+                    continue;
+                }
                 let key = (head.head.device, head.head.folder);
                 let newer = best.get(&key).is_none_or(|b| b.head.sequence < head.head.sequence);
                 if newer {

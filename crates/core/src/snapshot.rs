@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, DecodeError};
 use crate::id::{BlobId, DeviceId, FolderId};
 use crate::keys::VaultKeys;
-use crate::seal::{self, ObjectKind, OpenError, SealedBlob};
+use crate::seal::{self, ObjectKind, OpenError, PLAINTEXT_LEN_MAX, SealedBlob};
 use crate::time::Timestamp;
 
 /// Format version of file entries, trees and snapshots.
@@ -142,6 +142,16 @@ pub enum ReadError {
     },
 }
 
+/// An object is too large to be sealed as one blob.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} of {len} bytes is larger than the {PLAINTEXT_LEN_MAX}-byte limit of one blob")]
+pub struct TooLarge {
+    /// What kind of object.
+    pub kind: &'static str,
+    /// Its encoded length.
+    pub len: usize,
+}
+
 /// An object of the metadata chain: how it is encoded and which kind it seals as.
 pub trait Object: Serialize + serde::de::DeserializeOwned {
     /// The kind it seals as.
@@ -158,8 +168,21 @@ pub trait Object: Serialize + serde::de::DeserializeOwned {
     }
 
     /// Encodes and seals the object.
+    ///
+    /// # Panics
+    /// If the encoding is larger than [`PLAINTEXT_LEN_MAX`]; use [`Object::try_seal`] for
+    /// objects built from outside input.
     fn seal(&self, keys: &VaultKeys) -> SealedBlob {
         seal::seal(keys, Self::KIND, &self.encode())
+    }
+
+    /// Encodes and seals the object, or says it is too large to be one blob.
+    fn try_seal(&self, keys: &VaultKeys) -> Result<SealedBlob, TooLarge> {
+        let plain = self.encode();
+        if plain.len() > PLAINTEXT_LEN_MAX {
+            return Err(TooLarge { kind: Self::KIND.as_str(), len: plain.len() });
+        }
+        Ok(seal::seal(keys, Self::KIND, &plain))
     }
 
     /// Opens and decodes a sealed object, checking what can be checked.
@@ -240,6 +263,25 @@ mod tests {
         let blob = entry.seal(&k);
         assert_eq!(FileEntry::open(&k, &blob).expect("opens"), entry);
         assert!(Tree::open(&k, &blob).is_err(), "kinds are checked");
+    }
+
+    #[test]
+    fn an_object_over_the_blob_limit_is_refused_not_sealed() {
+        let k = keys();
+        let nodes: Vec<Node> = (0..200_000u32)
+            .map(|i| Node {
+                name: format!("IMG_{i:08}_with_a_long_descriptive_name.CR3").into_bytes(),
+                kind: NodeKind::File { entry: BlobId::of(&i.to_le_bytes()) },
+                mode: 0o644,
+                mtime: Timestamp::EPOCH,
+            })
+            .collect();
+        let tree = Tree { nodes };
+        let err = tree.try_seal(&k).expect_err("too large for one blob");
+        assert_eq!(err.kind, "tree");
+        assert!(err.len > PLAINTEXT_LEN_MAX);
+        let small = Tree { nodes: vec![node(b"a")] };
+        assert!(small.try_seal(&k).is_ok());
     }
 
     #[test]
