@@ -616,22 +616,28 @@ fn read_one(
     // (no copy); the unconsumed tail is moved into a fresh buffer on each refill, which is
     // small next to what was consumed.
     let cap = chunker.max_len() * 3;
-    let mut buf = BytesMut::with_capacity(cap);
+    // Small files (sidecars) get a small buffer: never more than the file, plus one byte to
+    // see the end.
+    let expected = usize::try_from(before.size).unwrap_or(usize::MAX);
+    let mut buf = BytesMut::with_capacity(cap.min(expected.saturating_add(1)));
     let mut hasher = blake3::Hasher::new();
     let mut index = 0u32;
     let mut total = 0u64;
+    let mut read = 0usize;
     let mut eof = false;
     let closed = |_| io::Error::other("backup stopped");
     loop {
-        if !eof && buf.len() < cap {
-            buf.reserve(cap - buf.len());
-            while !eof && buf.len() < cap {
-                let start = buf.len();
-                buf.resize(cap, 0);
-                let n = f.read(&mut buf[start..])?;
-                buf.truncate(start + n);
-                eof = n == 0;
-            }
+        // What is left of the file as it was when opened, plus one byte to see the end; a file
+        // that grew meanwhile is read on in modest steps (it will be reported as changed).
+        let want = if read < expected { expected - read + 1 } else { 64 * 1024 };
+        let target = cap.min(buf.len().saturating_add(want));
+        while !eof && buf.len() < target {
+            let start = buf.len();
+            buf.resize(target, 0);
+            let n = f.read(&mut buf[start..])?;
+            buf.truncate(start + n);
+            read += n;
+            eof = n == 0;
         }
         while let Some(len) = chunker.cut(&buf, eof) {
             let data = buf.split_to(len).freeze();
