@@ -220,6 +220,7 @@ impl Walker<'_, '_> {
                 slot.1.push((store.path().into(), problem));
             }
         }
+        // The scrub found damage without knowing what the blob holds: now we know.
         if let Some(slot) = self.bad.get_mut(&blob) {
             slot.0 = kind;
         }

@@ -477,13 +477,17 @@ fn snapshots(home_path: &Path, a: SnapshotsArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// Resolves the snapshot selector to exactly one snapshot when a path needs it.
-fn one_snapshot(
+/// Resolves the snapshot selector; a path inside a folder needs exactly one folder.
+fn choose(
     catalog: &Catalog<'_>,
     selector: &str,
     folder: Option<&str>,
+    path: Option<&Path>,
 ) -> Result<Vec<SnapshotInfo>> {
     let chosen = catalog.resolve(selector, folder)?;
+    if path.is_some() && chosen.len() > 1 {
+        bail!("`{selector}` covers {} folders; choose one with --folder NAME", chosen.len());
+    }
     Ok(chosen)
 }
 
@@ -491,10 +495,7 @@ fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
     let stores = dev.stores(Access::ReadOnly)?;
     let catalog = Catalog::new(dev.home.keys(), &stores);
-    let chosen = one_snapshot(&catalog, &a.snapshot, a.folder.as_deref())?;
-    if a.path.is_some() && chosen.len() > 1 {
-        bail!("`{}` covers {} folders; choose one with --folder NAME", a.snapshot, chosen.len());
-    }
+    let chosen = choose(&catalog, &a.snapshot, a.folder.as_deref(), a.path.as_deref())?;
     let mut rows = Vec::new();
     for snap in &chosen {
         let rel = a.path.clone().unwrap_or_default();
@@ -594,10 +595,7 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
     let stores = dev.stores(Access::ReadOnly)?;
     let catalog = Catalog::new(dev.home.keys(), &stores);
-    let chosen = one_snapshot(&catalog, &a.snapshot, a.folder.as_deref())?;
-    if a.path.is_some() && chosen.len() > 1 {
-        bail!("`{}` covers {} folders; choose one with --folder NAME", a.snapshot, chosen.len());
-    }
+    let chosen = choose(&catalog, &a.snapshot, a.folder.as_deref(), a.path.as_deref())?;
     let dest = settings::absolute(&a.to);
     let total: u64 = chosen.iter().map(|s| s.snapshot.stats.bytes).sum();
     let bar = output::bar(total, "restoring");
