@@ -1,5 +1,5 @@
 //! `triad demo`: the whole single-device job in a temporary folder, with a few lines of
-//! output. Everything is real: files on disk, a store with pack files and a sled index,
+//! output. Everything is real: files on disk, a store with pack files and a redb index,
 //! sealing, snapshots, verification and restore.
 
 use std::fs;

@@ -1,16 +1,21 @@
 //! The index: where each committed blob lives, and how long each pack is when committed.
 //!
 //! The index is a cache of what the packs say and can always be rebuilt from them
-//! ([`crate::Store::rebuild_index`]). It sits behind the [`Index`] trait because sled calls
-//! itself beta and says its on-disk format will change.
+//! ([`crate::Store::rebuild_index`]). It sits behind the [`Index`] trait so that its engine can
+//! change without touching the store: the store keeps it in redb ([`RedbIndex`]); [`SledIndex`]
+//! is the engine of earlier builds, kept so that the two can be measured side by side, and
+//! [`MemIndex`] serves tests and read-only opens.
 //!
 //! Durability: [`Index::commit`] and [`Index::init`] are durable when they return, and a batch
 //! is applied entirely or not at all. Nothing else about the index is promised.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use triad_core::{BlobId, StoreId};
 
@@ -77,15 +82,25 @@ impl Batch {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
+    /// redb failed. Boxed: redb's error is large, and this one travels inside every store error.
+    #[error("the redb database failed")]
+    Redb(#[source] Box<redb::Error>),
     /// sled failed.
     #[error("the sled database failed")]
     Sled(#[from] sled::Error),
-    /// sled panicked on its own files (it does on some damaged files).
-    #[error("the sled database panicked while opening its files: {message}")]
+    /// A file or directory of the index could not be read or written.
+    #[error("cannot access the index files")]
+    Io(#[from] io::Error),
+    /// The database engine panicked on its own files (sled and redb do on some damaged files).
+    #[error("the index database panicked: {message}")]
     Panicked {
         /// The panic message.
         message: String,
     },
+    /// The index directory holds a sled database, the index of earlier builds, which this build
+    /// no longer reads.
+    #[error("the index directory holds a sled index from an earlier build of triad")]
+    OldFormat,
     /// A key or value in the index is not what this build writes.
     #[error("the index holds a malformed {what}")]
     Malformed {
@@ -108,12 +123,18 @@ pub enum IndexError {
         /// The store expected.
         expected: StoreId,
     },
-    /// The index directory does not exist.
-    #[error("the index directory is missing")]
+    /// The index directory, or the database file in it, does not exist.
+    #[error("the index is missing")]
     Missing,
     /// The index refused the operation (a backend that has shut down, or a test double).
     #[error("the index is unavailable")]
     Unavailable,
+}
+
+impl From<redb::Error> for IndexError {
+    fn from(err: redb::Error) -> Self {
+        IndexError::Redb(Box::new(err))
+    }
 }
 
 /// The store's index. Object-safe; see the module docs for the durability rules.
@@ -216,6 +237,322 @@ impl Index for MemIndex {
 
     fn len(&self) -> Result<u64, IndexError> {
         Ok(self.read().blobs.len() as u64)
+    }
+}
+
+/// Format version of the redb index layout.
+pub const REDB_VERSION: u8 = 1;
+/// Blob id → encoded [`Location`].
+const REDB_BLOBS: TableDefinition<&[u8; 32], &[u8; Location::LEN]> = TableDefinition::new("blobs");
+/// Pack sequence number → committed length.
+const REDB_PACKS: TableDefinition<u32, u64> = TableDefinition::new("packs");
+/// `version` → the layout version (one byte); `store` → the store id (16 bytes).
+const REDB_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const REDB_META_VERSION: &str = "version";
+const REDB_META_STORE: &str = "store";
+
+/// An index in one redb database file, `index.redb` inside the index directory. Three tables,
+/// written together by one write transaction per batch:
+///
+/// - `blobs`: blob id (32 bytes) → [`Location`] (16 bytes)
+/// - `packs`: pack sequence number (u32) → committed length (u64)
+/// - `meta`: `version` → the layout version ([`REDB_VERSION`]); `store` → the store id
+///
+/// Every write transaction commits with redb's default `Durability::Immediate`: the commit is
+/// synced to the disk before it returns. The page cache is bounded by the `cache_bytes` given
+/// to [`RedbIndex::open`].
+///
+/// redb stops using a database after an I/O error on it (every later call fails until it is
+/// reopened), so a commit that fails on I/O, a full disk for one, reopens the database: what
+/// was committed before stays readable, and the next commit may succeed once there is room.
+#[derive(Debug)]
+pub struct RedbIndex {
+    /// `None` only after a reopen failed; every call then fails with [`IndexError::Unavailable`].
+    db: Option<redb::Database>,
+    dir: PathBuf,
+    cache_bytes: u64,
+}
+
+impl RedbIndex {
+    /// The name of the database file inside the index directory.
+    pub const FILE_NAME: &'static str = "index.redb";
+
+    /// Opens the redb database in `dir`. With `create`, makes the directory and the database
+    /// file if they are missing (syncing the directories) and stamps a new database with the
+    /// layout version. Without it, a missing directory or file is [`IndexError::Missing`], and a
+    /// directory that holds the sled index of earlier builds is [`IndexError::OldFormat`].
+    ///
+    /// redb locks the file; a conflict is an [`IndexError::Redb`] holding
+    /// `redb::Error::DatabaseAlreadyOpen`.
+    pub fn open(dir: &Path, cache_bytes: u64, create: bool) -> Result<Self, IndexError> {
+        let file = dir.join(Self::FILE_NAME);
+        if create {
+            match std::fs::create_dir(dir) {
+                Ok(()) => sync_dir(&parent_of(dir))?,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err.into()),
+            }
+        } else {
+            match std::fs::symlink_metadata(&file) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    return Err(if holds_sled(dir) {
+                        IndexError::OldFormat
+                    } else {
+                        IndexError::Missing
+                    });
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let db = open_redb(&file, cache_bytes, create)?;
+        if create {
+            // The file may be new: its name is durable only once the directory is synced.
+            sync_dir(dir)?;
+        }
+        let mut index = Self { db: Some(db), dir: dir.to_path_buf(), cache_bytes };
+        match index.meta(REDB_META_VERSION)? {
+            Some(found) if found == [REDB_VERSION] => {}
+            Some(found) => {
+                let found = found.first().copied().unwrap_or(0);
+                return Err(IndexError::Version { found, expected: REDB_VERSION });
+            }
+            None if create => index.write(|txn| {
+                // Every table exists from the start, so readers never meet a missing one.
+                txn.open_table(REDB_BLOBS)?;
+                txn.open_table(REDB_PACKS)?;
+                txn.open_table(REDB_META)?.insert(REDB_META_VERSION, [REDB_VERSION].as_slice())?;
+                Ok(())
+            })?,
+            // An existing index without a version was never initialised or lost its contents:
+            // the store's check of `store()` reports it.
+            None => {}
+        }
+        Ok(index)
+    }
+
+    /// The index directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes of the database file.
+    pub fn size_on_disk(&self) -> Result<u64, IndexError> {
+        Ok(std::fs::metadata(self.dir.join(Self::FILE_NAME))?.len())
+    }
+
+    fn db(&self) -> Result<&redb::Database, IndexError> {
+        self.db.as_ref().ok_or(IndexError::Unavailable)
+    }
+
+    /// Runs `read` over a read transaction, turning a panic of redb into an error.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, IndexError> {
+        let db = self.db()?;
+        catch_panic(|| {
+            let txn = db.begin_read()?;
+            read(&txn)
+        })?
+        .map_err(IndexError::from)
+    }
+
+    /// Runs `write` in one write transaction and commits it (durable on return). After an I/O
+    /// error the database is reopened, since redb refuses every later call on it.
+    fn write(
+        &mut self,
+        write: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), IndexError> {
+        let db = self.db()?;
+        let result = catch_panic(|| {
+            let txn = db.begin_write()?;
+            write(&txn)?;
+            txn.commit()?;
+            Ok::<(), redb::Error>(())
+        })
+        .and_then(|done| done.map_err(IndexError::from));
+        if let Err(IndexError::Redb(err)) = &result
+            && matches!(**err, redb::Error::Io(_) | redb::Error::PreviousIo)
+        {
+            self.reopen();
+        }
+        result
+    }
+
+    /// Closes and reopens the database after an I/O error; best effort.
+    fn reopen(&mut self) {
+        if let Some(db) = self.db.take()
+            && let Err(err) = db.close()
+        {
+            tracing::debug!(index = %self.dir.display(), error = %err,
+                "closing the index after an i/o error failed");
+        }
+        let file = self.dir.join(Self::FILE_NAME);
+        match open_redb(&file, self.cache_bytes, false) {
+            Ok(db) => self.db = Some(db),
+            Err(err) => tracing::warn!(index = %self.dir.display(), error = %err,
+                "cannot reopen the index after an i/o error; reopen the store"),
+        }
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        self.read(|txn| match Self::table(txn, REDB_META)? {
+            Some(table) => Ok(table.get(key)?.map(|value| value.value().to_vec())),
+            None => Ok(None),
+        })
+    }
+
+    /// Opens a table for reading; `None` if the database has no such table (a file that was
+    /// never stamped).
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        txn: &redb::ReadTransaction,
+        definition: TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+        match txn.open_table(definition) {
+            Ok(table) => Ok(Some(table)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl Index for RedbIndex {
+    fn store(&self) -> Result<Option<StoreId>, IndexError> {
+        match self.meta(REDB_META_STORE)? {
+            None => Ok(None),
+            Some(bytes) => StoreId::try_from_slice(&bytes)
+                .map(Some)
+                .ok_or(IndexError::Malformed { what: "store id" }),
+        }
+    }
+
+    fn init(&mut self, store: StoreId) -> Result<(), IndexError> {
+        self.write(|txn| {
+            let mut meta = txn.open_table(REDB_META)?;
+            meta.insert(REDB_META_VERSION, [REDB_VERSION].as_slice())?;
+            meta.insert(REDB_META_STORE, store.as_bytes().as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: &BlobId) -> Result<Option<Location>, IndexError> {
+        let found = self.read(|txn| {
+            let Some(table) = Self::table(txn, REDB_BLOBS)? else {
+                return Ok(None);
+            };
+            Ok(table.get(id.as_bytes())?.map(|value| *value.value()))
+        })?;
+        Ok(found.map(|bytes| Location::from_bytes(&bytes).expect("a fixed 16-byte value")))
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), IndexError> {
+        // Sorted keys touch each B-tree page once. The sort is stable, so of two puts of one id
+        // the later still wins.
+        let mut puts: Vec<&(BlobId, Location)> = batch.puts.iter().collect();
+        puts.sort_by_key(|(id, _)| *id);
+        self.write(|txn| {
+            let mut blobs = txn.open_table(REDB_BLOBS)?;
+            for (id, location) in puts {
+                blobs.insert(id.as_bytes(), &location.to_bytes())?;
+            }
+            for id in &batch.removes {
+                blobs.remove(id.as_bytes())?;
+            }
+            let mut packs = txn.open_table(REDB_PACKS)?;
+            for (pack, len) in &batch.pack_lengths {
+                packs.insert(*pack, *len)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pack_lengths(&self) -> Result<BTreeMap<u32, u64>, IndexError> {
+        self.read(|txn| {
+            let mut out = BTreeMap::new();
+            if let Some(table) = Self::table(txn, REDB_PACKS)? {
+                for item in table.iter()? {
+                    let (pack, len) = item?;
+                    out.insert(pack.value(), len.value());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn scan(&self, visit: &mut dyn FnMut(BlobId, Location)) -> Result<(), IndexError> {
+        self.read(|txn| {
+            if let Some(table) = Self::table(txn, REDB_BLOBS)? {
+                for item in table.iter()? {
+                    let (id, location) = item?;
+                    let location =
+                        Location::from_bytes(location.value()).expect("a fixed 16-byte value");
+                    visit(BlobId::from_bytes(*id.value()), location);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The blob count redb keeps with the table: no scan.
+    fn len(&self) -> Result<u64, IndexError> {
+        self.read(|txn| match Self::table(txn, REDB_BLOBS)? {
+            Some(table) => table.len().map_err(redb::Error::from),
+            None => Ok(0),
+        })
+    }
+}
+
+/// Opens (or, with `create`, creates) a redb file with a bounded cache. redb may panic on a file
+/// damaged outside it; that becomes an error that says to rebuild, never a crash.
+fn open_redb(file: &Path, cache_bytes: u64, create: bool) -> Result<redb::Database, IndexError> {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX));
+    let opened = catch_panic(|| if create { builder.create(file) } else { builder.open(file) })?;
+    opened.map_err(|err| IndexError::from(redb::Error::from(err)))
+}
+
+fn catch_panic<T>(run: impl FnOnce() -> T) -> Result<T, IndexError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .map_err(|payload| IndexError::Panicked { message: panic_message(payload.as_ref()) })
+}
+
+/// Whether `dir` holds a sled 0.34 database (its `conf` and `db` files).
+fn holds_sled(dir: &Path) -> bool {
+    ["conf", "db"].iter().any(|name| dir.join(name).is_file())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl IndexError {
+    /// The I/O error underneath, if the engine failed on I/O.
+    pub(crate) fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            IndexError::Io(err) | IndexError::Sled(sled::Error::Io(err)) => Some(err),
+            IndexError::Redb(err) => match err.as_ref() {
+                redb::Error::Io(err) => Some(err),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether another handle holds the index's lock.
+    pub(crate) fn is_lock_conflict(&self) -> bool {
+        match self {
+            IndexError::Redb(err) => matches!(**err, redb::Error::DatabaseAlreadyOpen),
+            IndexError::Sled(err) => is_sled_lock_conflict(err),
+            _ => false,
+        }
     }
 }
 
@@ -457,6 +794,61 @@ mod tests {
     #[test]
     fn mem_index_behaves() {
         exercise(&mut MemIndex::new());
+    }
+
+    #[test]
+    fn redb_index_behaves_and_persists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        {
+            let mut index = RedbIndex::open(&path, 1 << 20, true).expect("open");
+            exercise(&mut index);
+        }
+        assert!(path.join(RedbIndex::FILE_NAME).is_file());
+        let index = RedbIndex::open(&path, 1 << 20, false).expect("reopen");
+        assert_eq!(index.store().expect("store"), Some(StoreId::from_bytes([4; 16])));
+        assert_eq!(index.len().expect("len"), 1);
+    }
+
+    #[test]
+    fn redb_index_refuses_a_second_handle_and_a_missing_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        let err = RedbIndex::open(&path, 1 << 20, false).expect_err("no directory");
+        assert!(matches!(err, IndexError::Missing), "{err:?}");
+        let first = RedbIndex::open(&path, 1 << 20, true).expect("create");
+        let err = RedbIndex::open(&path, 1 << 20, false).expect_err("second handle");
+        assert!(err.is_lock_conflict(), "{err:?}");
+        drop(first);
+        std::fs::remove_file(path.join(RedbIndex::FILE_NAME)).expect("remove");
+        let err = RedbIndex::open(&path, 1 << 20, false).expect_err("no file");
+        assert!(matches!(err, IndexError::Missing), "{err:?}");
+    }
+
+    #[test]
+    fn redb_index_reports_an_old_sled_index_and_a_garbage_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("index");
+        {
+            let mut sled = SledIndex::open(&path, 1 << 20, true).expect("sled");
+            sled.init(StoreId::from_bytes([4; 16])).expect("init");
+        }
+        let err = RedbIndex::open(&path, 1 << 20, false).expect_err("sled index");
+        assert!(matches!(err, IndexError::OldFormat), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the index directory holds a sled index from an earlier build of triad"
+        );
+
+        let garbage = dir.path().join("garbage");
+        std::fs::create_dir(&garbage).expect("mkdir");
+        std::fs::write(garbage.join(RedbIndex::FILE_NAME), vec![0xA5; 4096]).expect("write");
+        let err = RedbIndex::open(&garbage, 1 << 20, false).expect_err("garbage");
+        assert!(
+            !err.is_lock_conflict()
+                && err.io_error().is_none_or(|e| e.kind() == io::ErrorKind::InvalidData),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! Key types:
 //! - [`Store`]: open or create a store, `put` blobs and `commit` them, `get`, heads, roster,
 //!   `scrub`, `rebuild_index`.
-//! - [`Index`] with [`SledIndex`] and [`MemIndex`]: where committed blobs live.
+//! - [`Index`] with [`RedbIndex`] (the store's), [`MemIndex`] (tests, read-only opens) and
+//!   [`SledIndex`] (earlier builds', kept for comparison): where committed blobs live.
 //! - [`Fs`] with [`RealFs`]: the file layer, behind a trait so that tests can crash it.
 //!
 //! ```no_run
@@ -44,5 +45,5 @@ mod store;
 
 pub use error::{CreateError, OpenError, Problem, ReadError, WriteError};
 pub use fs::{Fs, RealFs};
-pub use index::{Index, IndexError, Location, MemIndex, SledIndex};
+pub use index::{Index, IndexError, Location, MemIndex, RedbIndex, SledIndex};
 pub use store::{Access, BlobInfo, Config, Damage, RebuildReport, ScrubReport, Stats, Store};

@@ -6,10 +6,10 @@
 //! <store>/triad-store            marker: magic, version, store id, vault id, media, created
 //!         lock                   flock: exclusive for a writer, shared for readers
 //!         packs/00000000.pack    pack files: header, then entries (header + blob bytes)
-//!         index/                 sled: blob id -> location, pack -> committed length
+//!         index/index.redb       redb: blob id -> location, pack -> committed length
 //!         heads/<device>/<folder> one signed head per folder, replaced atomically
 //!         roster                 the vault's roster, replaced atomically
-//!         reserve                1 MiB of zeros, released when sled needs room on a full disk
+//!         reserve                1 MiB of zeros, released when the index needs room to open
 //! ```
 //!
 //! # What survives a crash
@@ -41,7 +41,7 @@ use triad_proto::store::{EntryHeader, EntryKind, FrameError, MARKER_LEN_MAX, Mar
 
 use crate::error::{CreateError, OpenError, Problem, ReadError, WriteError, is_full, is_read_only};
 use crate::fs::{File, Fs, Kind, LockGuard, RealFs};
-use crate::index::{Batch, Index, IndexError, Location, MemIndex, SledIndex};
+use crate::index::{Batch, Index, IndexError, Location, MemIndex, RedbIndex};
 use crate::pack;
 
 const MARKER_FILE: &str = "triad-store";
@@ -50,8 +50,8 @@ const PACKS_DIR: &str = "packs";
 const HEADS_DIR: &str = "heads";
 const INDEX_DIR: &str = "index";
 const ROSTER_FILE: &str = "roster";
-/// A file of zeros kept next to a sled index: sled needs free space to open, so a store on a
-/// full disk releases it to open and recreates it when there is room again.
+/// A file of zeros kept next to the index: opening the index writes to it, so a store on a full
+/// disk releases the reserve to open and recreates it when there is room again.
 const RESERVE_FILE: &str = "reserve";
 const RESERVE_LEN: usize = 1024 * 1024;
 /// Pack bytes are buffered up to this much before a write.
@@ -231,7 +231,7 @@ impl Writer {
 /// Where the index of an opening store comes from.
 enum IndexSource {
     Given(Box<dyn Index>),
-    Sled,
+    Disk,
     Scan,
 }
 
@@ -262,7 +262,7 @@ impl Store {
         config: &Config,
     ) -> Result<Store, OpenError> {
         let source = match access {
-            Access::ReadWrite => IndexSource::Sled,
+            Access::ReadWrite => IndexSource::Disk,
             Access::ReadOnly => IndexSource::Scan,
         };
         Self::open_inner(Arc::new(RealFs), source, path, expected, vault, access, config, None)
@@ -395,9 +395,9 @@ impl Store {
             batch.pack_lengths.push((writer.seq, writer.written));
         }
         if let Err(source) = self.index.commit(&batch) {
-            // The index may or may not hold the batch now (sled can apply it and fail to flush,
-            // then flush it later). So the synced bytes stay where they are and are never
-            // overwritten: the next commit records the pack lengths past them.
+            // The index may or may not hold the batch now (the engine can fail while syncing a
+            // commit that reaches the disk all the same). So the synced bytes stay where they are
+            // and are never overwritten: the next commit records the pack lengths past them.
             self.pending.clear();
             self.pending_bytes = 0;
             if index_is_full(&source) {
@@ -639,8 +639,8 @@ impl Store {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(OpenError::Io { path: index_dir, source }),
         }
-        let mut index = SledIndex::open(&index_dir, config.index_cache_bytes, true)
-            .map_err(|e| sled_open_error(path, &index_dir, e))?;
+        let mut index = RedbIndex::open(&index_dir, config.index_cache_bytes, true)
+            .map_err(|e| index_open_error(path, &index_dir, e))?;
         let mut report = RebuildReport::default();
         let mut batch: BTreeMap<BlobId, Option<Location>> = BTreeMap::new();
         let mut lengths = Vec::new();
@@ -757,7 +757,7 @@ impl Store {
         let mut index = match index {
             Some(index) => index,
             None => Box::new(
-                SledIndex::open(&index_dir, config.index_cache_bytes, true)
+                RedbIndex::open(&index_dir, config.index_cache_bytes, true)
                     .map_err(|source| CreateError::Index { path: index_dir.clone(), source })?,
             ),
         };
@@ -798,15 +798,15 @@ impl Store {
         let packs_dir = path.join(PACKS_DIR);
         let index_path = path.join(INDEX_DIR);
         let seqs = list_packs(fs.as_ref(), &packs_dir)?;
-        let sled = matches!(source, IndexSource::Sled);
+        let on_disk = matches!(source, IndexSource::Disk);
         let index: Box<dyn Index> = match source {
             IndexSource::Given(index) => index,
-            IndexSource::Sled => {
+            IndexSource::Disk => {
                 if fs.kind(&index_path).map_err(|e| open_io(&index_path, e))?.is_none() {
                     let source = IndexError::Missing;
                     return Err(OpenError::Index { path: index_path, source });
                 }
-                Box::new(open_sled(fs.as_ref(), path, config)?)
+                Box::new(open_index(fs.as_ref(), path, config)?)
             }
             IndexSource::Scan => {
                 Box::new(scan_index(fs.as_ref(), &packs_dir, &seqs, marker.store)?)
@@ -840,7 +840,7 @@ impl Store {
         let mut remaining = seqs;
         if access == Access::ReadWrite {
             remaining = store.trim_packs(remaining)?;
-            if sled {
+            if on_disk {
                 store.restore_reserve();
             }
         }
@@ -1226,7 +1226,7 @@ fn check_entry(
 }
 
 fn commit_rebuild(
-    index: &mut SledIndex,
+    index: &mut dyn Index,
     batch: &mut BTreeMap<BlobId, Option<Location>>,
     pack_lengths: Vec<(u32, u64)>,
 ) -> Result<(), IndexError> {
@@ -1369,13 +1369,13 @@ fn list_packs(fs: &dyn Fs, packs_dir: &Path) -> Result<Vec<u32>, OpenError> {
     Ok(seqs)
 }
 
-/// Opens the sled index of the store at `path`. sled writes while opening, so on a full disk
+/// Opens the index of the store at `path`. Opening writes to the index file, so on a full disk
 /// the space reserve is released and the open tried once more.
-fn open_sled(fs: &dyn Fs, path: &Path, config: &Config) -> Result<SledIndex, OpenError> {
+fn open_index(fs: &dyn Fs, path: &Path, config: &Config) -> Result<RedbIndex, OpenError> {
     let index_dir = path.join(INDEX_DIR);
-    match SledIndex::open(&index_dir, config.index_cache_bytes, false) {
+    match RedbIndex::open(&index_dir, config.index_cache_bytes, false) {
         Ok(index) => return Ok(index),
-        Err(err) if !index_is_full(&err) => return Err(sled_open_error(path, &index_dir, err)),
+        Err(err) if !index_is_full(&err) => return Err(index_open_error(path, &index_dir, err)),
         Err(_) => {}
     }
     let reserve = path.join(RESERVE_FILE);
@@ -1387,28 +1387,26 @@ fn open_sled(fs: &dyn Fs, path: &Path, config: &Config) -> Result<SledIndex, Ope
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(open_write_io(path, &reserve, err)),
     }
-    SledIndex::open(&index_dir, config.index_cache_bytes, false)
-        .map_err(|e| sled_open_error(path, &index_dir, e))
+    RedbIndex::open(&index_dir, config.index_cache_bytes, false)
+        .map_err(|e| index_open_error(path, &index_dir, e))
 }
 
 /// Whether an index error is the disk being full.
 fn index_is_full(err: &IndexError) -> bool {
-    matches!(err, IndexError::Sled(sled::Error::Io(io_err)) if is_full(io_err))
+    err.io_error().is_some_and(is_full)
 }
 
-fn sled_open_error(store: &Path, index_dir: &Path, err: IndexError) -> OpenError {
+/// Maps a failure to open the index: a full disk, a read-only file system and a lock held
+/// elsewhere get their own errors; anything else says to rebuild the index.
+fn index_open_error(store: &Path, index_dir: &Path, err: IndexError) -> OpenError {
     if index_is_full(&err) {
         return OpenError::Full { path: store.to_path_buf() };
     }
-    if let IndexError::Sled(sled_err) = &err {
-        if let sled::Error::Io(io_err) = sled_err
-            && is_read_only(io_err)
-        {
-            return OpenError::ReadOnly { path: store.to_path_buf() };
-        }
-        if crate::index::is_sled_lock_conflict(sled_err) {
-            return OpenError::Locked { path: store.to_path_buf() };
-        }
+    if err.io_error().is_some_and(is_read_only) {
+        return OpenError::ReadOnly { path: store.to_path_buf() };
+    }
+    if err.is_lock_conflict() {
+        return OpenError::Locked { path: store.to_path_buf() };
     }
     OpenError::Index { path: index_dir.to_path_buf(), source: err }
 }

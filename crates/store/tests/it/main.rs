@@ -1,4 +1,4 @@
-//! Integration tests of triad-store: real files, real sled, temporary directories.
+//! Integration tests of triad-store: real files, a real redb index, temporary directories.
 
 mod common;
 mod corruption;

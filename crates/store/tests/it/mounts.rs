@@ -182,3 +182,76 @@ fn read_only_inner() {
     assert!(store.scrub(&mut |_| {}).expect("scrub").damaged.is_empty());
     assert!(matches!(store.put(&blob(BLOBS)), Err(WriteError::ReadOnly { .. })));
 }
+
+#[test]
+fn an_index_on_a_full_disk_keeps_what_it_committed() {
+    if !can_unshare() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = "mount -t tmpfs -o size=2m tmpfs \"$1\"";
+    run_inner(setup, [dir.path(), dir.path()], dir.path(), "mounts::full_index_inner");
+}
+
+#[test]
+#[ignore = "runs inside the mount namespace made by an_index_on_a_full_disk_keeps_what_it_committed"]
+fn full_index_inner() {
+    use triad_core::BlobId;
+    use triad_store::index::Batch;
+    use triad_store::{Index, IndexError, Location, RedbIndex};
+
+    let Some(dir) = mount_dir() else { return };
+    let path = dir.join("index");
+    let id = |n: u64| BlobId::of(&n.to_le_bytes());
+    let location = |n: u64| Location { pack: 0, offset: n * 100, len: 52 };
+    let mut index = RedbIndex::open(&path, 256 * 1024, true).expect("create");
+    index.init(STORE).expect("init");
+    // Leave the index little room: it is the index, not a pack, that meets the full disk.
+    let filler = dir.join("filler");
+    let room = 256 * 1024;
+    let free = {
+        let out = Command::new("df").args(["-B1", "--output=avail"]).arg(&dir).output();
+        let out = out.expect("df");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().nth(1).and_then(|l| l.trim().parse::<usize>().ok()).expect("df figure")
+    };
+    std::fs::write(&filler, vec![1u8; free.saturating_sub(room)]).expect("filler");
+
+    let mut committed = 0u64;
+    let err = loop {
+        assert!(committed < 1_000_000, "the index never filled the disk");
+        let batch = Batch {
+            puts: (committed..committed + 500).map(|n| (id(n), location(n))).collect(),
+            removes: Vec::new(),
+            pack_lengths: vec![(0, (committed + 500) * 100)],
+        };
+        match index.commit(&batch) {
+            Ok(()) => committed += 500,
+            Err(err) => break err,
+        }
+    };
+    let full = match &err {
+        IndexError::Redb(redb_err) => match redb_err.as_ref() {
+            redb::Error::Io(io_err) => io_err.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        },
+        _ => false,
+    };
+    assert!(full, "{err:?}");
+    assert!(committed >= 500, "not one batch fitted");
+    // The same handle still reads everything committed...
+    for n in (0..committed).step_by(97) {
+        assert_eq!(index.get(&id(n)).expect("get after a full disk"), Some(location(n)));
+    }
+    assert_eq!(index.len().expect("len"), committed);
+    drop(index);
+    // ...and so does a reopen on the same full disk, and writes go on once there is room.
+    let mut index = RedbIndex::open(&path, 256 * 1024, false).expect("reopen on a full disk");
+    assert_eq!(index.len().expect("len"), committed);
+    assert_eq!(index.pack_lengths().expect("lengths").get(&0), Some(&(committed * 100)));
+    std::fs::remove_file(&filler).expect("free the disk");
+    let batch = Batch { puts: vec![(id(committed), location(committed))], ..Batch::default() };
+    index.commit(&batch).expect("commit once there is room");
+    assert_eq!(index.len().expect("len"), committed + 1);
+    eprintln!("{committed} entries committed before the disk was full");
+}

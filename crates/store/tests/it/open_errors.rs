@@ -122,7 +122,7 @@ fn a_garbage_index_is_an_error_that_says_rebuild() {
     assert!(matches!(err, OpenError::Index { .. }), "{err:?}");
     assert!(err.to_string().contains("triad store rebuild-index"), "{err}");
 
-    // An empty index directory (sled would happily start afresh) and a missing one.
+    // An empty index directory (a database engine would happily start afresh) and a missing one.
     std::fs::remove_dir_all(&index).expect("remove");
     std::fs::create_dir(&index).expect("mkdir");
     let err = open_rw(&path).expect_err("empty index");
@@ -132,6 +132,41 @@ fn a_garbage_index_is_an_error_that_says_rebuild() {
     assert!(matches!(err, OpenError::Index { .. }), "{err:?}");
     // Packs were not touched by any of this.
     Store::rebuild_index(&path, vault(), &Config::default()).expect("rebuild");
+    let store = open_rw(&path).expect("open after rebuild");
+    for n in 0..20 {
+        store.get(crate::common::blob(n).id()).expect("get");
+    }
+}
+
+#[test]
+fn a_sled_index_of_an_earlier_build_says_rebuild() {
+    use triad_store::{Index, IndexError, SledIndex};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let mut store = create(&path, &Config::default());
+    fill(&mut store, 0..20);
+    drop(store);
+    // What an earlier build left: a sled database in `index/`, and no redb file.
+    let index = path.join("index");
+    std::fs::remove_dir_all(&index).expect("remove");
+    let mut sled = SledIndex::open(&index, 1 << 20, true).expect("sled");
+    sled.init(STORE).expect("init");
+    drop(sled);
+
+    let err = open_rw(&path).expect_err("sled index");
+    let OpenError::Index { source, .. } = &err else { panic!("{err:?}") };
+    assert!(matches!(source, IndexError::OldFormat), "{source:?}");
+    assert!(err.to_string().contains("triad store rebuild-index"), "{err}");
+    // A read-only open never reads the index, so it works as it is.
+    let store = Store::open(&path, Some(STORE), vault(), Access::ReadOnly, &Config::default())
+        .expect("read-only open");
+    assert_eq!(store.stats().expect("stats").blobs, 20);
+    drop(store);
+
+    let report = Store::rebuild_index(&path, vault(), &Config::default()).expect("rebuild");
+    assert_eq!(report.blobs, 20);
+    assert!(!index.join("conf").exists(), "the sled files are gone");
     let store = open_rw(&path).expect("open after rebuild");
     for n in 0..20 {
         store.get(crate::common::blob(n).id()).expect("get");

@@ -1,4 +1,4 @@
-//! Put, commit, get and reopen with real files and sled; pack roll-over; read-only opens.
+//! Put, commit, get and reopen with real files and a real index; pack roll-over; read-only opens.
 
 use triad_core::seal::SealedBlob;
 use triad_store::{Access, Config, ReadError, Store, WriteError};
