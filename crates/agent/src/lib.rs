@@ -8,9 +8,9 @@
 //!
 //! Key types:
 //! - [`home::Home`]: the device's identity, keys and roster in `$TRIAD_HOME`.
-//! - [`backup::Backup`]: scans a folder, chunks, seals and stores what changed, commits a
+//! - [`backup::run`]: scans a folder, chunks, seals and stores what changed, commits a
 //!   snapshot and signs its head.
-//! - [`restore::Restore`]: writes files back, each checked against its recorded hash.
+//! - [`restore::restore`]: writes files back, each checked against its recorded hash.
 //! - [`verify::verify`]: checks that every snapshot can be read, optionally re-hashing data.
 //! - [`catalog::Catalog`]: the snapshots reachable from the heads in a device's stores.
 

@@ -158,7 +158,7 @@ pub(crate) struct RestoreArgs {
     pub(crate) snapshot: String,
     /// A file or directory inside the folder (default: all of it).
     pub(crate) path: Option<PathBuf>,
-    /// Where to restore: DIR/<folder name>/... is created.
+    /// Where to restore: `DIR/<folder name>/...` is created.
     #[arg(long, value_name = "DIR")]
     pub(crate) to: PathBuf,
     /// The folder (needed with a PATH when `latest` covers several).
