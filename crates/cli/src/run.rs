@@ -504,7 +504,11 @@ fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
             Some(node) => match node.kind {
                 NodeKind::Dir { tree } => Some(tree),
                 _ => {
-                    rows.push(ls_row(&catalog, snap, &rel, &node)?);
+                    rows.push(ls_row(
+                        &catalog,
+                        &Path::new(&snap.snapshot.folder_name).join(&rel),
+                        &node,
+                    )?);
                     None
                 }
             },
@@ -515,7 +519,7 @@ fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
             } else {
                 PathBuf::from(&snap.snapshot.folder_name).join(&rel)
             };
-            list_tree(&catalog, snap, tree, &prefix, &mut rows)?;
+            list_tree(&catalog, tree, &prefix, &mut rows)?;
         }
     }
     if a.json {
@@ -539,7 +543,6 @@ fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
 
 fn list_tree(
     catalog: &Catalog<'_>,
-    snap: &SnapshotInfo,
     tree: triad_core::BlobId,
     prefix: &Path,
     rows: &mut Vec<serde_json::Value>,
@@ -547,9 +550,9 @@ fn list_tree(
     let tree: Tree = catalog.load(tree)?;
     for node in &tree.nodes {
         let path = prefix.join(String::from_utf8_lossy(&node.name).as_ref());
-        rows.push(ls_row(catalog, snap, &path, node)?);
+        rows.push(ls_row(catalog, &path, node)?);
         if let NodeKind::Dir { tree } = node.kind {
-            list_tree(catalog, snap, tree, &path, rows)?;
+            list_tree(catalog, tree, &path, rows)?;
         }
     }
     Ok(())
@@ -557,7 +560,6 @@ fn list_tree(
 
 fn ls_row(
     catalog: &Catalog<'_>,
-    _snap: &SnapshotInfo,
     path: &Path,
     node: &triad_core::snapshot::Node,
 ) -> Result<serde_json::Value> {
