@@ -4,7 +4,8 @@
 //! stat matches the metadata cache (and whose entry every target store holds). The *data*
 //! phase reads the other files through a pipeline: the calling thread reads and cuts chunks
 //! and hashes each file; sealing threads seal chunks; one writer thread owns the stores,
-//! puts blobs, builds file entries in order and commits every `commit_bytes`. Channels
+//! puts blobs, builds each file's entry once all its chunks are stored, and commits every
+//! `commit_bytes`. Channels
 //! between them are bounded, so memory stays flat whatever the file sizes. The *tree*
 //! phase seals directory trees bottom-up, then the snapshot.
 //!
@@ -527,8 +528,9 @@ fn read_files(
         n => n,
     };
     let (job_tx, job_rx) = bounded::<Job>(threads);
-    let (done_tx, done_rx) = bounded::<Done>(threads);
+    let (done_tx, done_rx) = bounded::<Done>(threads * 4);
     let stop = AtomicBool::new(false);
+    let mut token = 0u64;
     let retries = config.backup.changed_file_retries;
     let commit_bytes = config.backup.commit_bytes;
 
@@ -546,45 +548,47 @@ fn read_files(
             }
             result
         });
-        // The reader: this thread.
-        let mut token = 0u64;
-        'files: for &i in to_read {
-            for attempt in 0..=retries {
-                if stop.load(Ordering::Relaxed) {
-                    break 'files;
-                }
-                token += 1;
-                let abs = folder.join(&files[i].rel);
-                match read_one(&abs, i, token, &job_tx, &done_tx) {
-                    Ok(ReadResult::Done) => break,
-                    Ok(ReadResult::Changed) if attempt < retries => {
-                        tracing::debug!(path = %files[i].rel.display(), attempt, "file changed while read; reading again");
-                    }
-                    Ok(ReadResult::Changed) => {
-                        let reason =
-                            format!("kept changing while it was read ({} attempts)", retries + 1);
-                        let _ =
-                            done_tx.send(Done::FileFailed { file: i, token, reason, retry: false });
-                    }
-                    Ok(ReadResult::Gone) => {
-                        let reason = "deleted during the backup".to_owned();
-                        let _ =
-                            done_tx.send(Done::FileFailed { file: i, token, reason, retry: false });
-                        break;
-                    }
-                    Err(e) => {
-                        let reason = format!("cannot read: {e}");
-                        let _ =
-                            done_tx.send(Done::FileFailed { file: i, token, reason, retry: false });
-                        break;
-                    }
-                }
+        // The reader: this thread, one file after the other (a file's plain hash is sequential).
+        for &i in to_read {
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
+            let abs = folder.join(&files[i].rel);
+            read_with_retries(&abs, i, retries, &mut token, &job_tx, &done_tx);
         }
         drop(job_tx);
         drop(done_tx);
         writer.join().expect("the writer thread does not panic")
     })
+}
+
+/// Reads one file, again while it changes under the reader, up to `retries` more times.
+fn read_with_retries(
+    abs: &Path,
+    i: usize,
+    retries: u32,
+    token: &mut u64,
+    job_tx: &Sender<Job>,
+    done_tx: &Sender<Done>,
+) {
+    for attempt in 0..=retries {
+        *token += 1;
+        let token = *token;
+        let reason = match read_one(abs, i, token, job_tx, done_tx) {
+            Ok(ReadResult::Done) => return,
+            Ok(ReadResult::Changed) if attempt < retries => {
+                tracing::debug!(path = %abs.display(), attempt, "file changed while read; reading again");
+                continue;
+            }
+            Ok(ReadResult::Changed) => {
+                format!("kept changing while it was read ({} attempts)", retries + 1)
+            }
+            Ok(ReadResult::Gone) => "deleted during the backup".to_owned(),
+            Err(e) => format!("cannot read: {e}"),
+        };
+        let _ = done_tx.send(Done::FileFailed { file: i, token, reason, retry: false });
+        return;
+    }
 }
 
 enum ReadResult {

@@ -51,6 +51,10 @@ pub enum Kind {
 /// A held lock on a store; released when dropped.
 pub type LockGuard = Box<dyn Any + Send + Sync>;
 
+/// The alignment of offsets, lengths and memory of writes through [`Fs::open_direct`]: a
+/// multiple of the logical block size of every disk in use.
+pub const DIRECT_ALIGN: usize = 4096;
+
 /// The file operations the store needs. Object-safe, so tests can pass a double.
 pub trait Fs: Send + Sync + fmt::Debug {
     /// What is at `path`, or `None` if nothing is (symbolic links are followed).
@@ -63,6 +67,14 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>>;
     /// Opens an existing file, for reading, or for reading and writing.
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn File>>;
+    /// Opens an existing file for writes that bypass the page cache (`O_DIRECT`), or returns
+    /// `Ok(None)` where the file system cannot. Such writes must start at a multiple of
+    /// [`DIRECT_ALIGN`], be a multiple of it long, and come from memory aligned to it; a write
+    /// that breaks these rules fails with [`io::ErrorKind::InvalidInput`].
+    fn open_direct(&self, path: &Path) -> io::Result<Option<Box<dyn File>>> {
+        let _ = path;
+        Ok(None)
+    }
     /// Creates a file that must not exist yet, open for reading and writing.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn File>>;
     /// Creates a file, or truncates it if it exists, open for reading and writing.
@@ -147,6 +159,16 @@ impl Fs for RealFs {
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn File>> {
         let file = OpenOptions::new().read(true).write(write).open(path)?;
         Ok(Box::new(RealFile(file)))
+    }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Option<Box<dyn File>>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
+            Ok(file) => Ok(Some(Box::new(RealFile(file)))),
+            // The file system has no direct I/O (some FUSE and network file systems).
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn File>> {

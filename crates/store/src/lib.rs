@@ -42,6 +42,7 @@ pub mod fs;
 pub mod index;
 mod pack;
 mod store;
+mod writer;
 
 pub use error::{CreateError, OpenError, Problem, ReadError, WriteError};
 pub use fs::{Fs, RealFs};

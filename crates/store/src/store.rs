@@ -43,6 +43,7 @@ use crate::error::{CreateError, OpenError, Problem, ReadError, WriteError, is_fu
 use crate::fs::{File, Fs, Kind, LockGuard, RealFs};
 use crate::index::{Batch, Index, IndexError, Location, MemIndex, RedbIndex};
 use crate::pack;
+use crate::writer::Writer;
 
 const MARKER_FILE: &str = "triad-store";
 const LOCK_FILE: &str = "lock";
@@ -54,8 +55,6 @@ const ROSTER_FILE: &str = "roster";
 /// disk releases the reserve to open and recreates it when there is room again.
 const RESERVE_FILE: &str = "reserve";
 const RESERVE_LEN: usize = 1024 * 1024;
-/// Pack bytes are buffered up to this much before a write.
-const WRITE_BUF_LEN: usize = 1024 * 1024;
 /// The largest head file read.
 const HEAD_LEN_MAX: u64 = 64 * 1024;
 /// Entries per index batch while rebuilding.
@@ -71,6 +70,8 @@ pub struct Config {
     pub index_cache_bytes: u64,
     /// The size at which a pack file is closed and a new one started, in bytes.
     pub pack_len_target: u64,
+    /// Bytes of new blobs buffered before they are written to the pack.
+    pub write_buf_len: usize,
 }
 
 impl Default for Config {
@@ -78,6 +79,7 @@ impl Default for Config {
         Self {
             index_cache_bytes: 32 * 1024 * 1024,
             pack_len_target: triad_proto::limits::PACK_LEN_TARGET,
+            write_buf_len: 1024 * 1024,
         }
     }
 }
@@ -190,42 +192,6 @@ pub struct Store {
 enum Pending {
     Put(Location),
     Remove,
-}
-
-/// A pack being appended to. Its bytes are `[0, written)` in the file (synced only up to
-/// `committed` for sure) and `[written, written + buf.len())` in `buf`.
-#[derive(Debug)]
-struct Writer {
-    seq: u32,
-    path: PathBuf,
-    file: Arc<dyn File>,
-    /// The length recorded in the index; 0 if the pack is not in the index yet.
-    committed: u64,
-    written: u64,
-    buf: Vec<u8>,
-}
-
-impl Writer {
-    fn end(&self) -> u64 {
-        self.written + self.buf.len() as u64
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all_at(&self.buf, self.written)?;
-            self.written += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    fn buffered(&self, location: Location) -> Option<&[u8]> {
-        if location.pack != self.seq || location.offset < self.written {
-            return None;
-        }
-        let start = usize::try_from(location.offset - self.written).ok()?;
-        self.buf.get(start..start.checked_add(location.len as usize)?)
-    }
 }
 
 /// Where the index of an opening store comes from.
@@ -947,20 +913,20 @@ impl Store {
         let entry_len = header.entry_len();
         self.prepare_writer(entry_len)?;
         let writer = self.writer.as_mut().expect("prepare_writer leaves a writer");
-        let before = writer.buf.len();
+        let before = writer.pending_len();
         let location = Location {
             pack: writer.seq,
             offset: writer.end() + EntryHeader::LEN as u64,
             len: header.len,
         };
-        writer.buf.extend_from_slice(&header.encode());
-        writer.buf.extend_from_slice(body);
-        if writer.buf.len() >= WRITE_BUF_LEN
-            && let Err(err) = writer.flush()
+        writer.push(&header.encode());
+        writer.push(body);
+        if writer.pending_len() >= self.config.write_buf_len
+            && let Err(err) = writer.flush(false)
         {
             // The earlier buffered entries stay buffered: a later flush writes them again at
             // the same offset.
-            writer.buf.truncate(before);
+            writer.truncate_pending(before);
             let path = writer.path.clone();
             return Err(self.write_error(&path, err));
         }
@@ -974,8 +940,9 @@ impl Store {
             if !has_entries || writer.end() + entry_len <= self.config.pack_len_target {
                 return Ok(());
             }
-            writer.flush().map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
-            let full = self.writer.take().expect("checked above");
+            writer.flush(true).map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
+            let mut full = self.writer.take().expect("checked above");
+            full.release_memory();
             self.closed.push(full);
             return self.new_pack();
         }
@@ -989,8 +956,9 @@ impl Store {
                 Arc::from(self.fs.open(&path, true).map_err(|e| self.write_error(&path, e))?);
             if file.len().map_err(|e| self.write_error(&path, e))? == len {
                 self.readers_mut().insert(seq, file.clone());
-                self.writer =
-                    Some(Writer { seq, path, file, committed: len, written: len, buf: Vec::new() });
+                let writer = Writer::open(&*self.fs, seq, path.clone(), file, len)
+                    .map_err(|e| self.write_error(&path, e))?;
+                self.writer = Some(writer);
                 return Ok(());
             }
         }
@@ -1004,17 +972,19 @@ impl Store {
         let file: Arc<dyn File> =
             Arc::from(self.fs.create(&path).map_err(|e| self.write_error(&path, e))?);
         self.packs_dir_dirty = true;
+        let mut writer = Writer::open(&*self.fs, seq, path.clone(), file.clone(), 0)
+            .map_err(|e| self.write_error(&path, e))?;
+        writer.push(&PackHeader { store: self.marker.store, seq }.encode());
         self.next_seq = seq.checked_add(1).expect("fewer than 2^32 packs");
-        self.readers_mut().insert(seq, file.clone());
-        let header = PackHeader { store: self.marker.store, seq }.encode().to_vec();
-        debug!(pack = seq, "new pack");
-        self.writer = Some(Writer { seq, path, file, committed: 0, written: 0, buf: header });
+        self.readers_mut().insert(seq, file);
+        debug!(pack = seq, direct = writer.is_direct(), "new pack");
+        self.writer = Some(writer);
         Ok(())
     }
 
     fn sync_packs(&mut self) -> Result<(), WriteError> {
         for writer in self.closed.iter_mut().chain(&mut self.writer) {
-            writer.flush().map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
+            writer.flush(true).map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
             if writer.written != writer.committed {
                 writer.file.sync().map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
             }
@@ -1035,11 +1005,9 @@ impl Store {
         let mut writers: Vec<Writer> = self.closed.drain(..).chain(self.writer.take()).collect();
         writers.sort_by_key(|w| w.seq);
         if let Some(mut first) = writers.into_iter().next() {
-            first.written = first.committed;
-            first.buf.clear();
+            first.rewind_to(first.committed);
             if first.committed == 0 {
-                first.buf =
-                    PackHeader { store: self.marker.store, seq: first.seq }.encode().to_vec();
+                first.push(&PackHeader { store: self.marker.store, seq: first.seq }.encode());
             }
             self.next_seq = first.seq + 1;
             self.writer = Some(first);

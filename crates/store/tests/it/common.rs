@@ -91,7 +91,7 @@ pub(crate) fn roster() -> Roster {
 
 /// A small pack target so that a few blobs roll over to new packs.
 pub(crate) fn small_packs() -> Config {
-    Config { pack_len_target: 8 * 1024, index_cache_bytes: 1024 * 1024 }
+    Config { pack_len_target: 8 * 1024, index_cache_bytes: 1024 * 1024, ..Config::default() }
 }
 
 pub(crate) fn create(path: &Path, config: &Config) -> Store {

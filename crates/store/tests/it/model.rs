@@ -58,7 +58,8 @@ impl Model {
 }
 
 fn config() -> Config {
-    Config { pack_len_target: 3 * 1024, ..Config::default() }
+    // Small packs and a small write buffer: pack roll-overs and partial writes are frequent.
+    Config { pack_len_target: 3 * 1024, write_buf_len: 2000, ..Config::default() }
 }
 
 /// How a store is opened, closed and crashed.

@@ -75,7 +75,11 @@ fn a_full_disk_loses_nothing_committed() {
 fn full_disk_inner() {
     let Some(dir) = mount_dir() else { return };
     let path = dir.join("store");
-    let config = Config { pack_len_target: 1024 * 1024, index_cache_bytes: 1024 * 1024 };
+    let config = Config {
+        pack_len_target: 1024 * 1024,
+        index_cache_bytes: 1024 * 1024,
+        ..Config::default()
+    };
     let mut store = create(&path, &config);
     let mut acked = Vec::new();
     let mut batch = Vec::new();
