@@ -8,20 +8,25 @@
 //! Chunks are fetched and opened on several threads; the file is written in order.
 
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::bounded;
 
 use triad_core::Timestamp;
 use triad_core::keys::VaultKeys;
-use triad_core::seal::{self, ObjectKind};
+use triad_core::seal::{self, ObjectKind, Opened};
 use triad_core::snapshot::{ChunkRef, FileEntry, Node, NodeKind, Tree};
+use triad_store::{Appender, RealFs};
 
 use crate::catalog::{Catalog, CatalogError, SnapshotInfo};
+
+/// Restored bytes are buffered up to this much before a write.
+const WRITE_BUF_LEN: usize = 1024 * 1024;
 
 /// Options of one restore.
 #[derive(Debug, Clone, Copy, Default)]
@@ -232,24 +237,34 @@ impl Run<'_> {
     }
 
     fn write_checked(&self, entry: &FileEntry, tmp: &Path) -> Result<(), String> {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(tmp)
-            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let out = Arc::new(
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(tmp)
+                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?,
+        );
+        let cannot_write = |e: io::Error| format!("cannot write: {e}");
+        // Restored bytes go past the page cache where the file system allows it: a restore
+        // writes far more than it reads back soon.
+        let mut appender = Appender::open(&RealFs, tmp.to_owned(), out.clone(), 0)
+            .map_err(|e| format!("cannot open {}: {e}", tmp.display()))?;
         let mut hasher = blake3::Hasher::new();
-        let mut written = 0u64;
         self.fetch_in_order(&entry.chunks, &mut |plain| {
-            hasher.update(&plain);
-            out.write_all(&plain).map_err(|e| format!("cannot write: {e}"))?;
-            written += plain.len() as u64;
+            hasher.update(plain);
+            appender.push(plain);
+            if appender.pending_len() >= WRITE_BUF_LEN {
+                appender.flush(false).map_err(cannot_write)?;
+            }
             Ok(())
         })?;
-        if written != entry.size || *hasher.finalize().as_bytes() != entry.hash {
+        appender.flush(true).map_err(cannot_write)?;
+        if appender.written() != entry.size || *hasher.finalize().as_bytes() != entry.hash {
             return Err("restored content does not match the hash recorded at backup".into());
         }
+        drop(appender);
         out.set_permissions(fs::Permissions::from_mode(entry.mode))
             .map_err(|e| format!("cannot set mode: {e}"))?;
         out.set_times(FileTimes::new().set_modified(system_time(entry.mtime)))
@@ -263,23 +278,23 @@ impl Run<'_> {
     fn fetch_in_order(
         &self,
         chunks: &[ChunkRef],
-        sink: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), String> {
-        let one = |chunk: &ChunkRef| -> Result<Vec<u8>, String> {
+        let one = |chunk: &ChunkRef| -> Result<Opened, String> {
             let blob =
                 self.catalog.blob(chunk.blob, "chunk").map_err(|e| DisplayChain(&e).to_string())?;
             let plain =
-                seal::open(self.keys, &blob, ObjectKind::Chunk).map_err(|e| e.to_string())?;
-            if plain.len() != chunk.len as usize {
+                seal::open_owned(self.keys, blob, ObjectKind::Chunk).map_err(|e| e.to_string())?;
+            if plain.as_bytes().len() != chunk.len as usize {
                 return Err(format!("chunk {} has the wrong length", chunk.blob.short()));
             }
             Ok(plain)
         };
         if chunks.len() <= 1 || self.threads == 1 {
-            return chunks.iter().try_for_each(|c| sink(one(c)?));
+            return chunks.iter().try_for_each(|c| sink(one(c)?.as_bytes()));
         }
         let (job_tx, job_rx) = bounded::<(usize, &ChunkRef)>(self.threads);
-        let (done_tx, done_rx) = bounded::<(usize, Result<Vec<u8>, String>)>(self.threads);
+        let (done_tx, done_rx) = bounded::<(usize, Result<Opened, String>)>(self.threads);
         std::thread::scope(|scope| {
             for _ in 0..self.threads {
                 let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
@@ -306,7 +321,7 @@ impl Run<'_> {
             for (i, result) in done_rx {
                 waiting.insert(i, result);
                 while let Some(result) = waiting.remove(&next) {
-                    sink(result?)?;
+                    sink(result?.as_bytes())?;
                     next += 1;
                 }
             }

@@ -221,7 +221,44 @@ pub enum OpenError {
 /// Opens a blob expected to hold an object of `kind`, returning its plaintext.
 pub fn open(keys: &VaultKeys, blob: &SealedBlob, kind: ObjectKind) -> Result<Vec<u8>, OpenError> {
     let bytes = blob.as_bytes();
-    let id = blob.id();
+    let (nonce, tag) = header(blob.id(), bytes, kind)?;
+    let mut plain = bytes[HEADER_LEN..bytes.len() - TAG_LEN].to_vec();
+    decrypt(keys, blob.id(), kind, nonce, tag, &mut plain)?;
+    Ok(plain)
+}
+
+/// The plaintext of a blob opened in place by [`open_owned`].
+#[derive(Debug)]
+pub struct Opened {
+    bytes: Vec<u8>,
+}
+
+impl Opened {
+    /// The plaintext.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..self.bytes.len() - TAG_LEN]
+    }
+}
+
+/// As [`open`], decrypting in the blob's own memory instead of a copy.
+pub fn open_owned(
+    keys: &VaultKeys,
+    blob: SealedBlob,
+    kind: ObjectKind,
+) -> Result<Opened, OpenError> {
+    let SealedBlob { id, mut bytes } = blob;
+    let (nonce, tag) = header(id, &bytes, kind)?;
+    let tag_at = bytes.len() - TAG_LEN;
+    decrypt(keys, id, kind, nonce, tag, &mut bytes[HEADER_LEN..tag_at])?;
+    Ok(Opened { bytes })
+}
+
+/// Checks the version and kind; returns the nonce and the tag.
+fn header(
+    id: BlobId,
+    bytes: &[u8],
+    kind: ObjectKind,
+) -> Result<([u8; 24], [u8; TAG_LEN]), OpenError> {
     if bytes[0] != SEAL_VERSION {
         return Err(OpenError::Version { blob: id, found: bytes[0] });
     }
@@ -229,20 +266,22 @@ pub fn open(keys: &VaultKeys, blob: &SealedBlob, kind: ObjectKind) -> Result<Vec
         let found = ObjectKind::from_byte(bytes[1]).map_or("unknown object", ObjectKind::as_str);
         return Err(OpenError::Kind { blob: id, found, expected: kind.as_str() });
     }
-    let nonce: [u8; 24] = bytes[2..HEADER_LEN].try_into().expect("header holds 24 nonce bytes");
-    let tag_at = bytes.len() - TAG_LEN;
-    let tag: [u8; TAG_LEN] = bytes[tag_at..].try_into().expect("blob ends with a 16-byte tag");
-    let mut plain = bytes[HEADER_LEN..tag_at].to_vec();
-    let cipher = XChaCha20Poly1305::new(&Key::from(*keys.seal_key(kind)));
-    cipher
-        .decrypt_inout_detached(
-            &XNonce::from(nonce),
-            &aad(kind),
-            plain.as_mut_slice().into(),
-            &tag.into(),
-        )
-        .map_err(|_| OpenError::Authentication { blob: id })?;
-    Ok(plain)
+    let nonce = bytes[2..HEADER_LEN].try_into().expect("header holds 24 nonce bytes");
+    let tag = bytes[bytes.len() - TAG_LEN..].try_into().expect("blob ends with a 16-byte tag");
+    Ok((nonce, tag))
+}
+
+fn decrypt(
+    keys: &VaultKeys,
+    id: BlobId,
+    kind: ObjectKind,
+    nonce: [u8; 24],
+    tag: [u8; TAG_LEN],
+    ciphertext: &mut [u8],
+) -> Result<(), OpenError> {
+    XChaCha20Poly1305::new(&Key::from(*keys.seal_key(kind)))
+        .decrypt_inout_detached(&XNonce::from(nonce), &aad(kind), ciphertext.into(), &tag.into())
+        .map_err(|_| OpenError::Authentication { blob: id })
 }
 
 fn aad(kind: ObjectKind) -> [u8; AAD_PREFIX.len() + 2] {
@@ -278,6 +317,11 @@ mod tests {
             let other = keys(2);
             prop_assert_ne!(seal(&other, ObjectKind::Chunk, &plain).id(), a.id());
             prop_assert!(open(&other, &a, ObjectKind::Chunk).is_err());
+            // Opening in place gives the same plaintext, and refuses the same way.
+            let opened = open_owned(&k, a.clone(), ObjectKind::Chunk).expect("opens in place");
+            prop_assert_eq!(opened.as_bytes(), &plain[..]);
+            prop_assert!(open_owned(&other, a.clone(), ObjectKind::Chunk).is_err());
+            prop_assert!(open_owned(&k, a, ObjectKind::Tree).is_err());
         }
 
         #[test]

@@ -108,28 +108,25 @@ pub trait Fs: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealFs;
 
-#[derive(Debug)]
-struct RealFile(fs::File);
-
-impl File for RealFile {
+impl File for fs::File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        FileExt::read_exact_at(&self.0, buf, offset)
+        FileExt::read_exact_at(self, buf, offset)
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        FileExt::write_all_at(&self.0, buf, offset)
+        FileExt::write_all_at(self, buf, offset)
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.sync_data()
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.metadata()?.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        fs::File::set_len(self, len)
     }
 }
 
@@ -158,13 +155,13 @@ impl Fs for RealFs {
 
     fn open(&self, path: &Path, write: bool) -> io::Result<Box<dyn File>> {
         let file = OpenOptions::new().read(true).write(write).open(path)?;
-        Ok(Box::new(RealFile(file)))
+        Ok(Box::new(file))
     }
 
     fn open_direct(&self, path: &Path) -> io::Result<Option<Box<dyn File>>> {
         use std::os::unix::fs::OpenOptionsExt;
         match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
-            Ok(file) => Ok(Some(Box::new(RealFile(file)))),
+            Ok(file) => Ok(Some(Box::new(file))),
             // The file system has no direct I/O (some FUSE and network file systems).
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(None),
             Err(err) => Err(err),
@@ -173,13 +170,13 @@ impl Fs for RealFs {
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn File>> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-        Ok(Box::new(RealFile(file)))
+        Ok(Box::new(file))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn File>> {
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        Ok(Box::new(RealFile(file)))
+        Ok(Box::new(file))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

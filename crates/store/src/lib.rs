@@ -37,13 +37,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod append;
 mod error;
 pub mod fs;
 pub mod index;
 mod pack;
 mod store;
-mod writer;
 
+pub use append::Appender;
 pub use error::{CreateError, OpenError, Problem, ReadError, WriteError};
 pub use fs::{Fs, RealFs};
 pub use index::{Index, IndexError, Location, MemIndex, RedbIndex, SledIndex};

@@ -39,11 +39,11 @@ use triad_core::seal::{BLOB_LEN_MAX, SealedBlob};
 use triad_core::{BlobId, DeviceId, FolderId, Media, StoreId, Timestamp, VaultId};
 use triad_proto::store::{EntryHeader, EntryKind, FrameError, MARKER_LEN_MAX, Marker, PackHeader};
 
+use crate::append::Appender;
 use crate::error::{CreateError, OpenError, Problem, ReadError, WriteError, is_full, is_read_only};
 use crate::fs::{File, Fs, Kind, LockGuard, RealFs};
 use crate::index::{Batch, Index, IndexError, Location, MemIndex, RedbIndex};
 use crate::pack;
-use crate::writer::Writer;
 
 const MARKER_FILE: &str = "triad-store";
 const LOCK_FILE: &str = "lock";
@@ -192,6 +192,24 @@ pub struct Store {
 enum Pending {
     Put(Location),
     Remove,
+}
+
+/// The pack being appended to.
+#[derive(Debug)]
+struct Writer {
+    seq: u32,
+    /// The length recorded in the index; 0 if the pack is not in the index yet.
+    committed: u64,
+    out: Appender,
+}
+
+impl Writer {
+    fn buffered(&self, location: Location) -> Option<&[u8]> {
+        if location.pack != self.seq {
+            return None;
+        }
+        self.out.buffered(location)
+    }
 }
 
 /// Where the index of an opening store comes from.
@@ -358,7 +376,7 @@ impl Store {
             }
         }
         for writer in self.closed.iter().chain(&self.writer) {
-            batch.pack_lengths.push((writer.seq, writer.written));
+            batch.pack_lengths.push((writer.seq, writer.out.written()));
         }
         if let Err(source) = self.index.commit(&batch) {
             // The index may or may not hold the batch now (the engine can fail while syncing a
@@ -372,8 +390,8 @@ impl Store {
             return Err(WriteError::Index { path: self.index_path.clone(), source });
         }
         for writer in self.closed.iter_mut().chain(&mut self.writer) {
-            writer.committed = writer.written;
-            self.committed.insert(writer.seq, writer.written);
+            writer.committed = writer.out.written();
+            self.committed.insert(writer.seq, writer.committed);
         }
         self.closed.clear();
         debug!(
@@ -904,7 +922,7 @@ impl Store {
     }
 
     fn writer_is_clean(&self) -> bool {
-        self.writer.as_ref().is_none_or(|w| w.end() == w.committed) && !self.packs_dir_dirty
+        self.writer.as_ref().is_none_or(|w| w.out.end() == w.committed) && !self.packs_dir_dirty
     }
 
     /// Appends an entry to the current pack (rolling to a new pack when full) and returns where
@@ -913,21 +931,22 @@ impl Store {
         let entry_len = header.entry_len();
         self.prepare_writer(entry_len)?;
         let writer = self.writer.as_mut().expect("prepare_writer leaves a writer");
-        let before = writer.pending_len();
+        let out = &mut writer.out;
+        let before = out.pending_len();
         let location = Location {
             pack: writer.seq,
-            offset: writer.end() + EntryHeader::LEN as u64,
+            offset: out.end() + EntryHeader::LEN as u64,
             len: header.len,
         };
-        writer.push(&header.encode());
-        writer.push(body);
-        if writer.pending_len() >= self.config.write_buf_len
-            && let Err(err) = writer.flush(false)
+        out.push(&header.encode());
+        out.push(body);
+        if out.pending_len() >= self.config.write_buf_len
+            && let Err(err) = out.flush(false)
         {
             // The earlier buffered entries stay buffered: a later flush writes them again at
             // the same offset.
-            writer.truncate_pending(before);
-            let path = writer.path.clone();
+            out.truncate_pending(before);
+            let path = out.path().to_owned();
             return Err(self.write_error(&path, err));
         }
         Ok(location)
@@ -936,13 +955,14 @@ impl Store {
     /// Makes sure there is a writer with room for `entry_len` more bytes (or an empty pack).
     fn prepare_writer(&mut self, entry_len: u64) -> Result<(), WriteError> {
         if let Some(writer) = &mut self.writer {
-            let has_entries = writer.end() > PackHeader::LEN as u64;
-            if !has_entries || writer.end() + entry_len <= self.config.pack_len_target {
+            let has_entries = writer.out.end() > PackHeader::LEN as u64;
+            if !has_entries || writer.out.end() + entry_len <= self.config.pack_len_target {
                 return Ok(());
             }
-            writer.flush(true).map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
+            let out = &mut writer.out;
+            out.flush(true).map_err(|e| WriteError::io(&self.path, out.path(), e))?;
             let mut full = self.writer.take().expect("checked above");
-            full.release_memory();
+            full.out.release_memory();
             self.closed.push(full);
             return self.new_pack();
         }
@@ -956,9 +976,9 @@ impl Store {
                 Arc::from(self.fs.open(&path, true).map_err(|e| self.write_error(&path, e))?);
             if file.len().map_err(|e| self.write_error(&path, e))? == len {
                 self.readers_mut().insert(seq, file.clone());
-                let writer = Writer::open(&*self.fs, seq, path.clone(), file, len)
+                let out = Appender::open(&*self.fs, path.clone(), file, len)
                     .map_err(|e| self.write_error(&path, e))?;
-                self.writer = Some(writer);
+                self.writer = Some(Writer { seq, committed: len, out });
                 return Ok(());
             }
         }
@@ -972,21 +992,22 @@ impl Store {
         let file: Arc<dyn File> =
             Arc::from(self.fs.create(&path).map_err(|e| self.write_error(&path, e))?);
         self.packs_dir_dirty = true;
-        let mut writer = Writer::open(&*self.fs, seq, path.clone(), file.clone(), 0)
+        let mut out = Appender::open(&*self.fs, path.clone(), file.clone(), 0)
             .map_err(|e| self.write_error(&path, e))?;
-        writer.push(&PackHeader { store: self.marker.store, seq }.encode());
+        out.push(&PackHeader { store: self.marker.store, seq }.encode());
         self.next_seq = seq.checked_add(1).expect("fewer than 2^32 packs");
         self.readers_mut().insert(seq, file);
-        debug!(pack = seq, direct = writer.is_direct(), "new pack");
-        self.writer = Some(writer);
+        debug!(pack = seq, direct = out.is_direct(), "new pack");
+        self.writer = Some(Writer { seq, committed: 0, out });
         Ok(())
     }
 
     fn sync_packs(&mut self) -> Result<(), WriteError> {
         for writer in self.closed.iter_mut().chain(&mut self.writer) {
-            writer.flush(true).map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
-            if writer.written != writer.committed {
-                writer.file.sync().map_err(|e| WriteError::io(&self.path, &writer.path, e))?;
+            let out = &mut writer.out;
+            out.flush(true).map_err(|e| WriteError::io(&self.path, out.path(), e))?;
+            if out.written() != writer.committed {
+                out.file().sync().map_err(|e| WriteError::io(&self.path, out.path(), e))?;
             }
         }
         if self.packs_dir_dirty {
@@ -1005,9 +1026,9 @@ impl Store {
         let mut writers: Vec<Writer> = self.closed.drain(..).chain(self.writer.take()).collect();
         writers.sort_by_key(|w| w.seq);
         if let Some(mut first) = writers.into_iter().next() {
-            first.rewind_to(first.committed);
+            first.out.rewind_to(first.committed);
             if first.committed == 0 {
-                first.push(&PackHeader { store: self.marker.store, seq: first.seq }.encode());
+                first.out.push(&PackHeader { store: self.marker.store, seq: first.seq }.encode());
             }
             self.next_seq = first.seq + 1;
             self.writer = Some(first);

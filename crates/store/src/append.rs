@@ -1,5 +1,5 @@
-//! Appending to a pack file: buffered entries, written in large pieces, past the page cache
-//! where the file system allows it.
+//! Appending to a file (a pack, or a file being restored): buffered bytes, written in large
+//! pieces, past the page cache where the file system allows it.
 //!
 //! A backup writes every byte once and reads none of it back soon, so copying it into the page
 //! cache (and the kernel holding the writer back while it drains that cache to the disk) buys
@@ -18,18 +18,15 @@ use tracing::warn;
 use crate::fs::{DIRECT_ALIGN, File, Fs};
 use crate::index::Location;
 
-/// A pack being appended to. Its bytes are `[0, written)` in the file (synced only up to
-/// `committed` for sure) and `[written, end())` in memory.
+/// A file being appended to. Its bytes are `[0, written())` in the file and
+/// `[written(), end())` in memory; none are durable before [`File::sync`] of [`Appender::file`].
 #[derive(Debug)]
-pub(crate) struct Writer {
-    pub(crate) seq: u32,
-    pub(crate) path: PathBuf,
-    pub(crate) file: Arc<dyn File>,
+pub struct Appender {
+    path: PathBuf,
+    file: Arc<dyn File>,
     /// The same file open for direct writes, where the file system allows it.
     direct: Option<Box<dyn File>>,
-    /// The length recorded in the index; 0 if the pack is not in the index yet.
-    pub(crate) committed: u64,
-    pub(crate) written: u64,
+    written: u64,
     /// `raw[at..]` starts at an aligned address. `raw[at..at + head]` are the file's bytes
     /// `[written - head, written)` (direct writes only; under one block); after them come the
     /// buffered bytes from `written` on.
@@ -38,37 +35,37 @@ pub(crate) struct Writer {
     head: usize,
 }
 
-impl Writer {
-    /// A writer that appends at `len`, the file's length, which must have been synced.
-    pub(crate) fn open(
-        fs: &dyn Fs,
-        seq: u32,
-        path: PathBuf,
-        file: Arc<dyn File>,
-        len: u64,
-    ) -> io::Result<Self> {
+impl Appender {
+    /// Appends to `file` (open for writing at `path`) from `len`, its length.
+    pub fn open(fs: &dyn Fs, path: PathBuf, file: Arc<dyn File>, len: u64) -> io::Result<Self> {
         let direct = fs.open_direct(&path)?;
-        let mut this = Self {
-            seq,
-            path,
-            file,
-            direct,
-            committed: len,
-            written: len,
-            raw: Vec::new(),
-            at: 0,
-            head: 0,
-        };
+        let mut this = Self { path, file, direct, written: len, raw: Vec::new(), at: 0, head: 0 };
         this.load_head()?;
         Ok(this)
     }
 
     /// Whether writes bypass the page cache.
-    pub(crate) fn is_direct(&self) -> bool {
+    pub fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
 
-    pub(crate) fn end(&self) -> u64 {
+    /// The file appended to.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The file appended to (for [`File::sync`]).
+    pub fn file(&self) -> &Arc<dyn File> {
+        &self.file
+    }
+
+    /// Bytes written to the file so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Bytes written and buffered.
+    pub fn end(&self) -> u64 {
         self.written + self.pending().len() as u64
     }
 
@@ -77,12 +74,13 @@ impl Writer {
         &self.raw[self.at + self.head..]
     }
 
-    pub(crate) fn pending_len(&self) -> usize {
+    /// Bytes buffered and not yet written.
+    pub fn pending_len(&self) -> usize {
         self.pending().len()
     }
 
     /// Buffers `bytes` at the end.
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: &[u8]) {
         self.reserve(bytes.len());
         self.raw.extend_from_slice(bytes);
     }
@@ -92,9 +90,9 @@ impl Writer {
         self.raw.truncate(self.at + self.head + len);
     }
 
-    /// The bytes of a buffered blob, if `location` is in the buffer.
+    /// The buffered bytes at `location` (in this file), if they are still buffered.
     pub(crate) fn buffered(&self, location: Location) -> Option<&[u8]> {
-        if location.pack != self.seq || location.offset < self.written {
+        if location.offset < self.written {
             return None;
         }
         let start = usize::try_from(location.offset - self.written).ok()?;
@@ -103,7 +101,7 @@ impl Writer {
 
     /// Writes the buffered bytes. `complete`: all of them (before a sync); otherwise direct
     /// writes keep back what does not fill a block.
-    pub(crate) fn flush(&mut self, complete: bool) -> io::Result<()> {
+    pub fn flush(&mut self, complete: bool) -> io::Result<()> {
         if self.pending().is_empty() {
             return Ok(());
         }
@@ -157,7 +155,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Frees the buffer of a pack that takes no more entries (it waits for the commit).
+    /// Frees the buffer of a file that takes no more bytes.
     pub(crate) fn release_memory(&mut self) {
         debug_assert!(self.pending().is_empty());
         self.raw = Vec::new();
@@ -217,7 +215,7 @@ mod tests {
     fn check(fs: &dyn Fs, dir: &Path) {
         let path = dir.join("pack");
         let file: Arc<dyn File> = Arc::from(fs.create(&path).expect("create"));
-        let mut writer = Writer::open(fs, 0, path.clone(), file.clone(), 0).expect("open");
+        let mut writer = Appender::open(fs, path.clone(), file.clone(), 0).expect("open");
         let mut expected = Vec::new();
         let mut n = 0u32;
         for round in 0..40u32 {
@@ -232,14 +230,14 @@ mod tests {
                 }
             }
             writer.flush(true).expect("flush");
-            assert_eq!(writer.written, expected.len() as u64);
+            assert_eq!(writer.written(), expected.len() as u64);
             let mut on_disk = vec![0; expected.len()];
             file.read_exact_at(&mut on_disk, 0).expect("read");
             assert_eq!(file.len().expect("len"), expected.len() as u64, "round {round}");
             assert!(on_disk == expected, "round {round}: file differs");
             if round % 10 == 9 {
                 // Continue as a new writer would after a reopen.
-                writer = Writer::open(fs, 0, path.clone(), file.clone(), expected.len() as u64)
+                writer = Appender::open(fs, path.clone(), file.clone(), expected.len() as u64)
                     .expect("reopen");
             }
         }
@@ -256,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("pack");
         let file: Arc<dyn File> = Arc::from(RealFs.create(&path).expect("create"));
-        let mut writer = Writer::open(&RealFs, 0, path, file.clone(), 0).expect("open");
+        let mut writer = Appender::open(&RealFs, path, file.clone(), 0).expect("open");
         writer.push(&[1; 5000]);
         writer.flush(true).expect("flush");
         writer.push(&[2; 9000]);
