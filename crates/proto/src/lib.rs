@@ -1,4 +1,4 @@
-//! triad's formats: versions and limits of every record on disk (and, later, on the wire).
+//! triad's formats: versions and limits of every record on disk and on the wire.
 //!
 //! The object model and the one codec live in `triad-core`; this crate names the format
 //! versions and limits in one place, defines the framing records of the store (the store
@@ -9,3 +9,4 @@
 
 pub mod limits;
 pub mod store;
+pub mod wire;

@@ -1,0 +1,196 @@
+//! Who may connect: devices on the roster, and, while a pairing window is open, one unknown
+//! peer for the pairing protocol alone. Every other connection is denied as it is
+//! established, before any triad protocol runs.
+//!
+//! libp2p's pre-shared-key private networks do not work over QUIC, so this is an allow-list
+//! checked by a behaviour of its own; the protocols check [`Admission::is_member`] again, so
+//! a pairing peer cannot use them.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use libp2p::core::Endpoint;
+use libp2p::core::transport::PortUse;
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
+};
+use libp2p::{Multiaddr, PeerId};
+
+/// The allow-list, shared by the gate and the protocols.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    members: HashSet<PeerId>,
+    window: Option<Window>,
+    /// Whether this device may connect out to peers not on the roster (while it joins).
+    joining: bool,
+    /// Peers to disconnect (removed from the roster).
+    evict: VecDeque<PeerId>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug)]
+struct Window {
+    until: Instant,
+    /// The unknown peer admitted for pairing, once one connected.
+    peer: Option<PeerId>,
+}
+
+/// Why a connection was denied.
+#[derive(Debug, thiserror::Error)]
+#[error("peer {0} is not a device of this vault")]
+pub struct NotAMember(pub PeerId);
+
+impl Admission {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the members; connected peers that are no longer members are disconnected.
+    pub fn set_members(&self, members: impl IntoIterator<Item = PeerId>) {
+        let mut inner = self.lock();
+        let members: HashSet<PeerId> = members.into_iter().collect();
+        let gone: Vec<PeerId> = inner.members.difference(&members).copied().collect();
+        inner.evict.extend(gone);
+        inner.members = members;
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Whether `peer` is a device of the vault.
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.lock().members.contains(peer)
+    }
+
+    /// Opens a pairing window until `until`: one unknown peer may connect.
+    pub fn open_window(&self, until: Instant) {
+        self.lock().window = Some(Window { until, peer: None });
+    }
+
+    /// Closes the pairing window.
+    pub fn close_window(&self) {
+        self.lock().window = None;
+    }
+
+    /// Lets this device connect out to peers not on the roster: it is joining a vault.
+    pub fn set_joining(&self, joining: bool) {
+        self.lock().joining = joining;
+    }
+
+    fn admit_outbound(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+        let inner = self.lock();
+        if inner.joining || inner.members.contains(&peer) {
+            return Ok(());
+        }
+        drop(inner);
+        // A device of the vault may still be dialled by its own pairing peer's address.
+        if self.is_pairing_peer(&peer) {
+            return Ok(());
+        }
+        tracing::debug!(%peer, "outbound connection dropped: not on the roster");
+        Err(ConnectionDenied::new(NotAMember(peer)))
+    }
+
+    /// Whether `peer` is the one unknown peer admitted for pairing while the window is open.
+    pub fn is_pairing_peer(&self, peer: &PeerId) -> bool {
+        let inner = self.lock();
+        inner.window.as_ref().is_some_and(|w| w.peer == Some(*peer) && Instant::now() < w.until)
+    }
+
+    fn admit(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+        let mut inner = self.lock();
+        if inner.members.contains(&peer) {
+            return Ok(());
+        }
+        if let Some(window) = &mut inner.window
+            && Instant::now() < window.until
+        {
+            match window.peer {
+                None => {
+                    window.peer = Some(peer);
+                    return Ok(());
+                }
+                Some(p) if p == peer => return Ok(()),
+                Some(_) => {}
+            }
+        }
+        tracing::debug!(%peer, "connection denied: not on the roster");
+        Err(ConnectionDenied::new(NotAMember(peer)))
+    }
+}
+
+/// The behaviour that applies an [`Admission`] to every connection.
+#[derive(Debug)]
+pub struct Gate {
+    admission: Admission,
+}
+
+impl Gate {
+    /// A gate applying `admission`.
+    pub fn new(admission: Admission) -> Self {
+        Self { admission }
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admission.admit(peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admission.admit_outbound(peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        let mut inner = self.admission.lock();
+        if let Some(peer) = inner.evict.pop_front() {
+            return Poll::Ready(ToSwarm::CloseConnection {
+                peer_id: peer,
+                connection: CloseConnection::All,
+            });
+        }
+        inner.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}

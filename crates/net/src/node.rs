@@ -1,0 +1,398 @@
+//! The libp2p node: QUIC first, TCP with noise and yamux where UDP is blocked, the roster gate,
+//! raw streams for every triad protocol, identify, ping and (optionally) mDNS.
+//!
+//! The swarm runs on its own task; [`Node`] is the handle the agent uses: it dials, learns
+//! addresses, and opens and accepts streams through [`libp2p_stream::Control`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::identity::Keypair;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, mdns, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, oneshot, watch};
+use triad_core::DeviceId;
+
+use crate::gate::{Admission, Gate};
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Addresses to listen on (`/ip4/0.0.0.0/udp/0/quic-v1` picks a free port).
+    pub listen: Vec<Multiaddr>,
+    /// Whether to find peers on the LAN by mDNS.
+    pub mdns: bool,
+}
+
+/// The node could not start, or an operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The transport could not be built or could not listen.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A dial failed.
+    #[error("cannot reach {target}: {reason}")]
+    Dial {
+        /// The address or peer.
+        target: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node's task has stopped.
+    #[error("the network node has stopped")]
+    Stopped,
+    /// The transport could not be built.
+    #[error("cannot start the network: {0}")]
+    Setup(String),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gate: Gate,
+    stream: libp2p_stream::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+enum Command {
+    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, NetError>> },
+    AddAddress { peer: PeerId, addr: Multiaddr },
+}
+
+/// Known addresses and connection state, shared with the handle.
+#[derive(Debug, Default)]
+struct Book {
+    /// Addresses per peer: learned by identify, mDNS, pairing or by hand.
+    addresses: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers found by mDNS.
+    discovered: Vec<PeerId>,
+    /// Currently connected peers, with the remote address.
+    connected: HashMap<PeerId, Multiaddr>,
+}
+
+/// A handle on a running node.
+#[derive(Clone)]
+pub struct Node {
+    peer_id: PeerId,
+    control: libp2p_stream::Control,
+    admission: Admission,
+    commands: mpsc::Sender<Command>,
+    listening: watch::Receiver<Vec<Multiaddr>>,
+    book: Arc<Mutex<Book>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.peer_id).finish()
+    }
+}
+
+/// The libp2p keypair of a device: its ed25519 device key.
+pub fn keypair(device_secret: &[u8; 32]) -> Keypair {
+    let mut bytes = *device_secret;
+    Keypair::ed25519_from_bytes(&mut bytes).expect("32 bytes are an ed25519 secret key")
+}
+
+/// The peer id of a device.
+pub fn peer_id(device: DeviceId) -> PeerId {
+    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(device.as_bytes())
+        .map(libp2p::identity::PublicKey::from);
+    match public {
+        Ok(public) => public.to_peer_id(),
+        // Not a valid curve point: no connection can ever prove it, so no peer matches.
+        Err(_) => PeerId::from_multihash(libp2p::multihash::Multihash::default())
+            .unwrap_or_else(|_| PeerId::random()),
+    }
+}
+
+/// The device id of a peer, if its id embeds an ed25519 key (as every triad peer's does).
+pub fn device_id(peer: &PeerId) -> Option<DeviceId> {
+    let multihash = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    let ed = public.try_into_ed25519().ok()?;
+    Some(DeviceId::from_bytes(ed.to_bytes()))
+}
+
+impl Node {
+    /// Starts a node with the device's `keypair`, listening on `config.listen`; returns once
+    /// every listener is bound.
+    pub async fn start(keypair: Keypair, config: NodeConfig) -> Result<Node, NetError> {
+        let admission = Admission::default();
+        let gate_admission = admission.clone();
+        let use_mdns = config.mdns;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetError::Setup(e.to_string()))?
+            .with_quic_config(|mut quic| {
+                // quinn's defaults (10 MB per stream, 15 MB per connection) cap throughput
+                // on links with latency; a blob stream wants a few blobs in flight.
+                quic.max_stream_data = 32 * 1024 * 1024;
+                quic.max_connection_data = 64 * 1024 * 1024;
+                quic.keep_alive_interval = Duration::from_secs(10);
+                quic
+            })
+            .with_behaviour(|key| {
+                let peer = key.public().to_peer_id();
+                let mdns = if use_mdns {
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer)?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    gate: Gate::new(gate_admission),
+                    stream: libp2p_stream::Behaviour::new(),
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/triad/id/1".into(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::default(),
+                    mdns: Toggle::from(mdns),
+                })
+            })
+            .map_err(|e| NetError::Setup(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let peer_id = *swarm.local_peer_id();
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+            listeners.push((id, addr.clone()));
+        }
+        // Wait until every listener reported an address (or failed).
+        let mut bound: Vec<Multiaddr> = Vec::new();
+        let mut pending: Vec<_> = listeners.iter().map(|(id, _)| *id).collect();
+        while !pending.is_empty() {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    pending.retain(|id| *id != listener_id);
+                    bound.push(address);
+                }
+                SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                    let addr = listeners
+                        .iter()
+                        .find(|(id, _)| *id == listener_id)
+                        .map(|(_, a)| a.clone())
+                        .unwrap_or_else(Multiaddr::empty);
+                    let reason = match reason {
+                        Ok(()) => "closed".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Err(NetError::Listen { addr, reason });
+                }
+                SwarmEvent::ListenerError { error, .. } => {
+                    return Err(NetError::Setup(error.to_string()));
+                }
+                _ => {}
+            }
+        }
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, rx) = mpsc::channel(64);
+        let (listening_tx, listening) = watch::channel(bound);
+        let book = Arc::new(Mutex::new(Book::default()));
+        tokio::spawn(run(swarm, rx, listening_tx, book.clone()));
+        Ok(Node { peer_id, control, admission, commands, listening, book })
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The allow-list.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// A handle to open and accept streams.
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// Accepts inbound streams of `protocol`.
+    pub fn accept(&self, protocol: &'static str) -> libp2p_stream::IncomingStreams {
+        self.control
+            .clone()
+            .accept(StreamProtocol::new(protocol))
+            .expect("each protocol is accepted once")
+    }
+
+    /// Opens a stream of `protocol` to `peer`, connecting first if needed.
+    pub async fn open(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<libp2p::Stream, NetError> {
+        self.control
+            .clone()
+            .open_stream(peer, StreamProtocol::new(protocol))
+            .await
+            .map_err(|e| NetError::Dial { target: peer.to_string(), reason: e.to_string() })
+    }
+
+    /// The addresses the node listens on.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listening.borrow().clone()
+    }
+
+    /// Connects to `addr` and returns the peer there.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Dial { addr, reply }).await.map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Remembers an address of `peer` (from pairing, or given by hand).
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetError> {
+        self.commands.send(Command::AddAddress { peer, addr }).await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Peers found by mDNS so far.
+    pub fn discovered(&self) -> Vec<PeerId> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner).discovered.clone()
+    }
+
+    /// Known addresses of `peer`.
+    pub fn addresses(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        book.addresses.get(peer).cloned().unwrap_or_default()
+    }
+
+    /// The address `peer` is connected from, if it is connected.
+    pub fn connected(&self, peer: &PeerId) -> Option<Multiaddr> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner).connected.get(peer).cloned()
+    }
+}
+
+async fn run(
+    mut swarm: libp2p::Swarm<Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    listening: watch::Sender<Vec<Multiaddr>>,
+    book: Arc<Mutex<Book>>,
+) {
+    let mut dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, NetError>>> =
+        HashMap::new();
+    let remember = |peer: PeerId, addr: Multiaddr| {
+        let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = book.addresses.entry(peer).or_default();
+        if !list.contains(&addr) {
+            list.push(addr);
+        }
+    };
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Dial { addr, reply }) => {
+                    let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+                    let id = opts.connection_id();
+                    match swarm.dial(opts) {
+                        Ok(()) => {
+                            dials.insert(id, reply);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(NetError::Dial { target: addr.to_string(), reason: e.to_string() }));
+                        }
+                    }
+                }
+                Some(Command::AddAddress { peer, addr }) => {
+                    swarm.add_peer_address(peer, addr.clone());
+                    remember(peer, addr);
+                }
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    listening.send_modify(|list| {
+                        if !list.contains(&address) {
+                            list.push(address);
+                        }
+                    });
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                    let remote = match &endpoint {
+                        ConnectedPoint::Dialer { address, .. } => address.clone(),
+                        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                    };
+                    tracing::debug!(peer = %peer_id, %remote, "connected");
+                    book.lock().unwrap_or_else(PoisonError::into_inner).connected.insert(peer_id, remote);
+                    if let Some(reply) = dials.remove(&connection_id) {
+                        let _ = reply.send(Ok(peer_id));
+                    }
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    book.lock().unwrap_or_else(PoisonError::into_inner).connected.remove(&peer_id);
+                }
+                SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                    tracing::debug!(peer = ?peer_id, %error, "dial failed");
+                    if let Some(reply) = dials.remove(&connection_id) {
+                        let target = peer_id.map_or_else(|| "peer".to_owned(), |p| p.to_string());
+                        let _ = reply.send(Err(NetError::Dial { target, reason: error.to_string() }));
+                    }
+                }
+                SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                    tracing::debug!(remote = %send_back_addr, %error, "incoming connection refused");
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                    // Only listen addresses a peer reports about itself; kept as hints.
+                    for addr in info.listen_addrs {
+                        if is_dialable(&addr) {
+                            swarm.add_peer_address(peer_id, addr.clone());
+                            remember(peer_id, addr);
+                        }
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                    for (peer, addr) in found {
+                        tracing::debug!(%peer, %addr, "found on the LAN");
+                        swarm.add_peer_address(peer, addr.clone());
+                        remember(peer, addr);
+                        let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
+                        if !book.discovered.contains(&peer) {
+                            book.discovered.push(peer);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn is_dialable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_and_peer_ids_map_both_ways() {
+        let secret = [9u8; 32];
+        let device = triad_core::keys::DeviceKey::from_bytes(&secret).device_id();
+        let peer = keypair(&secret).public().to_peer_id();
+        assert_eq!(peer_id(device), peer);
+        assert_eq!(device_id(&peer), Some(device));
+    }
+}

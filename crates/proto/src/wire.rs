@@ -1,0 +1,294 @@
+//! The wire protocol between agents: protocol names, frames, messages and their limits.
+//!
+//! Every protocol runs on its own libp2p stream. A stream carries frames: a 4-byte big-endian
+//! length, then that many bytes, which are one record of the one codec (a version byte, then
+//! the message). A frame over its protocol's limit, a truncated frame or a message that does
+//! not decode is an error that closes the stream; nothing of it is kept.
+//!
+//! - `/triad/control/1`: one [`Request`], one [`Response`], then the stream closes.
+//! - `/triad/blobs/1`: the sender writes [`BlobFrame`]s; after each [`BlobFrame::Commit`]
+//!   the receiver makes every blob since the last commit durable and answers one
+//!   [`BlobAck`]. Blobs are acknowledged only by that answer.
+//! - `/triad/pair/1`: the pairing exchange, [`PairMessage`]s in a fixed order (see the
+//!   `proto/README.md`).
+
+use serde::{Deserialize, Serialize};
+use triad_core::codec::{self, DecodeError};
+use triad_core::{BlobId, Media, StoreId};
+
+use crate::limits::BLOB_LEN_MAX;
+
+/// Format version of every wire message.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Control messages: request and response.
+pub const CONTROL_PROTOCOL: &str = "/triad/control/1";
+/// Blob pushes.
+pub const BLOBS_PROTOCOL: &str = "/triad/blobs/1";
+/// Pairing a new device.
+pub const PAIR_PROTOCOL: &str = "/triad/pair/1";
+
+/// The longest control or pairing frame.
+pub const CONTROL_FRAME_MAX: usize = 4 * 1024 * 1024;
+/// The longest blob frame: a blob and its framing.
+pub const BLOB_FRAME_MAX: usize = BLOB_LEN_MAX + 64;
+/// The most blob ids in one [`Request::Missing`].
+pub const MISSING_BATCH_MAX: usize = 65_536;
+/// The length of a frame's length prefix.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// A control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Who are you, and what do you hold?
+    Hello,
+    /// Which of these blobs do you lack? At most [`MISSING_BATCH_MAX`].
+    Missing {
+        /// The blobs asked about.
+        blobs: Vec<BlobId>,
+    },
+    /// The sender's roster (an encoded `Roster`): take the entries you can verify.
+    Roster {
+        /// The encoded roster.
+        roster: Vec<u8>,
+    },
+    /// Signed heads (each an encoded `SignedHead`) whose blobs the receiver already holds.
+    Heads {
+        /// The encoded heads.
+        heads: Vec<Vec<u8>>,
+    },
+}
+
+/// A store as a peer describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// The store.
+    pub id: StoreId,
+    /// Its media.
+    pub media: Media,
+    /// Bytes free for blobs (the smaller of the disk's free space and the quota's rest).
+    pub free: u64,
+}
+
+/// A control response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The answer to [`Request::Hello`].
+    Hello {
+        /// The device's name.
+        name: String,
+        /// Its site.
+        site: String,
+        /// Its stores.
+        stores: Vec<StoreInfo>,
+    },
+    /// The blobs of a [`Request::Missing`] that the peer lacks, in the order asked.
+    Missing {
+        /// The blobs lacking.
+        blobs: Vec<BlobId>,
+    },
+    /// Done as asked.
+    Done,
+    /// Refused, and why.
+    Refused {
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+/// A frame on a blob stream, from the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobFrame {
+    /// A sealed blob; its address must be the BLAKE3 of `bytes`.
+    Blob {
+        /// The blob's address.
+        id: BlobId,
+        /// The sealed bytes.
+        #[serde(with = "serde_bytes_vec")]
+        bytes: Vec<u8>,
+    },
+    /// Make every blob since the last commit durable, then answer with a [`BlobAck`].
+    Commit,
+}
+
+/// The receiver's answer to a [`BlobFrame::Commit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobAck {
+    /// Every blob since the last commit is durable.
+    Committed {
+        /// How many blobs that was.
+        count: u32,
+    },
+    /// Nothing since the last commit was kept, and why (a full store, a quota).
+    Refused {
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+/// The role a pairing gives the new device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairRole {
+    /// Receives the vault secret.
+    Trusted,
+    /// Stores ciphertext for the vault and never holds its secret.
+    StorageOnly,
+}
+
+/// Pairing messages, in their order: `Start` (joiner), `Reply` (inviter), `Accept`
+/// (joiner), `Welcome` (inviter). Either side may send `Refused` instead of its next message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairMessage {
+    /// The joiner names the window (its nameplate) and sends its SPAKE2 message.
+    Start {
+        /// The window's number.
+        nameplate: u32,
+        /// The SPAKE2 message (side B).
+        pake: Vec<u8>,
+    },
+    /// The inviter's SPAKE2 message, its key confirmation, and its [`Offer`] sealed under
+    /// the shared key.
+    Reply {
+        /// The SPAKE2 message (side A).
+        pake: Vec<u8>,
+        /// Proof that the inviter holds the shared key.
+        confirm: [u8; 32],
+        /// The sealed [`Offer`].
+        sealed: Vec<u8>,
+    },
+    /// The joiner's key confirmation and its [`Joiner`] sealed under the shared key.
+    Accept {
+        /// Proof that the joiner holds the shared key.
+        confirm: [u8; 32],
+        /// The sealed [`Joiner`].
+        sealed: Vec<u8>,
+    },
+    /// The sealed [`Welcome`].
+    Welcome {
+        /// The sealed [`Welcome`].
+        sealed: Vec<u8>,
+    },
+    /// The exchange ends here.
+    Refused {
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+/// What the inviter offers, sealed in [`PairMessage::Reply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The inviter's name.
+    pub name: String,
+    /// The inviter's site.
+    pub site: String,
+    /// The role the new device will have.
+    pub role: PairRole,
+}
+
+/// Who the joiner is, sealed in [`PairMessage::Accept`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joiner {
+    /// The joiner's name.
+    pub name: String,
+    /// The joiner's site.
+    pub site: String,
+}
+
+/// What the new device receives, sealed in [`PairMessage::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The roster with the new device on it (an encoded `Roster`).
+    pub roster: Vec<u8>,
+    /// The vault secret: for a trusted device only.
+    pub vault_secret: Option<[u8; 32]>,
+    /// Addresses where the inviter listens.
+    pub addresses: Vec<String>,
+}
+
+/// Encodes a wire message as a record (without the frame's length prefix).
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    codec::encode(WIRE_VERSION, message)
+}
+
+/// Decodes a wire message of kind `what` from a record.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    record: &[u8],
+) -> Result<T, DecodeError> {
+    codec::decode(what, WIRE_VERSION, record)
+}
+
+/// Encodes a message as a whole frame: length prefix and record.
+pub fn frame<T: Serialize>(message: &T) -> Vec<u8> {
+    let record = encode(message);
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + record.len());
+    out.extend_from_slice(&u32::try_from(record.len()).expect("records are small").to_be_bytes());
+    out.extend_from_slice(&record);
+    out
+}
+
+/// Blob bytes as one length-prefixed byte string, read in one piece (not byte by byte).
+mod serde_bytes_vec {
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_its_length_then_its_record() {
+        let message = Request::Missing { blobs: vec![BlobId::of(b"x")] };
+        let framed = frame(&message);
+        let len = u32::from_be_bytes(framed[..4].try_into().expect("4 bytes")) as usize;
+        assert_eq!(len, framed.len() - 4);
+        assert_eq!(decode::<Request>("request", &framed[4..]).expect("decodes"), message);
+    }
+
+    #[test]
+    fn a_blob_frame_round_trips() {
+        let bytes = vec![7u8; 1000];
+        let message = BlobFrame::Blob { id: BlobId::of(&bytes), bytes };
+        assert_eq!(decode::<BlobFrame>("blob frame", &encode(&message)).expect("decodes"), message);
+    }
+
+    #[test]
+    fn another_version_is_refused() {
+        let mut record = encode(&Response::Done);
+        record[0] = WIRE_VERSION + 1;
+        assert!(matches!(
+            decode::<Response>("response", &record),
+            Err(DecodeError::Version { found, .. }) if found == WIRE_VERSION + 1
+        ));
+    }
+}
