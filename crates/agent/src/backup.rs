@@ -126,6 +126,11 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
+    /// The device is storage-only: it has no key to seal with.
+    #[error(
+        "this device is storage-only and cannot back up folders: only trusted devices hold the vault's keys"
+    )]
+    StorageOnly,
     /// The folder could not be walked.
     #[error(transparent)]
     Scan(#[from] ScanError),
@@ -204,6 +209,7 @@ pub fn run(
     if stores.is_empty() {
         return Err(BackupError::NoStore);
     }
+    let keys = home.keys().map_err(|_| BackupError::StorageOnly)?;
     let folder_name = folder
         .path
         .file_name()
@@ -223,7 +229,7 @@ pub fn run(
 
     // The previous snapshot of this folder by this device, from any store.
     let parent = {
-        let catalog = Catalog::new(home.keys(), stores);
+        let catalog = Catalog::new(keys, stores);
         let head = catalog
             .heads()?
             .into_iter()
@@ -271,7 +277,7 @@ pub fn run(
 
     let mut tally = Tally::default();
     let read = read_files(
-        home.keys(),
+        keys,
         config,
         &folder.path,
         &scan.files,
@@ -306,7 +312,7 @@ pub fn run(
 
     // Trees, bottom-up.
     let mut stats = Stats::default();
-    let mut trees = TreeWriter { keys: home.keys(), stores, tally: &mut tally };
+    let mut trees = TreeWriter { keys, stores, tally: &mut tally };
     let root = trees.write(&scan.root, Path::new("."), &scan.files, &entries, &mut stats)?;
 
     let unchanged = parent.as_ref().is_some_and(|(_, p)| p.root == root);
@@ -329,7 +335,7 @@ pub fn run(
             root,
             stats,
         };
-        let blob = snapshot.seal(home.keys());
+        let blob = snapshot.seal(keys);
         put_all(stores, &blob, &mut tally, false)?;
         commit_all(stores, &mut tally, progress)?;
         let head = Head {

@@ -3,13 +3,13 @@
 //! Every blob is read from the first store that holds an intact copy: a blob that is damaged
 //! in one store is read from another, and only when no store has it does reading fail.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Component, Path};
 
 use triad_core::head::SignedHead;
 use triad_core::keys::VaultKeys;
 use triad_core::seal::SealedBlob;
-use triad_core::snapshot::{self, Node, NodeKind, Object, Snapshot, Tree};
+use triad_core::snapshot::{self, FileEntry, Node, NodeKind, Object, Snapshot, Tree};
 use triad_core::{BlobId, DeviceId, FolderId};
 use triad_store::{ReadError, Store};
 
@@ -266,5 +266,64 @@ impl<'a> Catalog<'a> {
             found = Some(node);
         }
         Ok(found)
+    }
+}
+
+impl Catalog<'_> {
+    /// Every blob that the snapshots of `device`'s folders need (each snapshot, its history,
+    /// trees, file entries and chunks), data first and each snapshot last, so that a peer
+    /// that receives them in this order never holds a reference before what it names.
+    pub fn reachable(&self, device: DeviceId) -> Result<Vec<BlobId>, CatalogError> {
+        let mut seen = HashSet::new();
+        let mut data = Vec::new();
+        let mut meta = Vec::new();
+        for head in self.heads()?.into_iter().filter(|h| h.head.device == device) {
+            let mut snapshots = Vec::new();
+            let mut next = Some(head.head.snapshot);
+            while let Some(id) = next {
+                if !seen.insert(id) {
+                    break;
+                }
+                let snapshot: Snapshot = self.load(id)?;
+                self.reachable_tree(snapshot.root, &mut seen, &mut data, &mut meta)?;
+                snapshots.push(id);
+                next = snapshot.parent;
+            }
+            meta.extend(snapshots.into_iter().rev());
+        }
+        data.extend(meta);
+        Ok(data)
+    }
+
+    fn reachable_tree(
+        &self,
+        id: BlobId,
+        seen: &mut HashSet<BlobId>,
+        data: &mut Vec<BlobId>,
+        meta: &mut Vec<BlobId>,
+    ) -> Result<(), CatalogError> {
+        if !seen.insert(id) {
+            return Ok(());
+        }
+        let tree: Tree = self.load(id)?;
+        for node in tree.nodes {
+            match node.kind {
+                NodeKind::Dir { tree } => self.reachable_tree(tree, seen, data, meta)?,
+                NodeKind::File { entry } => {
+                    if seen.insert(entry) {
+                        let file: FileEntry = self.load(entry)?;
+                        for chunk in file.chunks {
+                            if seen.insert(chunk.blob) {
+                                data.push(chunk.blob);
+                            }
+                        }
+                        meta.push(entry);
+                    }
+                }
+                NodeKind::Symlink { .. } => {}
+            }
+        }
+        meta.push(id);
+        Ok(())
     }
 }

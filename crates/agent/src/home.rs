@@ -43,6 +43,11 @@ pub enum HomeError {
         /// The home directory.
         path: PathBuf,
     },
+    /// The device stores the vault's blobs for others and holds no key to read them.
+    #[error(
+        "this device is storage-only: it holds the vault's blobs encrypted and cannot read them"
+    )]
+    StorageOnly,
     /// The home already has a vault.
     #[error(
         "{path} already holds a vault (device {name:?}); use another TRIAD_HOME for another device"
@@ -101,7 +106,8 @@ pub struct Home {
     path: PathBuf,
     identity: Identity,
     device: DeviceKey,
-    keys: VaultKeys,
+    /// `None` on a storage-only device.
+    keys: Option<VaultKeys>,
 }
 
 impl std::fmt::Debug for Home {
@@ -168,7 +174,48 @@ impl Home {
         write_private(&path.join("device.key"), key.to_bytes().as_slice())?;
         write_private(&path.join("vault.key"), secret.as_bytes())?;
         write_private(&path.join("identity"), &codec::encode(IDENTITY_VERSION, &identity))?;
-        Ok(Home { path: path.into(), identity, device: key, keys: VaultKeys::from_secret(secret) })
+        Ok(Home {
+            path: path.into(),
+            identity,
+            device: key,
+            keys: Some(VaultKeys::from_secret(secret)),
+        })
+    }
+
+    /// Writes the home of a device that joined a vault by pairing: its key (made before the
+    /// pairing, which proved it), the roster it received, and the vault secret if it is
+    /// trusted. A storage-only device's home holds no secret of the vault.
+    pub fn join(
+        path: &Path,
+        device: NewDevice<'_>,
+        roster: &Roster,
+        secret: Option<&VaultSecret>,
+    ) -> Result<Home, HomeError> {
+        check_label("name", device.name)?;
+        check_label("site", device.site)?;
+        if let Ok(existing) = read_identity(path) {
+            return Err(HomeError::AlreadyInitialised { path: path.into(), name: existing.name });
+        }
+        create_private_dir(path)?;
+        let identity = Identity {
+            vault: roster.vault,
+            name: device.name.to_owned(),
+            site: device.site.to_owned(),
+        };
+        let key = DeviceKey::from_bytes(&device.device_seed);
+        write_private(&path.join("device.key"), key.to_bytes().as_slice())?;
+        if let Some(secret) = secret {
+            write_private(&path.join("vault.key"), secret.as_bytes())?;
+        }
+        write_private(&path.join("roster"), &roster.encode())?;
+        // The identity last: its presence is what makes the home hold a vault.
+        write_private(&path.join("identity"), &codec::encode(IDENTITY_VERSION, &identity))?;
+        Ok(Home {
+            path: path.into(),
+            identity,
+            device: key,
+            keys: secret.map(VaultKeys::from_secret),
+        })
     }
 
     /// Opens the home at `path`.
@@ -176,8 +223,13 @@ impl Home {
         let identity = read_identity(path)?;
         let device_bytes = read_key(&path.join("device.key"))?;
         let device = DeviceKey::from_bytes(&device_bytes);
-        let secret = VaultSecret::from_bytes(*read_key(&path.join("vault.key"))?);
-        Ok(Home { path: path.into(), identity, device, keys: VaultKeys::from_secret(&secret) })
+        let vault_key = path.join("vault.key");
+        let keys = if vault_key.exists() {
+            Some(VaultKeys::from_secret(&VaultSecret::from_bytes(*read_key(&vault_key)?)))
+        } else {
+            None
+        };
+        Ok(Home { path: path.into(), identity, device, keys })
     }
 
     /// Whether `path` holds a vault.
@@ -210,9 +262,17 @@ impl Home {
         &self.device
     }
 
-    /// The vault's data keys.
-    pub fn keys(&self) -> &VaultKeys {
-        &self.keys
+    /// The vault's data keys; a storage-only device has none.
+    pub fn keys(&self) -> Result<&VaultKeys, HomeError> {
+        self.keys.as_ref().ok_or(HomeError::StorageOnly)
+    }
+
+    /// The vault secret, for a trusted device to hand to a device it pairs.
+    pub fn vault_secret(&self) -> Result<VaultSecret, HomeError> {
+        if self.keys.is_none() {
+            return Err(HomeError::StorageOnly);
+        }
+        Ok(VaultSecret::from_bytes(*read_key(&self.path.join("vault.key"))?))
     }
 
     /// The directory of per-folder metadata caches.

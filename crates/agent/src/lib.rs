@@ -1,5 +1,5 @@
-//! The triad agent: a device's home, and the engines that back folders up into stores,
-//! restore them and verify them.
+//! The triad agent: a device's home, the engines that back folders up into stores, restore
+//! them and verify them, and the daemon that trades blobs with the vault's other devices.
 //!
 //! This crate wires `triad-core` (what objects are and how they are sealed) to `triad-store`
 //! (where blobs live on disk) and to the device's files. It holds no policy of its own and
@@ -13,12 +13,18 @@
 //! - [`restore::restore`]: writes files back, each checked against its recorded hash.
 //! - [`verify::verify`]: checks that every snapshot can be read, optionally re-hashing data.
 //! - [`catalog::Catalog`]: the snapshots reachable from the heads in a device's stores.
+//! - [`daemon::run`]: the agent process: peers, pairing windows, pushes, the control socket.
+//! - [`join::join`]: a new device joins a vault by pairing.
 
 pub mod backup;
 pub mod cache;
 pub mod catalog;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod home;
+pub mod join;
+pub mod peers;
 pub mod restore;
 pub mod scan;
 pub mod verify;

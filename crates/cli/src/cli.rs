@@ -43,6 +43,18 @@ pub(crate) enum Command {
     /// Show the effective settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the agent in the foreground: talk to the vault's other devices, serve pairing and
+    /// pushes. Logs go to standard error (TRIAD_LOG=debug for more).
+    Agent(AgentArgs),
+    /// Invite a new device: shows a QR code, a link and a short code, valid for a few minutes.
+    Pair(PairArgs),
+    /// Join a vault with a code or link from `triad pair` on a device of the vault.
+    Join(JoinArgs),
+    /// List the vault's devices, or manage them.
+    Devices(DevicesArgs),
+    /// Push everything a device lacks of this device's snapshots, and wait until it has
+    /// acknowledged every blob as durable.
+    Sync(SyncArgs),
     /// Run a self-contained demonstration in a temporary folder: back up a generated shoot,
     /// edit it, back up again, verify, and restore every byte.
     Demo(DemoArgs),
@@ -212,4 +224,93 @@ pub(crate) struct DemoArgs {
     /// Scale of the generated shoot (1 = 12 raw files of 24 MiB).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub(crate) scale: u32,
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct AgentArgs {
+    /// An address to listen on (repeatable). Default: UDP (QUIC) and TCP port 41641 on every
+    /// interface. `/ip4/0.0.0.0/udp/0/quic-v1` picks a free port.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) listen: Vec<String>,
+    /// Do not find or announce devices on the LAN (mDNS).
+    #[arg(long)]
+    pub(crate) no_mdns: bool,
+    /// Print one JSON line when listening (peer id and addresses).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct PairArgs {
+    /// The new device stores the vault's blobs encrypted and never receives its keys.
+    #[arg(long)]
+    pub(crate) storage_only: bool,
+    /// Minutes the code stays valid.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) minutes: u64,
+    /// Accept the joining device without asking.
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// Print {"code","link"} as the first JSON line, then the outcome as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Also write the QR code as a PNG image.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) png: Option<PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct JoinArgs {
+    /// The code (like 7-guitar-orbit) or the link (triad://pair?...).
+    pub(crate) code: String,
+    /// This device's name, e.g. laptop.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Where this device is, e.g. home, studio, parents.
+    #[arg(long)]
+    pub(crate) site: String,
+    /// The inviting device's address, when it cannot be found on the LAN.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) peer: Option<String>,
+    /// Accept the inviting device's offer without asking.
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// How long to look for the inviting device.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) wait: std::time::Duration,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct DevicesArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<DevicesCommand>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevicesCommand {
+    /// Remember an address of a device (a multiaddress, e.g. /ip4/192.0.2.7/udp/41641/quic-v1).
+    Addr {
+        /// The device's name.
+        name: String,
+        /// Its address.
+        addr: String,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct SyncArgs {
+    /// The device to push to.
+    pub(crate) device: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

@@ -190,7 +190,7 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
     );
 
     // verify
-    let catalog = Catalog::new(home.keys(), &stores);
+    let catalog = Catalog::new(home.keys()?, &stores);
     let report = verify::verify(&catalog, verify::Options { read_data: true }, &|_| {})?;
     if !report.is_ok() {
         bail!("verify found {} problems", report.problems.len());
@@ -209,7 +209,7 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
     let started = Instant::now();
     let r = restore::restore(
         &catalog,
-        home.keys(),
+        home.keys()?,
         &latest[0],
         None,
         &restored,
@@ -241,12 +241,12 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
         NewDevice { name: "new-laptop", site: "home", device_seed: seed },
     )?;
     let stores = vec![store];
-    let catalog = Catalog::new(new.keys(), &stores);
+    let catalog = Catalog::new(new.keys()?, &stores);
     let latest = catalog.resolve("latest", None)?;
     let again = root.join("recovered");
     let r = restore::restore(
         &catalog,
-        new.keys(),
+        new.keys()?,
         &latest[0],
         None,
         &again,

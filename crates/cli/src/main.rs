@@ -11,9 +11,12 @@
 //! | 2 | usage error (unknown command or flag) |
 //! | 3 | damage: `verify` found missing or damaged data, or `restore` could not restore some files |
 //! | 4 | partial: `backup` finished, but some files were skipped (listed) |
+//! | 5 | unreachable: `sync` could not reach the device |
+//! | 6 | refused: the device refused what `sync` sent (a full store, a quota) |
 
 mod cli;
 mod demo;
+mod network;
 mod output;
 mod phrase;
 mod run;
@@ -31,6 +34,10 @@ const EXIT_ERROR: u8 = 1;
 const EXIT_DAMAGE: u8 = 3;
 /// Backup finished with files skipped.
 const EXIT_PARTIAL: u8 = 4;
+/// The other device could not be reached.
+const EXIT_UNREACHABLE: u8 = 5;
+/// The other device refused.
+const EXIT_REFUSED: u8 = 6;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();

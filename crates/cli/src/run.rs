@@ -19,7 +19,7 @@ use crate::cli::{
     Args, BackupArgs, Command, ConfigCommand, FolderCommand, InitArgs, LsArgs, RecoverArgs,
     RestoreArgs, SnapshotsArgs, StoreCommand, VerifyArgs,
 };
-use crate::{EXIT_DAMAGE, EXIT_OK, EXIT_PARTIAL, demo, output, phrase, settings};
+use crate::{EXIT_DAMAGE, EXIT_OK, EXIT_PARTIAL, demo, network, output, phrase, settings};
 
 /// Runs one command; returns the exit code.
 pub(crate) fn run(args: Args) -> Result<u8> {
@@ -39,6 +39,11 @@ pub(crate) fn run(args: Args) -> Result<u8> {
             print!("{}", settings::to_toml(&config)?);
             Ok(EXIT_OK)
         }
+        Command::Agent(a) => network::agent(&home_path, a),
+        Command::Pair(a) => network::pair(&home_path, a),
+        Command::Join(a) => network::join(&home_path, a),
+        Command::Devices(a) => network::devices(&home_path, a),
+        Command::Sync(a) => network::sync(&home_path, a),
         Command::Demo(a) => demo::run(a),
     }
 }
@@ -439,7 +444,7 @@ fn snapshot_json(s: &SnapshotInfo) -> serde_json::Value {
 fn snapshots(home_path: &Path, a: SnapshotsArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
     let stores = dev.stores(Access::ReadOnly)?;
-    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let catalog = Catalog::new(dev.home.keys()?, &stores);
     let mut list = catalog.snapshots()?;
     if let Some(f) = &a.folder {
         list.retain(|s| &s.snapshot.folder_name == f || s.snapshot.folder.to_hex() == *f);
@@ -494,7 +499,7 @@ fn choose(
 fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
     let stores = dev.stores(Access::ReadOnly)?;
-    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let catalog = Catalog::new(dev.home.keys()?, &stores);
     let chosen = choose(&catalog, &a.snapshot, a.folder.as_deref(), a.path.as_deref())?;
     let mut rows = Vec::new();
     for snap in &chosen {
@@ -596,7 +601,7 @@ fn mode_string(mode: u32) -> String {
 fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
     let stores = dev.stores(Access::ReadOnly)?;
-    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let catalog = Catalog::new(dev.home.keys()?, &stores);
     let chosen = choose(&catalog, &a.snapshot, a.folder.as_deref(), a.path.as_deref())?;
     let dest = settings::absolute(&a.to);
     let total: u64 = chosen.iter().map(|s| s.snapshot.stats.bytes).sum();
@@ -615,7 +620,7 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
         let options = restore::Options { overwrite: a.overwrite, threads: 0 };
         let report = restore::restore(
             &catalog,
-            dev.home.keys(),
+            dev.home.keys()?,
             snap,
             a.path.as_deref(),
             &dest,
@@ -656,7 +661,7 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
 fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
     let stores = dev.stores(Access::ReadOnly)?;
-    let catalog = Catalog::new(dev.home.keys(), &stores);
+    let catalog = Catalog::new(dev.home.keys()?, &stores);
     let total: u64 = if a.read_data {
         stores.iter().filter_map(|s| s.stats().ok()).map(|s| s.bytes).sum()
     } else {
@@ -754,7 +759,7 @@ fn recover(home_path: &Path, a: RecoverArgs) -> Result<u8> {
     config.stores.push(StoreConfig { id: store.id(), path: store_path.clone(), media });
     settings::save(home_path, &config)?;
     let stores = vec![store];
-    let catalog = Catalog::new(home.keys(), &stores);
+    let catalog = Catalog::new(home.keys()?, &stores);
     let latest = catalog.latest()?;
     println!(
         "Recovered vault {} as device {:?} at site {:?}, using store {}.",

@@ -167,6 +167,27 @@ impl Roster {
         seen.into_iter().filter_map(|d| self.device(d)).collect()
     }
 
+    /// Takes the entries of `other` (the same vault's roster as another device keeps it) that
+    /// this one lacks, in their order. Returns whether anything was added; on an error (another
+    /// vault, or an entry that does not verify here) nothing changes.
+    pub fn merge(&mut self, other: &Roster) -> Result<bool, RosterError> {
+        if other.vault != self.vault || other.recovery_public != self.recovery_public {
+            return Err(RosterError::VaultMismatch { vault: other.vault });
+        }
+        let mut merged = self.clone();
+        for entry in &other.entries {
+            if !merged.entries.contains(entry) {
+                merged.entries.push(entry.clone());
+            }
+        }
+        if merged.entries.len() == self.entries.len() {
+            return Ok(false);
+        }
+        merged.verify()?;
+        *self = merged;
+        Ok(true)
+    }
+
     /// Encodes the roster as a record.
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(ROSTER_VERSION, self)
@@ -193,6 +214,32 @@ mod tests {
             role,
             signer: Signer::Recovery,
         }
+    }
+
+    #[test]
+    fn merging_takes_what_is_missing_and_refuses_forgeries() {
+        let phrase = Phrase::from_entropy([8; 32]);
+        let recovery = phrase.recovery_key();
+        let first = DeviceKey::from_bytes(&[1; 32]);
+        let mut a = Roster::new(&recovery);
+        a.admit_with_recovery(&recovery, entry(&first, Role::Trusted));
+        let mut b = a.clone();
+        b.admit_with_device(&first, entry(&DeviceKey::from_bytes(&[2; 32]), Role::StorageOnly));
+        assert!(a.merge(&b).expect("merges"));
+        assert_eq!(a, b);
+        assert!(!a.merge(&b).expect("nothing new"));
+
+        // An entry signed by a device that is not trusted on the roster is refused whole.
+        let mut forged = b.clone();
+        forged.admit_with_device(
+            &DeviceKey::from_bytes(&[3; 32]),
+            entry(&DeviceKey::from_bytes(&[4; 32]), Role::Trusted),
+        );
+        assert!(a.merge(&forged).is_err());
+        assert_eq!(a, b);
+
+        let other = Roster::new(&Phrase::from_entropy([9; 32]).recovery_key());
+        assert!(a.merge(&other).is_err());
     }
 
     #[test]

@@ -67,8 +67,19 @@ struct Behaviour {
 }
 
 enum Command {
-    Dial { addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, NetError>> },
-    AddAddress { peer: PeerId, addr: Multiaddr },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
+    DialPeer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
+    AddAddress {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
 }
 
 /// Known addresses and connection state, shared with the handle.
@@ -76,8 +87,6 @@ enum Command {
 struct Book {
     /// Addresses per peer: learned by identify, mDNS, pairing or by hand.
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Peers found by mDNS.
-    discovered: Vec<PeerId>,
     /// Currently connected peers, with the remote address.
     connected: HashMap<PeerId, Multiaddr>,
 }
@@ -90,6 +99,7 @@ pub struct Node {
     admission: Admission,
     commands: mpsc::Sender<Command>,
     listening: watch::Receiver<Vec<Multiaddr>>,
+    discovered: watch::Receiver<Vec<PeerId>>,
     book: Arc<Mutex<Book>>,
 }
 
@@ -210,9 +220,10 @@ impl Node {
         let control = swarm.behaviour().stream.new_control();
         let (commands, rx) = mpsc::channel(64);
         let (listening_tx, listening) = watch::channel(bound);
+        let (discovered_tx, discovered) = watch::channel(Vec::new());
         let book = Arc::new(Mutex::new(Book::default()));
-        tokio::spawn(run(swarm, rx, listening_tx, book.clone()));
-        Ok(Node { peer_id, control, admission, commands, listening, book })
+        tokio::spawn(run(swarm, rx, listening_tx, discovered_tx, book.clone()));
+        Ok(Node { peer_id, control, admission, commands, listening, discovered, book })
     }
 
     /// This node's peer id.
@@ -238,12 +249,33 @@ impl Node {
             .expect("each protocol is accepted once")
     }
 
+    /// Connects to `peer` at its known addresses, unless it is connected.
+    pub async fn connect(&self, peer: PeerId) -> Result<(), NetError> {
+        if self.connected(&peer).is_some() {
+            return Ok(());
+        }
+        let addrs = self.addresses(&peer);
+        if addrs.is_empty() {
+            return Err(NetError::Dial {
+                target: peer.to_string(),
+                reason: "no known address (give one with `triad devices addr`)".into(),
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::DialPeer { peer, addrs, reply })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?.map(|_| ())
+    }
+
     /// Opens a stream of `protocol` to `peer`, connecting first if needed.
     pub async fn open(
         &self,
         peer: PeerId,
         protocol: &'static str,
     ) -> Result<libp2p::Stream, NetError> {
+        self.connect(peer).await?;
         self.control
             .clone()
             .open_stream(peer, StreamProtocol::new(protocol))
@@ -265,12 +297,19 @@ impl Node {
 
     /// Remembers an address of `peer` (from pairing, or given by hand).
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), NetError> {
+        {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            let list = book.addresses.entry(peer).or_default();
+            if !list.contains(&addr) {
+                list.push(addr.clone());
+            }
+        }
         self.commands.send(Command::AddAddress { peer, addr }).await.map_err(|_| NetError::Stopped)
     }
 
-    /// Peers found by mDNS so far.
-    pub fn discovered(&self) -> Vec<PeerId> {
-        self.book.lock().unwrap_or_else(PoisonError::into_inner).discovered.clone()
+    /// Peers found by mDNS, as they are found.
+    pub fn discovered(&self) -> watch::Receiver<Vec<PeerId>> {
+        self.discovered.clone()
     }
 
     /// Known addresses of `peer`.
@@ -289,6 +328,7 @@ async fn run(
     mut swarm: libp2p::Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
     listening: watch::Sender<Vec<Multiaddr>>,
+    discovered: watch::Sender<Vec<PeerId>>,
     book: Arc<Mutex<Book>>,
 ) {
     let mut dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, NetError>>> =
@@ -313,6 +353,18 @@ async fn run(
                         }
                         Err(e) => {
                             let _ = reply.send(Err(NetError::Dial { target: addr.to_string(), reason: e.to_string() }));
+                        }
+                    }
+                }
+                Some(Command::DialPeer { peer, addrs, reply }) => {
+                    let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+                    let id = opts.connection_id();
+                    match swarm.dial(opts) {
+                        Ok(()) => {
+                            dials.insert(id, reply);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(NetError::Dial { target: peer.to_string(), reason: e.to_string() }));
                         }
                     }
                 }
@@ -367,16 +419,24 @@ async fn run(
                         tracing::debug!(%peer, %addr, "found on the LAN");
                         swarm.add_peer_address(peer, addr.clone());
                         remember(peer, addr);
-                        let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
-                        if !book.discovered.contains(&peer) {
-                            book.discovered.push(peer);
-                        }
+                        discovered.send_if_modified(|list| {
+                            let new = !list.contains(&peer);
+                            if new {
+                                list.push(peer);
+                            }
+                            new
+                        });
                     }
                 }
                 _ => {}
             }
         }
     }
+}
+
+/// The `/p2p/<peer>` suffix of an address.
+pub fn p2p(peer: PeerId) -> libp2p::multiaddr::Protocol<'static> {
+    libp2p::multiaddr::Protocol::P2p(peer)
 }
 
 fn is_dialable(addr: &Multiaddr) -> bool {

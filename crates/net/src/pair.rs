@@ -217,12 +217,13 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, reason: &str) {
     let _ = frame::write(stream, &PairMessage::Refused { reason: reason.to_owned() }).await;
 }
 
-/// The inviter's side, on a stream the joiner opened. `decide` sees who the joiner says it is
+/// The inviter's side, on a stream the joiner opened, for the window of any of `secrets`
+/// (a typed code and a link may open one window). `decide` sees who the joiner says it is
 /// and returns the [`Welcome`] to send, or `None` to decline. Any error after the joiner
 /// named this window means the secret must be burnt.
 pub async fn invite<S, F>(
     stream: &mut S,
-    secret: &Secret,
+    secrets: &[Secret],
     inviter: PeerId,
     joiner: PeerId,
     offer: &Offer,
@@ -235,10 +236,10 @@ where
     let PairMessage::Start { nameplate, pake } = read(stream).await? else {
         return Err(PairError::Unexpected);
     };
-    if nameplate != secret.nameplate {
+    let Some(secret) = secrets.iter().find(|s| s.nameplate == nameplate) else {
         refuse(stream, "no such pairing window").await;
         return Err(PairError::WrongWindow(nameplate));
-    }
+    };
     let (state, ours) = Spake2::<Ed25519Group>::start_a(
         &Password::new(secret.password.as_bytes()),
         &Identity::new(&inviter.to_bytes()),
@@ -358,7 +359,9 @@ mod tests {
             Welcome { roster: vec![1, 2, 3], vault_secret: Some([5; 32]), addresses: vec![] };
         futures::executor::block_on(async {
             futures::join!(
-                invite(&mut left, inviter_secret, a, b, &offer, async |_| Some(welcome.clone())),
+                invite(&mut left, std::slice::from_ref(inviter_secret), a, b, &offer, async |_| {
+                    Some(welcome.clone())
+                }),
                 join(&mut right, joiner_secret, a, b, &who, |_| true),
             )
         })

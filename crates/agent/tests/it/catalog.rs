@@ -27,7 +27,7 @@ fn a_head_signed_by_a_device_not_on_the_roster_is_ignored() {
 
     // A stranger with the vault keys' help (say, a stolen snapshot) but no roster entry.
     let stranger = DeviceKey::from_bytes(&[9; 32]);
-    let root = Tree::default().seal(home.keys());
+    let root = Tree::default().seal(home.keys().expect("trusted"));
     let snapshot = Snapshot {
         folder: FolderId::from_bytes([1; 16]),
         folder_name: "planted".into(),
@@ -40,7 +40,7 @@ fn a_head_signed_by_a_device_not_on_the_roster_is_ignored() {
         root: root.id(),
         stats: Stats::default(),
     }
-    .seal(home.keys());
+    .seal(home.keys().expect("trusted"));
     store.put(&root).expect("put");
     store.put(&snapshot).expect("put");
     store.commit().expect("commit");
@@ -56,13 +56,13 @@ fn a_head_signed_by_a_device_not_on_the_roster_is_ignored() {
     assert!(store.write_head(&head).expect("the store checks only the signature"));
 
     let stores = vec![store];
-    let catalog = Catalog::new(home.keys(), &stores);
+    let catalog = Catalog::new(home.keys().expect("trusted"), &stores);
     assert!(catalog.heads().expect("heads").is_empty(), "the planted head is ignored");
 
     // The same head from a device on the roster is believed.
     let laptop_head =
         Head { device: home.device_id(), ..head.head.clone() }.sign(home.device_key());
     assert!(stores[0].write_head(&laptop_head).expect("write"));
-    let catalog = Catalog::new(home.keys(), &stores);
+    let catalog = Catalog::new(home.keys().expect("trusted"), &stores);
     assert_eq!(catalog.heads().expect("heads").len(), 1);
 }

@@ -1,0 +1,113 @@
+//! The local control socket between `triad` commands and the running agent.
+//!
+//! `$TRIAD_HOME/agent.sock`, a Unix socket. Each connection carries one request, a JSON
+//! object on one line, and the agent answers with JSON lines: events, then one line with
+//! `"done": true` or an `"error"`. Only the owner of the home may talk to the agent: the agent
+//! checks the peer credentials of every connection (the socket's file mode is a second fence,
+//! not the first).
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The socket's file name in the home.
+pub const SOCKET: &str = "agent.sock";
+/// The file in the home listing the agent's listen addresses, one per line.
+pub const ADDRS: &str = "agent.addrs";
+
+/// A request to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The devices of the vault and their state.
+    Devices,
+    /// Open a pairing window.
+    Pair {
+        /// The new device stores blobs and never holds the vault secret.
+        storage_only: bool,
+        /// How long the window stays open.
+        minutes: u64,
+        /// Accept the joiner without asking.
+        yes: bool,
+    },
+    /// The answer to a `confirm` event of a pairing.
+    PairDecision {
+        /// Whether to admit the joiner.
+        accept: bool,
+    },
+    /// Push what a device lacks and wait until it acknowledged it.
+    Sync {
+        /// The device's name.
+        device: String,
+        /// Give up after this long.
+        timeout_secs: u64,
+    },
+    /// Remember an address of a device.
+    AddAddress {
+        /// The device's name.
+        device: String,
+        /// A multiaddress.
+        addr: String,
+    },
+}
+
+/// The agent is not running, or the connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("the agent is not running for {home} (start it with `triad agent`)")]
+    NotRunning {
+        /// The home.
+        home: PathBuf,
+    },
+    /// The connection failed.
+    #[error("lost the connection to the agent")]
+    Io(#[from] io::Error),
+    /// The agent sent something that is not a JSON line.
+    #[error("the agent sent a malformed answer")]
+    Malformed(#[from] serde_json::Error),
+    /// The agent closed the connection without finishing.
+    #[error("the agent closed the connection")]
+    Closed,
+}
+
+/// A connection to the running agent.
+#[derive(Debug)]
+pub struct Client {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects to the agent of the home at `home`.
+    pub fn connect(home: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(home.join(SOCKET)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning { home: home.to_path_buf() }
+            }
+            _ => ClientError::Io(e),
+        })?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(Client { writer: stream, reader })
+    }
+
+    /// Sends a request (or a pairing decision) as one line.
+    pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        self.writer.write_all(&line)?;
+        Ok(())
+    }
+
+    /// The next line the agent sent.
+    pub fn receive(&mut self) -> Result<serde_json::Value, ClientError> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+}

@@ -1,0 +1,388 @@
+//! The commands about other devices: `agent`, `pair`, `join`, `devices`, `sync`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use triad_agent::control::{Client, ClientError, Request};
+use triad_agent::daemon::{self, Options};
+use triad_agent::home::Home;
+use triad_agent::join::{self, Target};
+use triad_agent::peers::Book;
+use triad_net::Multiaddr;
+use triad_net::pair::Secret;
+
+use crate::cli::{AgentArgs, DevicesArgs, DevicesCommand, JoinArgs, PairArgs, SyncArgs};
+use crate::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, output, run, settings};
+
+/// The default listen port, UDP (QUIC) and TCP.
+const DEFAULT_PORT: u16 = 41641;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub(crate) fn agent(home_path: &Path, a: AgentArgs) -> Result<u8> {
+    let config = settings::load(home_path)?;
+    let listen: Vec<Multiaddr> = if a.listen.is_empty() {
+        vec![
+            format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1").parse()?,
+            format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}").parse()?,
+        ]
+    } else {
+        a.listen
+            .iter()
+            .map(|s| s.parse().with_context(|| format!("{s:?} is not a multiaddress")))
+            .collect::<Result<_>>()?
+    };
+    let json = a.json;
+    runtime()?.block_on(daemon::run(
+        home_path,
+        config,
+        Options { listen, mdns: !a.no_mdns },
+        |ready| {
+            let addrs: Vec<String> = ready.addrs.iter().map(ToString::to_string).collect();
+            if json {
+                let _ = output::json_line(
+                    &json!({"event": "listening", "peer": ready.peer.to_string(), "addrs": addrs}),
+                );
+            } else {
+                println!("Agent running as {}. Listening on:", ready.peer);
+                for addr in &addrs {
+                    println!("  {addr}");
+                }
+            }
+        },
+    ))?;
+    Ok(EXIT_OK)
+}
+
+fn connect(home_path: &Path) -> Result<Client> {
+    Client::connect(home_path).map_err(|e| match e {
+        ClientError::NotRunning { .. } => anyhow!("{e}"),
+        other => anyhow!(other),
+    })
+}
+
+/// Reads answers until `done` or `error`; hands events to `on_event`.
+fn finish(client: &mut Client, mut on_event: impl FnMut(&Value)) -> Result<Value> {
+    loop {
+        let value = client.receive()?;
+        if value.get("error").is_some() || value.get("done").is_some() {
+            return Ok(value);
+        }
+        on_event(&value);
+    }
+}
+
+fn error_of(value: &Value) -> Option<(&str, &str)> {
+    let message = value.get("error")?.as_str().unwrap_or("failed");
+    Some((message, value.get("kind").and_then(Value::as_str).unwrap_or("error")))
+}
+
+pub(crate) fn pair(home_path: &Path, a: PairArgs) -> Result<u8> {
+    Home::open(home_path)?;
+    let mut client = connect(home_path)?;
+    client.send(&Request::Pair { storage_only: a.storage_only, minutes: a.minutes, yes: a.yes })?;
+    let first = client.receive()?;
+    if let Some((message, _)) = error_of(&first) {
+        bail!("{message}");
+    }
+    let code = first["code"].as_str().unwrap_or_default().to_owned();
+    let link = first["link"].as_str().unwrap_or_default().to_owned();
+    if let Some(path) = &a.png {
+        write_qr_png(&link, path)?;
+    }
+    if a.json {
+        output::json_line(&json!({"code": code, "link": link}))?;
+    } else {
+        let role = first["role"].as_str().unwrap_or("trusted");
+        println!("{}", qr_terminal(&link)?);
+        println!("Scan the code, or on the new device run:");
+        println!("  triad join '{link}' --name NAME --site SITE");
+        println!("or type the short code on the same network:");
+        println!("  triad join {code} --name NAME --site SITE");
+        println!(
+            "The new device will be {role}. Valid for {} minutes, for one device, one try.",
+            first["expires_in_secs"].as_u64().unwrap_or(600) / 60
+        );
+    }
+    let mut decisions = Vec::new();
+    let outcome = loop {
+        let value = client.receive()?;
+        if value.get("event").and_then(Value::as_str) == Some("confirm") {
+            let name = value["name"].as_str().unwrap_or("?");
+            let site = value["site"].as_str().unwrap_or("?");
+            let accept = ask(&format!("{name} ({site}) wants to join this vault. Accept? [y/N] "))?;
+            decisions.push(accept);
+            client.send(&Request::PairDecision { accept })?;
+            continue;
+        }
+        break value;
+    };
+    if let Some((message, _)) = error_of(&outcome) {
+        if a.json {
+            output::json_line(&json!({"error": message}))?;
+        }
+        bail!("pairing failed: {message}");
+    }
+    if a.json {
+        output::json_line(&outcome)?;
+    } else {
+        println!(
+            "Paired {} ({}) as {}.",
+            outcome["name"].as_str().unwrap_or("?"),
+            outcome["site"].as_str().unwrap_or("?"),
+            outcome["role"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// Asks a yes/no question on the terminal; without one, the answer is no.
+fn ask(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        eprintln!("{question}(no terminal to ask; pass --yes to accept)");
+        return Ok(false);
+    }
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
+}
+
+fn qr_terminal(link: &str) -> Result<String> {
+    let code = qrcode::QrCode::new(link.as_bytes()).context("cannot make a QR code")?;
+    Ok(code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .build())
+}
+
+fn write_qr_png(link: &str, path: &Path) -> Result<()> {
+    let code = qrcode::QrCode::new(link.as_bytes()).context("cannot make a QR code")?;
+    let modules = code.width();
+    let (scale, quiet) = (8usize, 4usize);
+    let side = (modules + 2 * quiet) * scale;
+    let colors = code.to_colors();
+    let mut pixels = vec![255u8; side * side];
+    for y in 0..modules {
+        for x in 0..modules {
+            if colors[y * modules + x] == qrcode::Color::Dark {
+                for dy in 0..scale {
+                    let row = (y + quiet) * scale + dy;
+                    let start = row * side + (x + quiet) * scale;
+                    pixels[start..start + scale].fill(0);
+                }
+            }
+        }
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let side = u32::try_from(side).expect("a QR code is small");
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().context("cannot write the PNG")?;
+    writer.write_image_data(&pixels).context("cannot write the PNG")?;
+    Ok(())
+}
+
+pub(crate) fn join(home_path: &Path, a: JoinArgs) -> Result<u8> {
+    let target = if a.code.trim().starts_with("triad://") {
+        let (secret, inviter, addrs) = Secret::parse_link(&a.code)?;
+        Target::Link { secret, inviter, addrs }
+    } else {
+        let secret = Secret::parse_code(&a.code)?;
+        let peer = match &a.peer {
+            Some(p) => Some(p.parse().with_context(|| format!("{p:?} is not a multiaddress"))?),
+            None => None,
+        };
+        Target::Code { secret, peer }
+    };
+    let mut seed = [0u8; 32];
+    run::random(&mut seed)?;
+    let yes = a.yes;
+    let joined = runtime()?.block_on(join::join(
+        home_path,
+        target,
+        &a.name,
+        &a.site,
+        seed,
+        a.wait,
+        |offer| {
+            let role = match offer.role {
+                triad_proto::wire::PairRole::Trusted => "a trusted device",
+                triad_proto::wire::PairRole::StorageOnly => "a storage-only device",
+            };
+            let question =
+                format!("Join the vault of {} ({}) as {role}? [y/N] ", offer.name, offer.site);
+            yes || ask(&question).unwrap_or(false)
+        },
+    ))?;
+    let role = match joined.offer.role {
+        triad_proto::wire::PairRole::Trusted => "trusted",
+        triad_proto::wire::PairRole::StorageOnly => "storage-only",
+    };
+    if a.json {
+        output::json_line(&json!({
+            "vault": joined.home.vault().to_hex(),
+            "device": joined.home.device_id().to_hex(),
+            "inviter": {"name": joined.offer.name, "site": joined.offer.site},
+            "role": role,
+        }))?;
+    } else {
+        println!(
+            "Joined the vault of {} ({}) as {} ({role}).",
+            joined.offer.name,
+            joined.offer.site,
+            joined.home.identity().name
+        );
+        println!("Add a store with `triad store add PATH --media MEDIA`, then run `triad agent`.");
+    }
+    Ok(EXIT_OK)
+}
+
+pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
+    let home = Home::open(home_path)?;
+    if let Some(DevicesCommand::Addr { name, addr }) = a.command {
+        let parsed: Multiaddr =
+            addr.parse().with_context(|| format!("{addr:?} is not a multiaddress"))?;
+        return match Client::connect(home_path) {
+            Ok(mut client) => {
+                client.send(&Request::AddAddress { device: name, addr: parsed.to_string() })?;
+                let value = finish(&mut client, |_| {})?;
+                if let Some((message, _)) = error_of(&value) {
+                    bail!("{message}");
+                }
+                Ok(EXIT_OK)
+            }
+            Err(ClientError::NotRunning { .. }) => {
+                let roster = home.roster()?;
+                let entry = roster
+                    .devices()
+                    .into_iter()
+                    .find(|e| e.name == name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("no device named {name:?} in this vault"))?;
+                let mut book = Book::load(home_path);
+                book.add(entry.device, &parsed.to_string());
+                book.save(home_path)?;
+                Ok(EXIT_OK)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let (devices, running) = match Client::connect(home_path) {
+        Ok(mut client) => {
+            client.send(&Request::Devices)?;
+            let value = finish(&mut client, |_| {})?;
+            if let Some((message, _)) = error_of(&value) {
+                bail!("{message}");
+            }
+            (value["devices"].as_array().cloned().unwrap_or_default(), true)
+        }
+        Err(ClientError::NotRunning { .. }) => {
+            let book = Book::load(home_path);
+            let me = home.device_id();
+            let list = home
+                .roster()?
+                .devices()
+                .into_iter()
+                .map(|e| {
+                    let known = book.get(e.device);
+                    json!({
+                        "name": e.name, "site": e.site,
+                        "role": match e.role { triad_core::roster::Role::Trusted => "trusted", triad_core::roster::Role::StorageOnly => "storage-only" },
+                        "device": e.device.to_hex(), "this": e.device == me, "online": null,
+                        "last_seen": known.and_then(|p| p.last_seen),
+                        "address": known.and_then(|p| p.addrs.first().cloned()),
+                        "stores": [],
+                    })
+                })
+                .collect();
+            (list, false)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if a.json {
+        output::json_line(&json!({"agent_running": running, "devices": devices}))?;
+        return Ok(EXIT_OK);
+    }
+    if !running {
+        println!("(the agent is not running: online state unknown; start it with `triad agent`)");
+    }
+    for d in &devices {
+        let name = d["name"].as_str().unwrap_or("?");
+        let this = if d["this"].as_bool() == Some(true) { " (this device)" } else { "" };
+        let state = match d["online"].as_bool() {
+            Some(true) => "online".to_owned(),
+            Some(false) => match d["last_seen"].as_u64() {
+                Some(t) => format!(
+                    "offline, last seen {}",
+                    output::time(triad_core::Timestamp { secs: t.cast_signed(), nanos: 0 })
+                ),
+                None => "offline, never seen".to_owned(),
+            },
+            None => "unknown".to_owned(),
+        };
+        println!(
+            "{name}{this}: {}, site {}, {state}",
+            d["role"].as_str().unwrap_or("?"),
+            d["site"].as_str().unwrap_or("?")
+        );
+        if let Some(addr) = d["address"].as_str() {
+            println!("  address {addr}");
+        }
+        for s in d["stores"].as_array().into_iter().flatten() {
+            println!(
+                "  store {} on {}",
+                s["id"].as_str().unwrap_or("?"),
+                s["media"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {
+    Home::open(home_path)?;
+    let mut client = connect(home_path)?;
+    client.send(&Request::Sync { device: a.device.clone(), timeout_secs: a.timeout.as_secs() })?;
+    let outcome = finish(&mut client, |event| {
+        if !a.json && event["event"] == "progress" {
+            eprintln!(
+                "  {} blobs acknowledged, {} sent",
+                event["blobs"].as_u64().unwrap_or(0),
+                output::size(event["bytes"].as_u64().unwrap_or(0))
+            );
+        }
+    })?;
+    if a.json {
+        output::json_line(&outcome)?;
+    }
+    if let Some((message, kind)) = error_of(&outcome) {
+        eprintln!("error: {message}");
+        return Ok(match kind {
+            "unreachable" => EXIT_UNREACHABLE,
+            "refused" => EXIT_REFUSED,
+            _ => EXIT_ERROR,
+        });
+    }
+    if !a.json {
+        println!(
+            "{} has everything: {} blobs sent ({}), {} were already there.",
+            a.device,
+            outcome["blobs_sent"].as_u64().unwrap_or(0),
+            output::size(outcome["bytes_sent"].as_u64().unwrap_or(0)),
+            outcome["blobs_already_there"].as_u64().unwrap_or(0)
+        );
+    }
+    Ok(EXIT_OK)
+}
