@@ -20,6 +20,22 @@ pub struct Config {
     /// How stores are opened.
     #[serde(rename = "store_engine")]
     pub store: triad_store::Config,
+    /// How this device trades blobs with the others.
+    pub sync: SyncConfig,
+}
+
+/// Sync settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// A push asks the receiver to commit (and acknowledge) after this many bytes.
+    pub commit_bytes: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { commit_bytes: 64 * 1024 * 1024 }
+    }
 }
 
 /// One blob store.

@@ -27,8 +27,8 @@ pub enum Request {
     Pair {
         /// The new device stores blobs and never holds the vault secret.
         storage_only: bool,
-        /// How long the window stays open.
-        minutes: u64,
+        /// How long the window stays open, in seconds.
+        seconds: u64,
         /// Accept the joiner without asking.
         yes: bool,
     },

@@ -36,8 +36,6 @@ use crate::control::{self, ADDRS, SOCKET};
 use crate::home::Home;
 use crate::peers::Book;
 
-/// Bytes pushed between two commits of a sync.
-const SYNC_COMMIT_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -594,8 +592,8 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
     let Some(request) = s.read().await? else { return Ok(()) };
     let result = match request {
         control::Request::Devices => devices(shared).await,
-        control::Request::Pair { storage_only, minutes, yes } => {
-            return pair_session(shared, &mut s, storage_only, minutes, yes).await;
+        control::Request::Pair { storage_only, seconds, yes } => {
+            return pair_session(shared, &mut s, storage_only, seconds, yes).await;
         }
         control::Request::PairDecision { .. } => Err("no pairing is waiting for a decision".into()),
         control::Request::Sync { device, timeout_secs } => {
@@ -711,7 +709,7 @@ async fn pair_session(
     shared: &Arc<Shared>,
     s: &mut Session,
     storage_only: bool,
-    minutes: u64,
+    seconds: u64,
     yes: bool,
 ) -> io::Result<()> {
     if !storage_only && shared.home.keys().is_err() {
@@ -727,7 +725,7 @@ async fn pair_session(
     let (ask_tx, mut ask_rx) = mpsc::channel(1);
     let (ended_tx, mut ended_rx) = mpsc::channel(1);
     let role = if storage_only { PairRole::StorageOnly } else { PairRole::Trusted };
-    let until = Instant::now() + Duration::from_secs(minutes.clamp(1, 60) * 60);
+    let until = Instant::now() + Duration::from_secs(seconds.clamp(1, 3600));
     *lock(&shared.window) = Some(Window {
         secrets: vec![typed.clone(), strong.clone()],
         until,
@@ -865,7 +863,7 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
             sent += 1;
             bytes += len;
             since_commit += len;
-            if since_commit >= SYNC_COMMIT_BYTES || i + 1 == missing.len() {
+            if since_commit >= shared.config.sync.commit_bytes || i + 1 == missing.len() {
                 acked += commit(&mut stream).await?;
                 since_commit = 0;
                 let _ = s.say(json!({"event": "progress", "blobs": acked, "bytes": bytes})).await;

@@ -248,6 +248,9 @@ pub(crate) struct PairArgs {
     /// Minutes the code stays valid.
     #[arg(long, default_value_t = 10)]
     pub(crate) minutes: u64,
+    /// Seconds the code stays valid, instead of minutes (for tests).
+    #[arg(long, hide = true)]
+    pub(crate) seconds: Option<u64>,
     /// Accept the joining device without asking.
     #[arg(long)]
     pub(crate) yes: bool,

@@ -87,7 +87,8 @@ fn error_of(value: &Value) -> Option<(&str, &str)> {
 pub(crate) fn pair(home_path: &Path, a: PairArgs) -> Result<u8> {
     Home::open(home_path)?;
     let mut client = connect(home_path)?;
-    client.send(&Request::Pair { storage_only: a.storage_only, minutes: a.minutes, yes: a.yes })?;
+    let seconds = a.seconds.unwrap_or(a.minutes.saturating_mul(60));
+    client.send(&Request::Pair { storage_only: a.storage_only, seconds, yes: a.yes })?;
     let first = client.receive()?;
     if let Some((message, _)) = error_of(&first) {
         bail!("{message}");
@@ -356,7 +357,9 @@ pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {
     let mut client = connect(home_path)?;
     client.send(&Request::Sync { device: a.device.clone(), timeout_secs: a.timeout.as_secs() })?;
     let outcome = finish(&mut client, |event| {
-        if !a.json && event["event"] == "progress" {
+        if a.json {
+            let _ = output::json_line(event);
+        } else if event["event"] == "progress" {
             eprintln!(
                 "  {} blobs acknowledged, {} sent",
                 event["blobs"].as_u64().unwrap_or(0),

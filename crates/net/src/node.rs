@@ -16,6 +16,8 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, mdns, noise, ping, tcp, yamux};
 use tokio::sync::{mpsc, oneshot, watch};
+
+pub use libp2p::multiaddr::Protocol;
 use triad_core::DeviceId;
 
 use crate::gate::{Admission, Gate};
