@@ -495,7 +495,7 @@ async fn invite(shared: &Shared, peer: PeerId, mut stream: triad_net::Stream) {
     shared.node.admission().close_window();
     let outcome = result.map(|j| (j, role)).map_err(|e| match e {
         pair::PairError::WrongSecret => "a device tried a wrong code; the code is burnt".to_owned(),
-        other => error_chain(&other),
+        other => format!("{}; the code is burnt", error_chain(&other)),
     });
     let _ = ended.send(outcome).await;
 }
@@ -652,7 +652,14 @@ async fn devices(shared: &Shared) -> Result<Value, Failure> {
     for entry in entries {
         let peer = triad_net::peer_id(entry.device);
         let this = entry.device == me;
-        let connected = if this { None } else { shared.node.connected(&peer) };
+        // Online: connected, or reachable now at a known address.
+        let connected = if this {
+            None
+        } else {
+            let reach =
+                tokio::time::timeout(Duration::from_secs(3), shared.node.connect(peer)).await;
+            if matches!(reach, Ok(Ok(()))) { shared.node.connected(&peer) } else { None }
+        };
         let stores = if this {
             open_stores(&shared.home, &shared.config, Access::ReadOnly)
                 .map(|stores| {
@@ -745,8 +752,7 @@ async fn pair_session(
     .await?;
     let outcome = loop {
         tokio::select! {
-            asked = ask_rx.recv() => {
-                let Some((joiner, reply)) = asked else { break Err("pairing ended".to_owned()) };
+            Some((joiner, reply)) = ask_rx.recv() => {
                 let accept = if yes {
                     true
                 } else {

@@ -84,6 +84,23 @@ pub async fn join(
     let listen = vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("a valid multiaddress")];
     let node = Node::start(keypair, NodeConfig { listen, mdns }).await?;
     node.admission().set_joining(true);
+    let result = pair_with(&node, home_path, target, name, site, device_seed, wait, decide).await;
+    // Tell the inviter this connection is over: this process is about to exit.
+    node.close_all().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pair_with(
+    node: &Node,
+    home_path: &Path,
+    target: Target,
+    name: &str,
+    site: &str,
+    device_seed: [u8; 32],
+    wait: Duration,
+    decide: impl FnOnce(&Offer) -> bool,
+) -> Result<Joined, JoinError> {
     let me = node.peer_id();
     let who = Joiner { name: name.to_owned(), site: site.to_owned() };
 
@@ -102,7 +119,7 @@ pub async fn join(
             (secret, vec![inviter], vec![addr])
         }
         Target::Code { secret, peer: None } => {
-            let found = discover(&node, wait).await?;
+            let found = discover(node, wait).await?;
             (secret, found, Vec::new())
         }
     };

@@ -82,6 +82,9 @@ enum Command {
         peer: PeerId,
         addr: Multiaddr,
     },
+    CloseAll {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Known addresses and connection state, shared with the handle.
@@ -271,13 +274,47 @@ impl Node {
         rx.await.map_err(|_| NetError::Stopped)?.map(|_| ())
     }
 
-    /// Opens a stream of `protocol` to `peer`, connecting first if needed.
+    /// Closes every connection and waits (up to two seconds) until the peers were told, so
+    /// that they do not keep a connection to a process that is about to exit.
+    pub async fn close_all(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::CloseAll { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+
+    /// Opens a stream of `protocol` to `peer`, connecting first if needed. A connection that
+    /// turns out dead (the peer restarted) is replaced once.
     pub async fn open(
         &self,
         peer: PeerId,
         protocol: &'static str,
     ) -> Result<libp2p::Stream, NetError> {
         self.connect(peer).await?;
+        match self.open_once(peer, protocol).await {
+            Ok(stream) => Ok(stream),
+            Err(first) => {
+                if self.addresses(&peer).is_empty() {
+                    return Err(first);
+                }
+                tracing::debug!(%peer, error = %first, "stream failed; dialling again");
+                let (reply, rx) = oneshot::channel();
+                let addrs = self.addresses(&peer);
+                self.commands
+                    .send(Command::DialPeer { peer, addrs, reply })
+                    .await
+                    .map_err(|_| NetError::Stopped)?;
+                rx.await.map_err(|_| NetError::Stopped)??;
+                self.open_once(peer, protocol).await
+            }
+        }
+    }
+
+    async fn open_once(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<libp2p::Stream, NetError> {
         self.control
             .clone()
             .open_stream(peer, StreamProtocol::new(protocol))
@@ -335,6 +372,7 @@ async fn run(
 ) {
     let mut dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, NetError>>> =
         HashMap::new();
+    let mut closing: Option<oneshot::Sender<()>> = None;
     let remember = |peer: PeerId, addr: Multiaddr| {
         let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
         let list = book.addresses.entry(peer).or_default();
@@ -359,7 +397,10 @@ async fn run(
                     }
                 }
                 Some(Command::DialPeer { peer, addrs, reply }) => {
-                    let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                        .build();
                     let id = opts.connection_id();
                     match swarm.dial(opts) {
                         Ok(()) => {
@@ -368,6 +409,17 @@ async fn run(
                         Err(e) => {
                             let _ = reply.send(Err(NetError::Dial { target: peer.to_string(), reason: e.to_string() }));
                         }
+                    }
+                }
+                Some(Command::CloseAll { reply }) => {
+                    let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+                    if peers.is_empty() {
+                        let _ = reply.send(());
+                    } else {
+                        for peer in peers {
+                            let _ = swarm.disconnect_peer_id(peer);
+                        }
+                        closing = Some(reply);
                     }
                 }
                 Some(Command::AddAddress { peer, addr }) => {
@@ -396,6 +448,11 @@ async fn run(
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                     book.lock().unwrap_or_else(PoisonError::into_inner).connected.remove(&peer_id);
+                    if swarm.connected_peers().next().is_none()
+                        && let Some(reply) = closing.take()
+                    {
+                        let _ = reply.send(());
+                    }
                 }
                 SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                     tracing::debug!(peer = ?peer_id, %error, "dial failed");

@@ -14,7 +14,7 @@ use std::fmt;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::{Multiaddr, PeerId};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 use triad_proto::wire::{self, CONTROL_FRAME_MAX, Joiner, Offer, PairMessage, Welcome};
@@ -303,6 +303,7 @@ where
     if !same(&confirm, &keys.confirm_inviter) {
         // Tell the inviter, so that it burns the code at once.
         frame::write(stream, &PairMessage::Accept { confirm: [0; 32], sealed: Vec::new() }).await?;
+        let _ = stream.close().await;
         return Err(PairError::WrongSecret);
     }
     let offer: Offer = open(&keys.offer, "offer", &sealed)?;

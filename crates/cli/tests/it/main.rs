@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod home;
 mod mounts;
+mod peers;
 mod recover;
 mod sources;
 mod support;

@@ -95,11 +95,24 @@ impl Device {
 
     /// Sets a `[backup]` key in the device's config.toml.
     pub(crate) fn set_backup_option(&self, key: &str, value: &str) {
+        self.set_option("backup", key, value);
+    }
+
+    /// Sets a key of a section in the device's config.toml.
+    pub(crate) fn set_option(&self, section: &str, key: &str, value: &str) {
         let path = self.home.join("config.toml");
         let text = fs::read_to_string(&path).expect("config");
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let at = lines.iter().position(|l| l.trim() == "[backup]").expect("[backup] section");
-        lines.retain(|l| !l.starts_with(&format!("{key} =")));
+        let header = format!("[{section}]");
+        let at = lines.iter().position(|l| l.trim() == header).expect("the section");
+        let end = lines[at + 1..]
+            .iter()
+            .position(|l| l.starts_with('['))
+            .map_or(lines.len(), |n| at + 1 + n);
+        let prefix = format!("{key} =");
+        if let Some(old) = lines[at + 1..end].iter().position(|l| l.starts_with(&prefix)) {
+            lines.remove(at + 1 + old);
+        }
         lines.insert(at + 1, format!("{key} = {value}"));
         fs::write(&path, lines.join("\n") + "\n").expect("write config");
     }

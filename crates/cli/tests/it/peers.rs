@@ -1,0 +1,354 @@
+//! Devices of one vault on one machine: real agents on loopback QUIC, real pairing, real
+//! pushes, each device with its own home and store.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{Device, write_noise};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A `triad` process whose JSON lines on stdout are read as they come.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command, log: &Path) -> Running {
+        let log = fs::File::create(log).expect("log file");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("triad starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = sync_channel(1024);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next JSON line, waiting for it.
+    fn line(&self) -> Value {
+        let line = self.lines.recv_timeout(WAIT).expect("a line in time");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    /// Waits for the process to end; returns its status and its remaining lines.
+    fn finish(mut self) -> (ExitStatus, Vec<Value>) {
+        let mut rest = Vec::new();
+        // The reader thread ends when the process closes stdout, which it does at exit.
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            rest.push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+        let status = self.child.wait().expect("wait");
+        (status, rest)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running agent and its first address.
+struct Agent {
+    /// Killed (SIGKILL) when dropped.
+    _process: Running,
+    addr: String,
+}
+
+fn start_agent(d: &Device) -> Agent {
+    let cmd =
+        d.command(&["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"]);
+    let process = Running::spawn(cmd, &d.root().join("agent.log"));
+    let ready = process.line();
+    assert_eq!(ready["event"], "listening", "{ready}");
+    let addr = ready["addrs"][0].as_str().expect("an address").to_owned();
+    Agent { _process: process, addr }
+}
+
+/// Starts `triad pair --json --yes` on `inviter`; returns the process and its first line.
+fn open_pairing(inviter: &Device, extra: &[&str]) -> (Running, Value) {
+    let mut args = vec!["pair", "--json", "--yes"];
+    args.extend_from_slice(extra);
+    let process = Running::spawn(inviter.command(&args), &inviter.root().join("pair.log"));
+    let first = process.line();
+    assert!(first["code"].is_string() && first["link"].is_string(), "{first}");
+    (process, first)
+}
+
+fn join(
+    d: &Device,
+    code: &str,
+    name: &str,
+    site: &str,
+    peer: Option<&str>,
+) -> std::process::Output {
+    let mut args = vec!["join", code, "--name", name, "--site", site, "--yes", "--wait", "20s"];
+    if let Some(peer) = peer {
+        args.extend_from_slice(&["--peer", peer]);
+    }
+    d.run(&args)
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Strips `/p2p/<peer>` so the address can be given to `devices addr`.
+fn dialable(addr: &str) -> &str {
+    addr.split("/p2p/").next().expect("an address")
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out.lines().last().expect("a line")).expect("JSON")
+}
+
+fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn three_devices_pair_sync_and_a_storage_only_peer_holds_no_plaintext() {
+    let laptop = Device::new();
+    let content_marker = "TRIADMARKER-content-7f3a";
+    let name_marker = "TRIADMARKER-name-91c2";
+    let sidecar = laptop.folder.join(format!("{name_marker}.xmp"));
+    fs::write(&sidecar, format!("<x:xmpmeta>{content_marker}</x:xmpmeta>")).expect("write");
+    write_noise(&laptop.folder.join("IMG_0001.CR3"), 3 << 20, 1);
+    laptop.backup();
+    let hashes: Vec<[u8; 32]> = [&sidecar, &laptop.folder.join("IMG_0001.CR3")]
+        .iter()
+        .map(|p| *blake3::hash(&fs::read(p).expect("read")).as_bytes())
+        .collect();
+    let agent = start_agent(&laptop);
+
+    // The studio NAS joins by the link (what the QR code carries).
+    let nas = Device::bare();
+    let (pairing, first) = open_pairing(&laptop, &[]);
+    let out = join(&nas, first["link"].as_str().expect("link"), "nas", "studio", None);
+    assert!(out.status.success(), "join by link: {}", text(&out));
+    let (status, rest) = pairing.finish();
+    assert!(status.success(), "pair: {rest:?}");
+    assert_eq!(rest.last().expect("outcome")["role"], "trusted");
+
+    // The parents' Pi joins by the typed code, storage-only.
+    let pi = Device::bare();
+    let (pairing, first) = open_pairing(&laptop, &["--storage-only"]);
+    let code = first["code"].as_str().expect("code");
+    let out = join(&pi, code, "pi", "parents", Some(dialable(&agent.addr)));
+    assert!(out.status.success(), "join by code: {}", text(&out));
+    assert!(pairing.finish().0.success());
+    assert!(!pi.home.join("vault.key").exists(), "a storage-only home holds no vault secret");
+
+    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
+    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
+    let nas_agent = start_agent(&nas);
+    let pi_agent = start_agent(&pi);
+    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    laptop.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+
+    for device in ["nas", "pi"] {
+        let done = json(&laptop.ok(&["sync", device, "--json"]));
+        assert_eq!(done["done"], true, "{done}");
+        assert!(done["blobs_sent"].as_u64().expect("count") > 0, "{done}");
+        // A second sync finds everything there.
+        let again = json(&laptop.ok(&["sync", device, "--json"]));
+        assert_eq!(again["blobs_sent"], 0, "{again}");
+    }
+
+    // The NAS can verify and restore everything from its own store alone.
+    nas.ok(&["verify", "--read-data"]);
+    let to = nas.root().join("restored");
+    nas.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
+    let restored = to.join("shoot").join(format!("{name_marker}.xmp"));
+    assert_eq!(fs::read(restored).expect("restored"), fs::read(&sidecar).expect("source"));
+
+    // Every device knows the others, and the laptop sees both online with their stores.
+    let devices = json(&laptop.ok(&["devices", "--json"]));
+    let list = devices["devices"].as_array().expect("devices");
+    assert_eq!(list.len(), 3, "{devices}");
+    for (name, role, media) in [("nas", "trusted", "raid"), ("pi", "storage-only", "usb-hdd")] {
+        let d = list.iter().find(|d| d["name"] == name).expect("listed");
+        assert_eq!((d["role"].as_str(), d["online"].as_bool()), (Some(role), Some(true)), "{d}");
+        assert_eq!(d["stores"][0]["media"], media, "{d}");
+    }
+    let nas_view = json(&nas.ok(&["devices", "--json"]));
+    assert_eq!(nas_view["devices"].as_array().expect("devices").len(), 3, "{nas_view}");
+
+    // The storage-only Pi holds no plaintext: no marker from the contents or the names, in any
+    // encoding, and no plain hash of any file, anywhere in its home or its store.
+    drop(pi_agent);
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for marker in [content_marker, name_marker] {
+        needles.push((format!("{marker} raw"), marker.as_bytes().to_vec()));
+        needles.push((format!("{marker} hex"), hex::encode(marker).into_bytes()));
+        needles.push((format!("{marker} utf-16"), utf16(marker)));
+    }
+    for hash in &hashes {
+        needles.push(("a file's BLAKE3".into(), hash.to_vec()));
+        needles.push(("a file's BLAKE3 in hex".into(), hex::encode(hash).into_bytes()));
+    }
+    let mut searched = 0;
+    for file in files_under(pi.root()) {
+        let bytes = fs::read(&file).expect("read");
+        searched += bytes.len();
+        for (what, needle) in &needles {
+            assert!(!contains(&bytes, needle), "{what} found in {}", file.display());
+        }
+    }
+    assert!(searched > 3 << 20, "the Pi holds the pushed blobs ({searched} bytes searched)");
+    drop(agent);
+}
+
+#[test]
+fn a_wrong_code_is_burnt_an_expired_code_fails_and_a_vault_cannot_join_twice() {
+    let laptop = Device::new();
+    let agent = start_agent(&laptop);
+    let at = dialable(&agent.addr).to_owned();
+    let newcomer = Device::bare();
+
+    // One wrong guess burns the code.
+    let (pairing, first) = open_pairing(&laptop, &[]);
+    let code = first["code"].as_str().expect("code").to_owned();
+    let nameplate = code.split('-').next().expect("nameplate");
+    let wrong_words =
+        if code.ends_with("abandon-ability") { "able-about" } else { "abandon-ability" };
+    let out = join(&newcomer, &format!("{nameplate}-{wrong_words}"), "nas", "studio", Some(&at));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("wrong"), "{}", text(&out));
+    let (status, rest) = pairing.finish();
+    assert!(!status.success());
+    assert!(format!("{rest:?}").contains("burnt"), "{rest:?}");
+    let out = join(&newcomer, &code, "nas", "studio", Some(&at));
+    assert_eq!(out.status.code(), Some(1), "the burnt code still worked: {}", text(&out));
+    assert!(!newcomer.home.join("identity").exists());
+
+    // An expired code fails.
+    let (pairing, first) = open_pairing(&laptop, &["--seconds", "1"]);
+    let (status, rest) = pairing.finish();
+    assert!(!status.success());
+    assert!(format!("{rest:?}").contains("expired"), "{rest:?}");
+    let out = join(&newcomer, first["code"].as_str().expect("code"), "nas", "studio", Some(&at));
+    assert_eq!(out.status.code(), Some(1), "an expired code worked: {}", text(&out));
+
+    // A device that already has a vault does not join another.
+    let (_pairing, first) = open_pairing(&laptop, &[]);
+    let other = Device::new();
+    let out = join(&other, first["code"].as_str().expect("code"), "x", "y", Some(&at));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("already holds a vault"), "{}", text(&out));
+}
+
+#[test]
+fn the_control_socket_refuses_another_user_by_its_credentials() {
+    let laptop = Device::new();
+    let _agent = start_agent(&laptop);
+    // Let the other user reach the socket, so that only the credential check can refuse it.
+    fs::set_permissions(laptop.root(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(&laptop.home, fs::Permissions::from_mode(0o711)).expect("chmod");
+    let socket = laptop.home.join("agent.sock");
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).expect("chmod");
+    let client = r#"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b'{"op":"devices"}\n')
+except BrokenPipeError:
+    pass  # refused before the request was read
+print(s.makefile().readline().strip())
+"#;
+    let run_as = |uid: Option<&str>| {
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={uid}"),
+                    "--clear-groups",
+                    "/usr/bin/python3",
+                ]);
+                c
+            }
+            None => Command::new("/usr/bin/python3"),
+        };
+        let out = cmd.args(["-c", client]).arg(&socket).output().expect("python3 runs");
+        assert!(out.status.success(), "client failed: {}", text(&out));
+        json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let other = run_as(Some("65534"));
+    assert!(other["error"].as_str().is_some_and(|e| e.contains("refused")), "{other}");
+    let owner = run_as(None);
+    assert_eq!(owner["done"], true, "{owner}");
+}
+
+#[test]
+fn a_receiver_killed_mid_sync_resumes_without_resending_what_it_acknowledged() {
+    let laptop = Device::new();
+    // Commit (and acknowledge) every MiB, so that a kill lands between acknowledgements.
+    laptop.set_option("sync", "commit_bytes", "1048576");
+    for i in 0..12 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 4 << 20, i);
+    }
+    laptop.backup();
+    let _agent = start_agent(&laptop);
+    let nas = Device::bare();
+    let (pairing, first) = open_pairing(&laptop, &[]);
+    let out = join(&nas, first["link"].as_str().expect("link"), "nas", "studio", None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
+    let nas_agent = start_agent(&nas);
+    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+
+    let sync =
+        Running::spawn(laptop.command(&["sync", "nas", "--json"]), &laptop.root().join("sync.log"));
+    let progress = sync.line();
+    assert_eq!(progress["event"], "progress", "{progress}");
+    let acknowledged = progress["blobs"].as_u64().expect("count");
+    assert!(acknowledged > 0);
+    drop(nas_agent); // SIGKILL
+    let (status, _) = sync.finish();
+    assert_eq!(status.code(), Some(5), "the receiver went away: unreachable");
+
+    let nas_agent = start_agent(&nas);
+    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    let done = json(&laptop.ok(&["sync", "nas", "--json"]));
+    assert_eq!(done["done"], true, "{done}");
+    let already = done["blobs_already_there"].as_u64().expect("count");
+    assert!(already >= acknowledged, "acknowledged blobs were sent again: {done}");
+    nas.ok(&["verify", "--read-data"]);
+}
