@@ -14,3 +14,4 @@ mod sealed;
 mod store;
 mod vectors;
 mod versions;
+mod wire;

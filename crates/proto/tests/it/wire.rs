@@ -1,0 +1,118 @@
+//! Wire messages: one framed vector per message shape, decoded back and re-encoded.
+
+use triad_core::{BlobId, Media, StoreId};
+use triad_proto::wire::{
+    self, BlobAck, BlobFrame, Joiner, Offer, PairMessage, PairRole, Request, Response, StoreInfo,
+    Welcome,
+};
+
+use crate::vectors::hex_vector;
+
+fn check<T>(name: &str, what: &str, message: &T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let comments = vec![
+        format!("{what}"),
+        "as a frame: 4-byte big-endian length, then the record (wire version 1)".to_owned(),
+    ];
+    let bytes = hex_vector(name, &comments, &wire::frame(message));
+    let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
+    assert_eq!(len, bytes.len() - 4, "{name}: the length prefix");
+    let back: T = wire::decode("message", &bytes[4..]).expect("the vector decodes");
+    assert_eq!(&back, message);
+    assert_eq!(wire::frame(&back), bytes);
+}
+
+#[test]
+fn control_requests() {
+    let blobs = vec![BlobId::from_bytes([0xb1; 32]), BlobId::from_bytes([0xb2; 32])];
+    check("wire_request_hello.hex", "control request Hello", &Request::Hello);
+    check(
+        "wire_request_missing.hex",
+        "control request Missing with blobs [0xb1; 32] and [0xb2; 32]",
+        &Request::Missing { blobs: blobs.clone() },
+    );
+    check(
+        "wire_request_heads.hex",
+        "control request Heads with two (short, fake) encoded heads [1, 2] and [3]",
+        &Request::Heads { heads: vec![vec![1, 2], vec![3]] },
+    );
+}
+
+#[test]
+fn control_responses() {
+    let store =
+        StoreInfo { id: StoreId::from_bytes([0x5e; 16]), media: Media::UsbHdd, free: 1 << 40 };
+    check(
+        "wire_response_hello.hex",
+        "control response Hello: name pi, site parents, one usb-hdd store with 1 TiB free",
+        &Response::Hello { name: "pi".into(), site: "parents".into(), stores: vec![store] },
+    );
+    check(
+        "wire_response_missing.hex",
+        "control response Missing with blob [0xb2; 32]",
+        &Response::Missing { blobs: vec![BlobId::from_bytes([0xb2; 32])] },
+    );
+    check(
+        "wire_response_refused.hex",
+        "control response Refused: \"the store is full\"",
+        &Response::Refused { reason: "the store is full".into() },
+    );
+}
+
+#[test]
+fn blob_stream() {
+    let bytes = vec![0xab; 40];
+    check(
+        "wire_blob_frame.hex",
+        "blob frame Blob: id BLAKE3 of 40 bytes 0xab, then the 40 bytes",
+        &BlobFrame::Blob { id: BlobId::of(&bytes), bytes },
+    );
+    check("wire_blob_commit.hex", "blob frame Commit", &BlobFrame::Commit);
+    check(
+        "wire_blob_ack.hex",
+        "blob acknowledgement Committed, count 300",
+        &BlobAck::Committed { count: 300 },
+    );
+}
+
+#[test]
+fn pairing() {
+    check(
+        "wire_pair_start.hex",
+        "pairing Start: nameplate 7, a 33-byte SPAKE2 message of 0x42",
+        &PairMessage::Start { nameplate: 7, pake: vec![0x42; 33] },
+    );
+    check(
+        "wire_pair_reply.hex",
+        "pairing Reply: SPAKE2 message 33 x 0x43, confirm [0xc0; 32], sealed 4 x 0x5e",
+        &PairMessage::Reply { pake: vec![0x43; 33], confirm: [0xc0; 32], sealed: vec![0x5e; 4] },
+    );
+    check(
+        "wire_pair_offer.hex",
+        "the Offer sealed in a Reply: name nas, site studio, role storage-only",
+        &Offer { name: "nas".into(), site: "studio".into(), role: PairRole::StorageOnly },
+    );
+    check(
+        "wire_pair_joiner.hex",
+        "the Joiner sealed in an Accept: name pi, site parents",
+        &Joiner { name: "pi".into(), site: "parents".into() },
+    );
+    check(
+        "wire_pair_welcome.hex",
+        "the Welcome sealed in a Welcome message: roster bytes [1, 2, 3], no vault secret, one address",
+        &Welcome {
+            roster: vec![1, 2, 3],
+            vault_secret: None,
+            addresses: vec!["/ip4/192.0.2.7/udp/41641/quic-v1".into()],
+        },
+    );
+}
+
+#[test]
+fn another_wire_version_is_refused() {
+    let mut record = wire::encode(&Request::Hello);
+    record[0] = 2;
+    assert!(wire::decode::<Request>("request", &record).is_err());
+}
