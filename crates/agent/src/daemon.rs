@@ -25,8 +25,8 @@ use triad_net::frame::{self, FrameError};
 use triad_net::pair::{self, Secret};
 use triad_net::{Multiaddr, Node, NodeConfig, PeerId};
 use triad_proto::wire::{
-    self, BLOB_FRAME_MAX, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL,
-    Joiner, MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, Response, StoreInfo, Welcome,
+    self, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, Joiner,
+    MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, Response, StoreInfo, Welcome,
 };
 use triad_store::{Access, Store, WriteError};
 
@@ -297,13 +297,13 @@ async fn answer_control(
     }
     let response = match request {
         wire::Request::Hello => {
-            let stores = match open_stores(&shared.home, &shared.config, Access::ReadOnly) {
-                Ok(stores) => stores
-                    .iter()
-                    .map(|s| StoreInfo { id: s.id(), media: s.media(), free: free_bytes(s.path()) })
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+            // From the settings: opening a store to describe it is not worth its lock.
+            let stores = shared
+                .config
+                .stores
+                .iter()
+                .map(|s| StoreInfo { id: s.id, media: s.media, free: free_bytes(&s.path) })
+                .collect();
             let identity = shared.home.identity();
             Response::Hello { name: identity.name.clone(), site: identity.site.clone(), stores }
         }
@@ -312,7 +312,9 @@ async fn answer_control(
         }
         wire::Request::Missing { blobs } => {
             let _guard = shared.stores.lock().await;
-            match open_stores(&shared.home, &shared.config, Access::ReadOnly) {
+            // The committed index only: a read-only open indexes whatever the packs hold,
+            // uncommitted tails included, and a blob answered as present must be durable.
+            match open_stores(&shared.home, &shared.config, Access::ReadWrite) {
                 Ok(stores) if !stores.is_empty() => {
                     let missing = tokio::task::block_in_place(|| {
                         blobs
@@ -406,13 +408,12 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
     let mut pending = 0u32;
     let mut acknowledged = 0u64;
     loop {
-        let frame =
-            match frame::read::<BlobFrame, _>(&mut stream, "blob frame", BLOB_FRAME_MAX).await {
-                Ok(frame) => frame,
-                // The sender is done (anything since its last commit is dropped, never indexed).
-                Err(FrameError::Closed { .. }) => return Ok(acknowledged),
-                Err(e) => return Err(error_chain(&e)),
-            };
+        let frame = match frame::read_blob(&mut stream).await {
+            Ok(frame) => frame,
+            // The sender is done (anything since its last commit is dropped, never indexed).
+            Err(FrameError::Closed { .. }) => return Ok(acknowledged),
+            Err(e) => return Err(error_chain(&e)),
+        };
         match frame {
             BlobFrame::Blob { id, bytes } => {
                 let blob =
@@ -661,14 +662,12 @@ async fn devices(shared: &Shared) -> Result<Value, Failure> {
             if matches!(reach, Ok(Ok(()))) { shared.node.connected(&peer) } else { None }
         };
         let stores = if this {
-            open_stores(&shared.home, &shared.config, Access::ReadOnly)
-                .map(|stores| {
-                    stores
-                        .iter()
-                        .map(|s| json!({"id": s.id().to_hex(), "media": s.media().to_string()}))
-                        .collect()
-                })
-                .unwrap_or_default()
+            shared
+                .config
+                .stores
+                .iter()
+                .map(|s| json!({"id": s.id.to_hex(), "media": s.media.to_string()}))
+                .collect()
         } else if connected.is_some() {
             match request(shared, peer, &wire::Request::Hello).await {
                 Ok(Response::Hello { stores, .. }) => stores
@@ -817,7 +816,7 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     let peer = triad_net::peer_id(entry.device);
     let keys = shared.home.keys().map_err(|e| e.to_string())?;
     let _guard = shared.stores.lock().await;
-    let stores = open_stores(&shared.home, &shared.config, Access::ReadOnly)?;
+    let stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
     if stores.is_empty() {
         return Err("this device has no store to send from".into());
     }
@@ -849,33 +848,63 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     let already = needed.len() - missing.len();
     let (mut sent, mut bytes, mut acked) = (0u64, 0u64, 0u64);
     if !missing.is_empty() {
-        let mut stream = shared
+        let stream = shared
             .node
             .open(peer, BLOBS_PROTOCOL)
             .await
             .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
+        let (reader, mut writer) = futures::AsyncReadExt::split(stream);
+        // Blobs are read from the stores ahead of the network, on a blocking thread.
+        let (blob_tx, mut blobs) = mpsc::channel(8);
+        let ids = missing.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            for id in ids {
+                let blob = stores.iter().find_map(|store| store.get(id).ok()).ok_or_else(|| {
+                    format!("blob {id} is not readable in any store here; run `triad verify`")
+                });
+                if blob_tx.blocking_send(blob).is_err() {
+                    return;
+                }
+            }
+        });
+        // Acknowledgements are read as they come, so that the sender never waits for a commit.
+        let (ack_tx, mut acks) = mpsc::channel(64);
+        tokio::spawn(read_acks(reader, ack_tx));
+        let mut commits = 0u64;
         let mut since_commit = 0u64;
-        for (i, id) in missing.iter().enumerate() {
+        for i in 0..missing.len() {
             let blob =
-                tokio::task::block_in_place(|| stores.iter().find_map(|store| store.get(*id).ok()))
-                    .ok_or_else(|| {
-                        format!("blob {id} is not readable in any store here; run `triad verify`")
-                    })?;
+                blobs.recv().await.ok_or_else(|| "reading the stores stopped".to_owned())??;
             let len = blob.as_bytes().len() as u64;
-            let frame = BlobFrame::Blob { id: *id, bytes: blob.into_bytes() };
-            frame::write(&mut stream, &frame)
+            frame::write_blob(&mut writer, &blob.id(), blob.as_bytes())
                 .await
                 .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
             sent += 1;
             bytes += len;
             since_commit += len;
             if since_commit >= shared.config.sync.commit_bytes || i + 1 == missing.len() {
-                acked += commit(&mut stream).await?;
+                frame::write(&mut writer, &BlobFrame::Commit)
+                    .await
+                    .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
+                commits += 1;
                 since_commit = 0;
+            }
+            while let Ok(ack) = acks.try_recv() {
+                acked += ack?;
                 let _ = s.say(json!({"event": "progress", "blobs": acked, "bytes": bytes})).await;
             }
         }
-        let _ = stream.close().await;
+        let _ = reading.await;
+        let mut received = 0;
+        while let Some(ack) = acks.recv().await {
+            acked += ack?;
+            received += 1;
+            let _ = s.say(json!({"event": "progress", "blobs": acked, "bytes": bytes})).await;
+            if acked == sent || received == commits {
+                break;
+            }
+        }
+        let _ = writer.close().await;
     }
     if acked != sent {
         return Err(
@@ -892,14 +921,25 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     }))
 }
 
-async fn commit(stream: &mut triad_net::Stream) -> Result<u64, SyncFailure> {
-    frame::write(stream, &BlobFrame::Commit)
-        .await
-        .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
-    match frame::read::<BlobAck, _>(stream, "blob acknowledgement", CONTROL_FRAME_MAX).await {
-        Ok(BlobAck::Committed { count }) => Ok(u64::from(count)),
-        Ok(BlobAck::Refused { reason }) => Err(SyncFailure::Refused(reason)),
-        Err(e) => Err(SyncFailure::Unreachable(error_chain(&e))),
+/// Reads acknowledgements until the stream ends; each is handed on, an error last.
+async fn read_acks(
+    mut reader: futures::io::ReadHalf<triad_net::Stream>,
+    acks: mpsc::Sender<Result<u64, SyncFailure>>,
+) {
+    loop {
+        let ack =
+            match frame::read::<BlobAck, _>(&mut reader, "blob acknowledgement", CONTROL_FRAME_MAX)
+                .await
+            {
+                Ok(BlobAck::Committed { count }) => Ok(u64::from(count)),
+                Ok(BlobAck::Refused { reason }) => Err(SyncFailure::Refused(reason)),
+                Err(FrameError::Closed { .. }) => return,
+                Err(e) => Err(SyncFailure::Unreachable(error_chain(&e))),
+            };
+        let stop = ack.is_err();
+        if acks.send(ack).await.is_err() || stop {
+            return;
+        }
     }
 }
 

@@ -8,8 +8,9 @@ use std::io;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use triad_core::BlobId;
 use triad_core::codec::DecodeError;
-use triad_proto::wire::{self, FRAME_HEADER_LEN};
+use triad_proto::wire::{self, BLOB_FRAME_MAX, BlobFrame, FRAME_HEADER_LEN};
 
 /// A frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,62 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
+    let len = read_len(io, what, max).await?;
+    let mut record = vec![0u8; len];
+    read_exact(io, &mut record, what).await?;
+    wire::decode(what, &record).map_err(|source| FrameError::Decode { what, source })
+}
+
+/// Reads one frame of a blob stream. A blob's bytes are read straight into their own buffer
+/// (no copy through the codec); anything else takes the general path, with its errors.
+pub async fn read_blob<R>(io: &mut R) -> Result<BlobFrame, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
+    const WHAT: &str = "blob frame";
+    let len = read_len(io, WHAT, BLOB_FRAME_MAX).await?;
+    // version, variant, id, and the varint tag of the length
+    let mut head = vec![0u8; len.min(2 + 32 + 1)];
+    read_exact(io, &mut head, WHAT).await?;
+    let fast = head.len() == 35 && head[0] == wire::WIRE_VERSION && head[1] == 0;
+    if fast {
+        let extra = match head[34] {
+            0..=250 => 0,
+            0xfb => 2,
+            0xfc => 4,
+            _ => 8,
+        };
+        let mut tail = [0u8; 8];
+        let prefix = 35 + extra;
+        if prefix <= len {
+            read_exact(io, &mut tail[..extra], WHAT).await?;
+            let value = match extra {
+                0 => u64::from(head[34]),
+                2 => u64::from(u16::from_le_bytes([tail[0], tail[1]])),
+                4 => u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes"))),
+                _ => u64::from_le_bytes(tail),
+            };
+            if value == (len - prefix) as u64 {
+                let id = BlobId::from_bytes(head[2..34].try_into().expect("32 bytes"));
+                let mut bytes = vec![0u8; len - prefix];
+                read_exact(io, &mut bytes, WHAT).await?;
+                return Ok(BlobFrame::Blob { id, bytes });
+            }
+            head.extend_from_slice(&tail[..extra]);
+        }
+    }
+    let mut record = head;
+    let at = record.len();
+    record.resize(len, 0);
+    read_exact(io, &mut record[at..], WHAT).await?;
+    wire::decode(WHAT, &record).map_err(|source| FrameError::Decode { what: WHAT, source })
+}
+
+async fn read_len<R: AsyncRead + Unpin>(
+    io: &mut R,
+    what: &'static str,
+    max: usize,
+) -> Result<usize, FrameError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut filled = 0;
     while filled < header.len() {
@@ -70,12 +127,27 @@ where
     if len > max {
         return Err(FrameError::TooLarge { what, len, max });
     }
-    let mut record = vec![0u8; len];
-    io.read_exact(&mut record).await.map_err(|e| match e.kind() {
+    Ok(len)
+}
+
+async fn read_exact<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut [u8],
+    what: &'static str,
+) -> Result<(), FrameError> {
+    io.read_exact(buf).await.map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => FrameError::Truncated { what },
         _ => FrameError::Io(e),
-    })?;
-    wire::decode(what, &record).map_err(|source| FrameError::Decode { what, source })
+    })
+}
+
+/// Writes a blob's frame from its parts, without copying the blob; not flushed.
+pub async fn write_blob<W>(io: &mut W, id: &BlobId, bytes: &[u8]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    io.write_all(&wire::blob_frame_prefix(id, bytes.len())).await?;
+    io.write_all(bytes).await
 }
 
 /// Writes one message as a frame and flushes it.
@@ -108,6 +180,35 @@ mod tests {
         assert_eq!(got, Request::Hello);
         let end = block_on(read::<Request, _>(&mut input, "request", CONTROL_FRAME_MAX));
         assert!(matches!(end, Err(FrameError::Closed { .. })));
+    }
+
+    #[test]
+    fn blob_frames_read_fast_or_slow_alike() {
+        for len in [0usize, 7, 250, 251, 70_000] {
+            let bytes = vec![9u8; len];
+            let id = BlobId::of(&bytes);
+            let mut buf = Cursor::new(Vec::new());
+            block_on(write_blob(&mut buf, &id, &bytes)).expect("write");
+            block_on(write(&mut buf, &BlobFrame::Commit)).expect("write");
+            let mut input = Cursor::new(buf.into_inner());
+            let got = block_on(read_blob(&mut input)).expect("blob");
+            assert_eq!(got, BlobFrame::Blob { id, bytes: bytes.clone() });
+            assert_eq!(block_on(read_blob(&mut input)).expect("commit"), BlobFrame::Commit);
+        }
+        // A length that disagrees with the frame, a wrong version, garbage: errors.
+        let mut lying = wire::blob_frame_prefix(&BlobId::of(b"x"), 5);
+        lying.extend_from_slice(b"abcdef");
+        let len = (lying.len() - 4) as u32;
+        lying[..4].copy_from_slice(&len.to_be_bytes());
+        assert!(block_on(read_blob(&mut Cursor::new(lying))).is_err());
+        let mut versioned = wire::frame(&BlobFrame::Commit);
+        versioned[4] = 9;
+        assert!(block_on(read_blob(&mut Cursor::new(versioned))).is_err());
+        let truncated = wire::blob_frame_prefix(&BlobId::of(b"x"), 100);
+        assert!(matches!(
+            block_on(read_blob(&mut Cursor::new(truncated))),
+            Err(FrameError::Truncated { .. })
+        ));
     }
 
     #[test]

@@ -228,6 +228,38 @@ pub fn frame<T: Serialize>(message: &T) -> Vec<u8> {
     out
 }
 
+/// The bytes of `frame(&BlobFrame::Blob { id, bytes })` that come before `bytes`, so that a
+/// sender can write a blob's frame without copying the blob into it.
+pub fn blob_frame_prefix(id: &BlobId, len: usize) -> Vec<u8> {
+    let mut record = vec![WIRE_VERSION, 0]; // version, variant 0 (Blob)
+    record.extend_from_slice(id.as_bytes());
+    push_varint(&mut record, len as u64);
+    let total = record.len() + len;
+    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + record.len());
+    out.extend_from_slice(&u32::try_from(total).expect("blob frames are small").to_be_bytes());
+    out.extend_from_slice(&record);
+    out
+}
+
+/// The codec's varint (see `proto/README.md`).
+fn push_varint(out: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=250 => out.push(v as u8),
+        251..=0xffff => {
+            out.push(0xfb);
+            out.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xfc);
+            out.extend_from_slice(&(v as u32).to_le_bytes());
+        }
+        _ => {
+            out.push(0xfd);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
 /// Blob bytes as one length-prefixed byte string, read in one piece (not byte by byte).
 mod serde_bytes_vec {
     use std::fmt;
@@ -273,6 +305,17 @@ mod tests {
         let len = u32::from_be_bytes(framed[..4].try_into().expect("4 bytes")) as usize;
         assert_eq!(len, framed.len() - 4);
         assert_eq!(decode::<Request>("request", &framed[4..]).expect("decodes"), message);
+    }
+
+    #[test]
+    fn the_blob_frame_prefix_is_the_frame_before_the_bytes() {
+        for len in [0usize, 1, 250, 251, 65_535, 65_536, 1 << 20] {
+            let bytes = vec![3u8; len];
+            let id = BlobId::of(&bytes);
+            let mut written = blob_frame_prefix(&id, len);
+            written.extend_from_slice(&bytes);
+            assert_eq!(written, frame(&BlobFrame::Blob { id, bytes }), "len {len}");
+        }
     }
 
     #[test]

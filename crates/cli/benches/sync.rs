@@ -1,0 +1,261 @@
+//! Two agents on loopback against bare quinn, measured in the same run on this machine.
+//!
+//! 1. Bare quinn: one process sends N bytes on one QUIC stream to another process, which
+//!    reads them all (no disk). The wall time from the sender's start to the receiver's end.
+//! 2. Two agents: device A backs up a generated incompressible set (default 2 GiB), pairs
+//!    device B, and `triad sync` pushes every blob to B's agent, which verifies each, writes
+//!    it to its store and acknowledges it after fsync. The wall time of `triad sync`, and the
+//!    receiving agent's peak RSS (VmHWM, sampled until the sync ends).
+//!
+//! `cargo bench -p triad-cli --bench sync`; `TRIAD_BENCH_GIB=N` changes the size.
+#![allow(missing_docs)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "TRIAD_SYNC_BENCH_ROLE";
+const CHUNK: usize = 1 << 20;
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let key = blake3::hash(&seed.to_le_bytes());
+    blake3::Hasher::new_keyed(key.as_bytes()).finalize_xof().fill(&mut out);
+    out
+}
+
+fn main() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("server") => return quinn_server(),
+        Ok("client") => return quinn_client(),
+        _ => {}
+    }
+    let gib: u64 = std::env::var("TRIAD_BENCH_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let total = gib << 30;
+    let base = std::env::var_os("TRIAD_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let tmp = tempfile::Builder::new().prefix("triad-sync-bench-").tempdir_in(base).expect("tmp");
+
+    let quinn = bare_quinn(tmp.path(), total);
+    println!("quinn      {total} bytes on one stream between two processes: {quinn:.0} MB/s");
+
+    let (bytes, elapsed, rss) = agents(tmp.path(), total);
+    let agents = mb_per_s(bytes, elapsed);
+    println!(
+        "agents     {bytes} bytes of blobs, A -> B, durable and acknowledged: {:.1} s, {agents:.0} MB/s = {:.0} % of bare quinn; receiver peak RSS {} MiB",
+        elapsed.as_secs_f64(),
+        100.0 * agents / quinn,
+        rss / 1024
+    );
+}
+
+// ---- Bare quinn -----------------------------------------------------------------------------
+
+fn bare_quinn(dir: &Path, total: u64) -> f64 {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    fs::write(dir.join("cert.der"), cert.cert.der()).expect("write cert");
+    fs::write(dir.join("key.der"), cert.key_pair.serialize_der()).expect("write key");
+    let exe = std::env::current_exe().expect("exe");
+    let mut server = Command::new(&exe)
+        .env(ROLE, "server")
+        .env("BENCH_DIR", dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("server");
+    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let port = lines.next().expect("port line").expect("read");
+    let start = Instant::now();
+    let mut client = Command::new(&exe)
+        .env(ROLE, "client")
+        .env("BENCH_DIR", dir)
+        .env("BENCH_PORT", &port)
+        .env("BENCH_BYTES", total.to_string())
+        .spawn()
+        .expect("client");
+    let received: u64 = lines.next().expect("count line").expect("read").parse().expect("count");
+    let elapsed = start.elapsed();
+    assert!(server.wait().expect("server").success());
+    assert!(client.wait().expect("client").success());
+    assert_eq!(received, total, "the server read everything");
+    mb_per_s(total, elapsed)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
+}
+
+fn quinn_server() {
+    let dir = PathBuf::from(std::env::var("BENCH_DIR").expect("dir"));
+    let cert =
+        rustls::pki_types::CertificateDer::from(fs::read(dir.join("cert.der")).expect("cert"));
+    let key =
+        rustls::pki_types::PrivateKeyDer::Pkcs8(fs::read(dir.join("key.der")).expect("key").into());
+    rt().block_on(async {
+        let config = quinn::ServerConfig::with_single_cert(vec![cert], key).expect("server config");
+        let endpoint =
+            quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("addr")).expect("bind");
+        println!("{}", endpoint.local_addr().expect("addr").port());
+        std::io::stdout().flush().expect("flush");
+        let conn = endpoint.accept().await.expect("incoming").await.expect("connection");
+        let mut recv = conn.accept_uni().await.expect("stream");
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        while let Some(n) = recv.read(&mut buf).await.expect("read") {
+            total += n as u64;
+        }
+        println!("{total}");
+        std::io::stdout().flush().expect("flush");
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+    });
+}
+
+fn quinn_client() {
+    let dir = PathBuf::from(std::env::var("BENCH_DIR").expect("dir"));
+    let port: u16 = std::env::var("BENCH_PORT").expect("port").parse().expect("port");
+    let total: u64 = std::env::var("BENCH_BYTES").expect("bytes").parse().expect("bytes");
+    let cert =
+        rustls::pki_types::CertificateDer::from(fs::read(dir.join("cert.der")).expect("cert"));
+    rt().block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let config =
+            quinn::ClientConfig::with_root_certificates(Arc::new(roots)).expect("client config");
+        let mut endpoint =
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        endpoint.set_default_client_config(config);
+        let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let conn = endpoint.connect(addr, "localhost").expect("connect").await.expect("connection");
+        let mut send = conn.open_uni().await.expect("stream");
+        let block = noise(CHUNK, 7);
+        let mut sent = 0u64;
+        while sent < total {
+            let n = (total - sent).min(CHUNK as u64) as usize;
+            send.write_all(&block[..n]).await.expect("write");
+            sent += n as u64;
+        }
+        send.finish().expect("finish");
+        conn.closed().await;
+    });
+}
+
+// ---- Two agents -----------------------------------------------------------------------------
+
+fn triad(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_triad"))
+        .args(args)
+        .env("TRIAD_HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("triad");
+    assert!(out.status.success(), "triad {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+struct Agent {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(home: &Path) -> Agent {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triad"))
+        .args(["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"])
+        .env("TRIAD_HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let addr = ready["addrs"][0].as_str().expect("addr").split("/p2p/").next().expect("addr");
+    Agent { child, addr: addr.to_owned() }
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Returns the bytes pushed, the wall time of the sync and the receiver's peak RSS in KiB.
+fn agents(dir: &Path, total: u64) -> (u64, Duration, u64) {
+    let a = dir.join("a");
+    let b = dir.join("b");
+    let folder = dir.join("shoot");
+    fs::create_dir_all(&folder).expect("mkdir");
+    let mut written = 0u64;
+    let mut i = 0u64;
+    while written < total {
+        let len = (24 << 20) + (i % 3) * (1 << 20);
+        fs::write(folder.join(format!("IMG_{i:05}.CR3")), noise(len as usize, i)).expect("write");
+        written += len;
+        i += 1;
+    }
+    triad(&a, &["init", "--name", "laptop", "--site", "home", "--json"]);
+    triad(&a, &["store", "add", dir.join("store-a").to_str().expect("utf-8"), "--media", "ssd"]);
+    triad(&a, &["folder", "add", folder.to_str().expect("utf-8")]);
+    triad(&a, &["backup"]);
+    fs::remove_dir_all(&folder).expect("rm set");
+    let a_agent = agent(&a);
+
+    let mut pair = Command::new(env!("CARGO_BIN_EXE_triad"))
+        .args(["pair", "--json", "--yes"])
+        .env("TRIAD_HOME", &a)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pair");
+    let mut line = String::new();
+    BufReader::new(pair.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+    let first: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let link = first["link"].as_str().expect("link");
+    triad(&b, &["join", link, "--name", "nas", "--site", "studio", "--yes"]);
+    assert!(pair.wait().expect("pair").success());
+    triad(&b, &["store", "add", dir.join("store-b").to_str().expect("utf-8"), "--media", "raid"]);
+    let b_agent = agent(&b);
+    triad(&a, &["devices", "addr", "nas", &b_agent.addr]);
+
+    let start = Instant::now();
+    let mut sync = Command::new(env!("CARGO_BIN_EXE_triad"))
+        .args(["sync", "nas", "--timeout", "1h", "--json"])
+        .env("TRIAD_HOME", &a)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sync");
+    let mut peak = 0;
+    let status = loop {
+        peak = peak.max(vm_hwm_kib(b_agent.child.id()));
+        if let Some(status) = sync.try_wait().expect("wait") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    assert!(status.success(), "sync failed");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut sync.stdout.take().expect("stdout"), &mut out)
+        .expect("read");
+    let done: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("a line")).expect("json");
+    drop(a_agent);
+    (done["bytes_sent"].as_u64().expect("bytes"), elapsed, peak.max(vm_hwm_kib(b_agent.child.id())))
+}
