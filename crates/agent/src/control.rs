@@ -44,6 +44,11 @@ pub enum Request {
         /// Give up after this long.
         timeout_secs: u64,
     },
+    /// Remove a device from the vault, for good, and tell every reachable device.
+    RemoveDevice {
+        /// The device's name.
+        device: String,
+    },
     /// Remember an address of a device.
     AddAddress {
         /// The device's name.

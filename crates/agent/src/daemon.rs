@@ -468,7 +468,7 @@ async fn serve_pairing(shared: Arc<Shared>) {
     }
 }
 
-async fn invite(shared: &Shared, peer: PeerId, mut stream: triad_net::Stream) {
+async fn invite(shared: &Arc<Shared>, peer: PeerId, mut stream: triad_net::Stream) {
     let (secrets, role, ask, ended) = {
         let window = lock(&shared.window);
         let Some(w) = window.as_ref().filter(|w| Instant::now() < w.until) else { return };
@@ -498,7 +498,14 @@ async fn invite(shared: &Shared, peer: PeerId, mut stream: triad_net::Stream) {
         pair::PairError::WrongSecret => "a device tried a wrong code; the code is burnt".to_owned(),
         other => format!("{}; the code is burnt", error_chain(&other)),
     });
+    let paired = outcome.is_ok();
     let _ = ended.send(outcome).await;
+    if paired {
+        // The other devices learn of the newcomer now if they are reachable, else at the next
+        // sync (which pushes the roster first).
+        let told = gossip(shared).await;
+        tracing::info!(?told, "roster pushed after pairing");
+    }
 }
 
 /// Puts the joiner on the roster and makes its welcome.
@@ -608,6 +615,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
             }
         }
         control::Request::AddAddress { device, addr } => add_address(shared, &device, &addr).await,
+        control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
     };
     match result {
         Ok(value) => s.say(value).await,
@@ -694,6 +702,52 @@ async fn devices(shared: &Shared) -> Result<Value, Failure> {
         }));
     }
     Ok(json!({ "done": true, "devices": out }))
+}
+
+async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failure> {
+    let entry = shared.device_named(name)?;
+    if entry.device == shared.home.device_id() {
+        return Err("this is this device; remove it from another trusted device".into());
+    }
+    if shared.home.keys().is_err() {
+        return Err("only a trusted device can remove devices".into());
+    }
+    let roster = {
+        let mut roster = lock(&shared.roster);
+        roster.remove_with_device(shared.home.device_key(), entry.device);
+        roster.clone()
+    };
+    // The gate drops the device's connections as the members change.
+    shared.persist_roster(&roster)?;
+    let told = gossip(shared).await;
+    Ok(json!({ "done": true, "device": name, "told": told }))
+}
+
+/// Pushes the roster to every other device that can be reached now; returns their names.
+async fn gossip(shared: &Arc<Shared>) -> Vec<String> {
+    let roster = lock(&shared.roster).clone();
+    let me = shared.home.device_id();
+    let bytes = roster.encode();
+    let mut tasks = Vec::new();
+    for entry in roster.devices().into_iter().filter(|e| e.device != me) {
+        let (shared, bytes, name) = (shared.clone(), bytes.clone(), entry.name.clone());
+        let peer = triad_net::peer_id(entry.device);
+        tasks.push(tokio::spawn(async move {
+            let message = wire::Request::Roster { roster: bytes };
+            let push = request(&shared, peer, &message);
+            match tokio::time::timeout(Duration::from_secs(5), push).await {
+                Ok(Ok(_)) => Some(name),
+                _ => None,
+            }
+        }));
+    }
+    let mut told = Vec::new();
+    for task in tasks {
+        if let Ok(Some(name)) = task.await {
+            told.push(name);
+        }
+    }
+    told
 }
 
 async fn add_address(shared: &Shared, name: &str, addr: &str) -> Result<Value, Failure> {

@@ -291,12 +291,18 @@ pub(crate) struct DevicesArgs {
     #[command(subcommand)]
     pub(crate) command: Option<DevicesCommand>,
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DevicesCommand {
+    /// Remove a device from the vault for good; every device that is reachable is told now,
+    /// the others at their next contact. It can no longer connect to any device that knows.
+    Remove {
+        /// The device's name.
+        name: String,
+    },
     /// Remember an address of a device (a multiaddress, e.g. /ip4/192.0.2.7/udp/41641/quic-v1).
     Addr {
         /// The device's name.

@@ -252,6 +252,25 @@ pub(crate) fn join(home_path: &Path, a: JoinArgs) -> Result<u8> {
 
 pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
     let home = Home::open(home_path)?;
+    if let Some(DevicesCommand::Remove { name }) = &a.command {
+        let mut client = connect(home_path)?;
+        client.send(&Request::RemoveDevice { device: name.clone() })?;
+        let value = finish(&mut client, |_| {})?;
+        if let Some((message, _)) = error_of(&value) {
+            bail!("{message}");
+        }
+        if a.json {
+            output::json_line(&value)?;
+        } else {
+            let told: Vec<&str> =
+                value["told"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!(
+                "Removed {name}. Told now: {}.",
+                if told.is_empty() { "no device".to_owned() } else { told.join(", ") }
+            );
+        }
+        return Ok(EXIT_OK);
+    }
     if let Some(DevicesCommand::Addr { name, addr }) = a.command {
         let parsed: Multiaddr =
             addr.parse().with_context(|| format!("{addr:?} is not a multiaddress"))?;

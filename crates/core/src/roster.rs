@@ -12,10 +12,13 @@ use crate::head::signature_bytes;
 use crate::id::{DeviceId, VaultId};
 use crate::keys::{self, DeviceKey, RecoveryKey};
 
-/// Format version of rosters.
-pub const ROSTER_VERSION: u8 = 1;
+/// Format version of rosters. Version 1 had no removals; it is still read.
+pub const ROSTER_VERSION: u8 = 2;
 
 const ENTRY_DOMAIN: &[u8] = b"triad/roster-entry/v1";
+const REMOVAL_DOMAIN: &[u8] = b"triad/roster-removal/v1";
+/// The record version inside the signed message of entries and removals (unchanged since v1).
+const SIGNED_RECORD_VERSION: u8 = 1;
 
 /// What a device may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +63,25 @@ pub struct SignedEntry {
     pub signature: [u8; 64],
 }
 
+/// A device removed from the vault, for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// The device.
+    pub device: DeviceId,
+    /// Who removed it: the recovery key or a trusted device on the roster.
+    pub signer: Signer,
+}
+
+/// A removal and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRemoval {
+    /// The removal.
+    pub removal: Removal,
+    /// Signature by `removal.signer`.
+    #[serde(with = "signature_bytes")]
+    pub signature: [u8; 64],
+}
+
 /// The vault's roster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roster {
@@ -69,6 +91,16 @@ pub struct Roster {
     pub recovery_public: [u8; 32],
     /// The entries, in the order they were added.
     pub entries: Vec<SignedEntry>,
+    /// Devices removed for good, in the order they were removed.
+    pub removed: Vec<SignedRemoval>,
+}
+
+/// A roster of version 1, before removals.
+#[derive(Deserialize)]
+struct RosterV1 {
+    vault: VaultId,
+    recovery_public: [u8; 32],
+    entries: Vec<SignedEntry>,
 }
 
 /// A roster could not be accepted.
@@ -97,14 +129,39 @@ pub enum RosterError {
 impl Roster {
     /// A new roster for the vault of `recovery`, with no devices.
     pub fn new(recovery: &RecoveryKey) -> Self {
-        Self { vault: recovery.vault_id(), recovery_public: recovery.public(), entries: Vec::new() }
+        Self {
+            vault: recovery.vault_id(),
+            recovery_public: recovery.public(),
+            entries: Vec::new(),
+            removed: Vec::new(),
+        }
     }
 
     fn message(vault: VaultId, entry: &Entry) -> Vec<u8> {
         let mut msg = ENTRY_DOMAIN.to_vec();
         msg.extend_from_slice(vault.as_bytes());
-        msg.extend_from_slice(&codec::encode(ROSTER_VERSION, entry));
+        msg.extend_from_slice(&codec::encode(SIGNED_RECORD_VERSION, entry));
         msg
+    }
+
+    fn removal_message(vault: VaultId, removal: &Removal) -> Vec<u8> {
+        let mut msg = REMOVAL_DOMAIN.to_vec();
+        msg.extend_from_slice(vault.as_bytes());
+        msg.extend_from_slice(&codec::encode(SIGNED_RECORD_VERSION, removal));
+        msg
+    }
+
+    /// Removes a device for good, signed by a trusted device on the roster. Its entries stay
+    /// (they are history) but it is no longer a device of the vault.
+    pub fn remove_with_device(&mut self, signer: &DeviceKey, device: DeviceId) {
+        let removal = Removal { device, signer: Signer::Device(signer.device_id()) };
+        let signature = signer.sign(&Self::removal_message(self.vault, &removal));
+        self.removed.push(SignedRemoval { removal, signature });
+    }
+
+    /// Whether `device` was removed.
+    pub fn is_removed(&self, device: DeviceId) -> bool {
+        self.removed.iter().any(|r| r.removal.device == device)
     }
 
     /// Admits a device, signed by the recovery key. Replaces nothing: an entry for a device
@@ -148,11 +205,30 @@ impl Roster {
                 trusted.push(entry.device);
             }
         }
+        for signed in &self.removed {
+            let removal = &signed.removal;
+            let msg = Self::removal_message(self.vault, removal);
+            let valid = match removal.signer {
+                Signer::Recovery => {
+                    keys::verify_signature(&self.recovery_public, &msg, &signed.signature)
+                }
+                Signer::Device(by) => {
+                    trusted.contains(&by)
+                        && keys::verify_signature(by.as_bytes(), &msg, &signed.signature)
+                }
+            };
+            if !valid {
+                return Err(RosterError::Signature { device: removal.device });
+            }
+        }
         Ok(())
     }
 
-    /// The latest entry for `device`, if it is on the roster.
+    /// The latest entry for `device`, if it is on the roster (and was not removed).
     pub fn device(&self, device: DeviceId) -> Option<&Entry> {
+        if self.is_removed(device) {
+            return None;
+        }
         self.entries.iter().rev().map(|s| &s.entry).find(|e| e.device == device)
     }
 
@@ -180,7 +256,13 @@ impl Roster {
                 merged.entries.push(entry.clone());
             }
         }
-        if merged.entries.len() == self.entries.len() {
+        for removal in &other.removed {
+            if !merged.removed.contains(removal) {
+                merged.removed.push(removal.clone());
+            }
+        }
+        if merged.entries.len() == self.entries.len() && merged.removed.len() == self.removed.len()
+        {
             return Ok(false);
         }
         merged.verify()?;
@@ -193,9 +275,19 @@ impl Roster {
         codec::encode(ROSTER_VERSION, self)
     }
 
-    /// Decodes and verifies a roster.
+    /// Decodes and verifies a roster (version 2, or version 1 read as one without removals).
     pub fn decode(bytes: &[u8]) -> Result<Self, RosterError> {
-        let roster: Roster = codec::decode("roster", ROSTER_VERSION, bytes)?;
+        let roster: Roster = if bytes.first() == Some(&1) {
+            let v1: RosterV1 = codec::decode("roster", 1, bytes)?;
+            Roster {
+                vault: v1.vault,
+                recovery_public: v1.recovery_public,
+                entries: v1.entries,
+                removed: Vec::new(),
+            }
+        } else {
+            codec::decode("roster", ROSTER_VERSION, bytes)?
+        };
         roster.verify()?;
         Ok(roster)
     }
@@ -214,6 +306,30 @@ mod tests {
             role,
             signer: Signer::Recovery,
         }
+    }
+
+    #[test]
+    fn a_removed_device_is_gone_for_good_and_a_forged_removal_is_refused() {
+        let phrase = Phrase::from_entropy([8; 32]);
+        let recovery = phrase.recovery_key();
+        let first = DeviceKey::from_bytes(&[1; 32]);
+        let second = DeviceKey::from_bytes(&[2; 32]);
+        let mut roster = Roster::new(&recovery);
+        roster.admit_with_recovery(&recovery, entry(&first, Role::Trusted));
+        roster.admit_with_device(&first, entry(&second, Role::StorageOnly));
+        let before = roster.clone();
+        roster.remove_with_device(&first, second.device_id());
+        let back = Roster::decode(&roster.encode()).expect("verifies");
+        assert!(back.device(second.device_id()).is_none());
+        assert_eq!(back.devices().len(), 1);
+        // Merging the older roster does not bring it back.
+        let mut merged = back.clone();
+        assert!(!merged.merge(&before).expect("merges"));
+        assert!(merged.is_removed(second.device_id()));
+        // A removal signed by a device that is not trusted does not verify.
+        let mut forged = before.clone();
+        forged.remove_with_device(&second, first.device_id());
+        assert!(Roster::decode(&forged.encode()).is_err());
     }
 
     #[test]

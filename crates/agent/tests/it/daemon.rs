@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 use triad_agent::config::{Config, StoreConfig};
+use triad_agent::control::{Client, Request as ControlRequest};
 use triad_agent::daemon::{self, Options};
 use triad_agent::home::{Home, NewDevice};
 use triad_core::keys::{DeviceKey, Phrase};
@@ -163,6 +164,20 @@ async fn malformed_frames_close_the_stream_and_the_agent_serves_on() {
     let stores = daemon::open_stores(&keys, &setup.config, Access::ReadOnly).expect("stores");
     assert!(stores[0].contains(blob.id()).expect("contains"));
     assert!(!stores[0].contains(lie).expect("contains"));
+    drop(stores);
+
+    // Removed from the roster, the device is cut off and refused from then on.
+    let home = setup.home.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut client = Client::connect(&home).expect("the control socket");
+        client.send(&ControlRequest::RemoveDevice { device: "laptop".into() }).expect("send");
+        client.receive().expect("answer")
+    })
+    .await
+    .expect("joined");
+    assert_eq!(removed["done"], true, "{removed}");
+    let after = tokio::time::timeout(WAIT, member.open(agent, CONTROL_PROTOCOL)).await;
+    assert!(after.expect("gives up in time").is_err(), "a removed device opened a stream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

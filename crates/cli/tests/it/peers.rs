@@ -208,6 +208,23 @@ fn three_devices_pair_sync_and_a_storage_only_peer_holds_no_plaintext() {
     let nas_view = json(&nas.ok(&["devices", "--json"]));
     assert_eq!(nas_view["devices"].as_array().expect("devices").len(), 3, "{nas_view}");
 
+    // Removing the Pi reaches the NAS at once; the Pi is no device of the vault any more.
+    let removed = json(&laptop.ok(&["devices", "remove", "pi", "--json"]));
+    assert_eq!(removed["told"], serde_json::json!(["nas"]), "{removed}");
+    for device in [&laptop, &nas] {
+        let view = json(&device.ok(&["devices", "--json"]));
+        let names: Vec<&str> = view["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .filter_map(|d| d["name"].as_str())
+            .collect();
+        assert_eq!(names.len(), 2, "{view}");
+        assert!(!names.contains(&"pi"), "{view}");
+    }
+    let out = laptop.run(&["sync", "pi"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
     // The storage-only Pi holds no plaintext: no marker from the contents or the names, in any
     // encoding, and no plain hash of any file, anywhere in its home or its store.
     drop(pi_agent);

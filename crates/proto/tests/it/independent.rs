@@ -160,7 +160,7 @@ fn signed_head() {
 #[test]
 fn roster() {
     let bytes = fixtures::roster().encode();
-    let mut r = Reader::record(&bytes, 1);
+    let mut r = Reader::record(&bytes, 2);
     let vault = r.array::<32>();
     let recovery_public = r.array::<32>();
     assert_eq!(blake3::derive_key("triad 2026-11 vault id v1", &recovery_public), vault);
@@ -190,6 +190,7 @@ fn roster() {
         }
         names.push((name, site, role));
     }
+    assert_eq!(r.varint(), 0, "no removals");
     r.finish();
     assert_eq!(names, [("laptop", "home", 0), ("pi", "parents", 1)]);
 }

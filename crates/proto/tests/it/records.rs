@@ -78,16 +78,44 @@ fn roster() {
     let laptop = fixtures::laptop().device_id();
     let pi = fixtures::pi().device_id();
     let comments = vec![
-        "Roster record (roster version 1) of the vault of phrase.txt, two signed entries:"
+        "Roster record (roster version 2) of the vault of phrase.txt, two signed entries:"
             .to_owned(),
         format!("recovery public key {}", hex::encode(roster.recovery_public)),
         format!("1. device {laptop} (DeviceKey [0x03; 32]) \"laptop\" \"home\" Trusted,"),
         "   signed by the recovery key".to_owned(),
         format!("2. device {pi} (DeviceKey [0x04; 32]) \"pi\" \"parents\" StorageOnly,"),
         "   signed by the laptop".to_owned(),
+        "and no removals".to_owned(),
     ];
     let bytes = hex_vector("roster.hex", &comments, &roster.encode());
     let back = Roster::decode(&bytes).expect("the vector verifies");
     assert_eq!(back, roster);
     assert_eq!(back.encode(), bytes);
+}
+
+#[test]
+fn roster_with_a_removal() {
+    let mut roster = fixtures::roster();
+    roster.remove_with_device(&fixtures::laptop(), fixtures::pi().device_id());
+    let comments = vec![
+        "Roster record (roster version 2): roster.hex, then one removal: the pi, removed by the"
+            .to_owned(),
+        "laptop, signed over \"triad/roster-removal/v1\" || vault id || 01 || removal".to_owned(),
+    ];
+    let bytes = hex_vector("roster_removal.hex", &comments, &roster.encode());
+    let back = Roster::decode(&bytes).expect("the vector verifies");
+    assert_eq!(back, roster);
+    assert!(back.device(fixtures::pi().device_id()).is_none());
+}
+
+#[test]
+fn a_version_1_roster_is_still_read() {
+    // roster_v1.hex is roster.hex as the first release wrote it (no removals).
+    let text =
+        std::fs::read_to_string(crate::vectors::dir().join("roster_v1.hex")).expect("vector");
+    let bytes = crate::vectors::parse_hex(&text);
+    assert_eq!(bytes[0], 1);
+    let roster = Roster::decode(&bytes).expect("a version 1 roster verifies");
+    assert_eq!(roster, fixtures::roster());
+    assert_eq!(roster.encode()[0], 2, "it is written back as version 2");
 }
