@@ -369,3 +369,101 @@ fn a_receiver_killed_mid_sync_resumes_without_resending_what_it_acknowledged() {
     assert!(already >= acknowledged, "acknowledged blobs were sent again: {done}");
     nas.ok(&["verify", "--read-data"]);
 }
+
+/// Two network namespaces joined by a veth pair: a small LAN where mDNS really runs (libp2p's
+/// mDNS ignores loopback). Removed when dropped.
+struct Lan {
+    names: [String; 2],
+}
+
+impl Lan {
+    fn new() -> Option<Lan> {
+        let id = std::process::id() % 100_000;
+        let names = [format!("triad-a-{id}"), format!("triad-b-{id}")];
+        let (va, vb) = (format!("tva{id}"), format!("tvb{id}"));
+        let lan = Lan { names };
+        let [a, b] = &lan.names;
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["netns", "add", a],
+            vec!["netns", "add", b],
+            vec!["link", "add", &va, "type", "veth", "peer", "name", &vb],
+            vec!["link", "set", &va, "netns", a],
+            vec!["link", "set", &vb, "netns", b],
+            vec!["-n", a, "addr", "add", "10.77.0.1/24", "dev", &va],
+            vec!["-n", b, "addr", "add", "10.77.0.2/24", "dev", &vb],
+            vec!["-n", a, "link", "set", &va, "up", "multicast", "on"],
+            vec!["-n", b, "link", "set", &vb, "up", "multicast", "on"],
+            vec!["-n", a, "link", "set", "lo", "up"],
+            vec!["-n", b, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let ok = Command::new("ip")
+                .args(&step)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: this test needs root and iproute2 to make network namespaces");
+                return None;
+            }
+        }
+        Some(lan)
+    }
+
+    /// `triad ARGS` for `d`, run inside namespace `i`.
+    fn command(&self, i: usize, d: &Device, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.names[i], crate::support::triad_bin()])
+            .args(args)
+            .env("TRIAD_HOME", &d.home)
+            .env_remove("TRIAD_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+        }
+    }
+}
+
+#[test]
+fn a_typed_code_finds_the_inviter_on_the_lan_by_mdns() {
+    let Some(lan) = Lan::new() else { return };
+    let laptop = Device::new();
+    write_noise(&laptop.folder.join("IMG_0001.CR3"), 1 << 20, 3);
+    laptop.backup();
+    let cmd =
+        lan.command(0, &laptop, &["agent", "--listen", "/ip4/10.77.0.1/udp/0/quic-v1", "--json"]);
+    let agent = Running::spawn(cmd, &laptop.root().join("agent.log"));
+    assert_eq!(agent.line()["event"], "listening");
+
+    let (pairing, first) = open_pairing(&laptop, &[]);
+    let code = first["code"].as_str().expect("code");
+    let nas = Device::bare();
+    // No --peer: the joiner must find the inviter by mDNS on the veth LAN.
+    let out = lan
+        .command(
+            1,
+            &nas,
+            &["join", code, "--name", "nas", "--site", "studio", "--yes", "--wait", "30s"],
+        )
+        .output()
+        .expect("join runs");
+    assert!(out.status.success(), "join by mDNS: {}", text(&out));
+    assert!(pairing.finish().0.success());
+
+    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
+    let cmd =
+        lan.command(1, &nas, &["agent", "--listen", "/ip4/10.77.0.2/udp/0/quic-v1", "--json"]);
+    let nas_agent = Running::spawn(cmd, &nas.root().join("agent.log"));
+    assert_eq!(nas_agent.line()["event"], "listening");
+    // The pairing taught each side the other's address: no `devices addr` needed.
+    let done = json(&laptop.ok(&["sync", "nas", "--json"]));
+    assert_eq!(done["done"], true, "{done}");
+    nas.ok(&["verify", "--read-data"]);
+}
