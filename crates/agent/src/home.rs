@@ -162,24 +162,7 @@ impl Home {
         vault: VaultId,
         device: &NewDevice<'_>,
     ) -> Result<Home, HomeError> {
-        check_label("name", device.name)?;
-        check_label("site", device.site)?;
-        if let Ok(existing) = read_identity(path) {
-            return Err(HomeError::AlreadyInitialised { path: path.into(), name: existing.name });
-        }
-        create_private_dir(path)?;
-        let identity =
-            Identity { vault, name: device.name.to_owned(), site: device.site.to_owned() };
-        let key = DeviceKey::from_bytes(&device.device_seed);
-        write_private(&path.join("device.key"), key.to_bytes().as_slice())?;
-        write_private(&path.join("vault.key"), secret.as_bytes())?;
-        write_private(&path.join("identity"), &codec::encode(IDENTITY_VERSION, &identity))?;
-        Ok(Home {
-            path: path.into(),
-            identity,
-            device: key,
-            keys: Some(VaultKeys::from_secret(secret)),
-        })
+        Self::write_new(path, vault, device, None, Some(secret))
     }
 
     /// Writes the home of a device that joined a vault by pairing: its key (made before the
@@ -191,24 +174,34 @@ impl Home {
         roster: &Roster,
         secret: Option<&VaultSecret>,
     ) -> Result<Home, HomeError> {
+        Self::write_new(path, roster.vault, &device, Some(roster), secret)
+    }
+
+    /// Writes a new home: keys, the roster if given, and the identity last (its presence is
+    /// what makes the home hold a vault).
+    fn write_new(
+        path: &Path,
+        vault: VaultId,
+        device: &NewDevice<'_>,
+        roster: Option<&Roster>,
+        secret: Option<&VaultSecret>,
+    ) -> Result<Home, HomeError> {
         check_label("name", device.name)?;
         check_label("site", device.site)?;
         if let Ok(existing) = read_identity(path) {
             return Err(HomeError::AlreadyInitialised { path: path.into(), name: existing.name });
         }
         create_private_dir(path)?;
-        let identity = Identity {
-            vault: roster.vault,
-            name: device.name.to_owned(),
-            site: device.site.to_owned(),
-        };
+        let identity =
+            Identity { vault, name: device.name.to_owned(), site: device.site.to_owned() };
         let key = DeviceKey::from_bytes(&device.device_seed);
         write_private(&path.join("device.key"), key.to_bytes().as_slice())?;
         if let Some(secret) = secret {
             write_private(&path.join("vault.key"), secret.as_bytes())?;
         }
-        write_private(&path.join("roster"), &roster.encode())?;
-        // The identity last: its presence is what makes the home hold a vault.
+        if let Some(roster) = roster {
+            write_private(&path.join("roster"), &roster.encode())?;
+        }
         write_private(&path.join("identity"), &codec::encode(IDENTITY_VERSION, &identity))?;
         Ok(Home {
             path: path.into(),

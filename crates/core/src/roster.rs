@@ -189,16 +189,7 @@ impl Roster {
         for signed in &self.entries {
             let entry = &signed.entry;
             let msg = Self::message(self.vault, entry);
-            let valid = match entry.signer {
-                Signer::Recovery => {
-                    keys::verify_signature(&self.recovery_public, &msg, &signed.signature)
-                }
-                Signer::Device(by) => {
-                    trusted.contains(&by)
-                        && keys::verify_signature(by.as_bytes(), &msg, &signed.signature)
-                }
-            };
-            if !valid {
+            if !self.signed_by(entry.signer, &trusted, &msg, &signed.signature) {
                 return Err(RosterError::Signature { device: entry.device });
             }
             if entry.role == Role::Trusted {
@@ -208,20 +199,28 @@ impl Roster {
         for signed in &self.removed {
             let removal = &signed.removal;
             let msg = Self::removal_message(self.vault, removal);
-            let valid = match removal.signer {
-                Signer::Recovery => {
-                    keys::verify_signature(&self.recovery_public, &msg, &signed.signature)
-                }
-                Signer::Device(by) => {
-                    trusted.contains(&by)
-                        && keys::verify_signature(by.as_bytes(), &msg, &signed.signature)
-                }
-            };
-            if !valid {
+            if !self.signed_by(removal.signer, &trusted, &msg, &signed.signature) {
                 return Err(RosterError::Signature { device: removal.device });
             }
         }
         Ok(())
+    }
+
+    /// Whether `signature` over `msg` is by `signer`: the recovery key, or a device in
+    /// `trusted`.
+    fn signed_by(
+        &self,
+        signer: Signer,
+        trusted: &[DeviceId],
+        msg: &[u8],
+        signature: &[u8; 64],
+    ) -> bool {
+        match signer {
+            Signer::Recovery => keys::verify_signature(&self.recovery_public, msg, signature),
+            Signer::Device(by) => {
+                trusted.contains(&by) && keys::verify_signature(by.as_bytes(), msg, signature)
+            }
+        }
     }
 
     /// The latest entry for `device`, if it is on the roster (and was not removed).

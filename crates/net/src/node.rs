@@ -370,8 +370,7 @@ async fn run(
     discovered: watch::Sender<Vec<PeerId>>,
     book: Arc<Mutex<Book>>,
 ) {
-    let mut dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, NetError>>> =
-        HashMap::new();
+    let mut dials: Dials = HashMap::new();
     let mut closing: Option<oneshot::Sender<()>> = None;
     let remember = |peer: PeerId, addr: Multiaddr| {
         let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
@@ -386,30 +385,14 @@ async fn run(
                 None => return,
                 Some(Command::Dial { addr, reply }) => {
                     let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
-                    let id = opts.connection_id();
-                    match swarm.dial(opts) {
-                        Ok(()) => {
-                            dials.insert(id, reply);
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(NetError::Dial { target: addr.to_string(), reason: e.to_string() }));
-                        }
-                    }
+                    dial(&mut swarm, &mut dials, opts, addr.to_string(), reply);
                 }
                 Some(Command::DialPeer { peer, addrs, reply }) => {
                     let opts = DialOpts::peer_id(peer)
                         .addresses(addrs)
                         .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
                         .build();
-                    let id = opts.connection_id();
-                    match swarm.dial(opts) {
-                        Ok(()) => {
-                            dials.insert(id, reply);
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(NetError::Dial { target: peer.to_string(), reason: e.to_string() }));
-                        }
-                    }
+                    dial(&mut swarm, &mut dials, opts, peer.to_string(), reply);
                 }
                 Some(Command::CloseAll { reply }) => {
                     let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
@@ -489,6 +472,27 @@ async fn run(
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+type Dials = HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>;
+
+/// Starts a dial; `reply` is answered when its connection is established or fails.
+fn dial(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    dials: &mut Dials,
+    opts: DialOpts,
+    target: String,
+    reply: oneshot::Sender<Result<PeerId, NetError>>,
+) {
+    let id = opts.connection_id();
+    match swarm.dial(opts) {
+        Ok(()) => {
+            dials.insert(id, reply);
+        }
+        Err(e) => {
+            let _ = reply.send(Err(NetError::Dial { target, reason: e.to_string() }));
         }
     }
 }
