@@ -74,7 +74,18 @@ struct RealDisk {
 
 impl Disk for RealDisk {
     fn open(&self) -> Store {
-        Store::open(&self.path, Some(STORE), vault(), Access::ReadWrite, &config()).expect("open")
+        // The store's flock belongs to its open file description, which a process forked by
+        // another test in this binary shares until it execs: the lock of a store just dropped
+        // can outlive it by that moment. Try again a bounded number of times.
+        for _ in 0..200 {
+            match Store::open(&self.path, Some(STORE), vault(), Access::ReadWrite, &config()) {
+                Err(triad_store::OpenError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                result => return result.expect("open"),
+            }
+        }
+        panic!("the store stayed locked for 2 s after it was closed");
     }
 
     fn crash(&self) {}
