@@ -908,18 +908,28 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
             .await
             .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
         let (reader, mut writer) = futures::AsyncReadExt::split(stream);
-        // Blobs are read from the stores ahead of the network, on a blocking thread.
-        let (blob_tx, mut blobs) = mpsc::channel(8);
+        // Blobs are read from the stores ahead of the network, by a few blocking threads so that
+        // the disk has several reads in flight; they are sent in the order they are read.
+        let (blob_tx, mut blobs) = mpsc::channel(16);
         let ids = missing.clone();
         let reading = tokio::task::spawn_blocking(move || {
-            for id in ids {
-                let blob = stores.iter().find_map(|store| store.get(id).ok()).ok_or_else(|| {
-                    format!("blob {id} is not readable in any store here; run `triad verify`")
-                });
-                if blob_tx.blocking_send(blob).is_err() {
-                    return;
+            const READERS: usize = 3;
+            let stores = &stores;
+            std::thread::scope(|scope| {
+                for k in 0..READERS {
+                    let (ids, blob_tx) = (&ids, blob_tx.clone());
+                    scope.spawn(move || {
+                        for id in ids.iter().skip(k).step_by(READERS) {
+                            let blob = stores.iter().find_map(|s| s.get(*id).ok()).ok_or_else(|| {
+                                format!("blob {id} is not readable in any store here; run `triad verify`")
+                            });
+                            if blob_tx.blocking_send(blob).is_err() {
+                                return;
+                            }
+                        }
+                    });
                 }
-            }
+            });
         });
         // Acknowledgements are read as they come, so that the sender never waits for a commit.
         let (ack_tx, mut acks) = mpsc::channel(64);
