@@ -189,8 +189,12 @@ fn three_devices_pair_sync_and_a_storage_only_peer_holds_no_plaintext() {
         assert_eq!(again["blobs_sent"], 0, "{again}");
     }
 
-    // The NAS can verify and restore everything from its own store alone.
+    // The NAS can verify and restore everything from its own store alone; the Pi, which
+    // cannot read, re-hashes every blob it holds against its address.
     nas.ok(&["verify", "--read-data"]);
+    let pi_check = json(&pi.ok(&["verify", "--read-data", "--json"]));
+    assert_eq!(pi_check["ok"], true, "{pi_check}");
+    assert!(pi_check["blobs_read"].as_u64().expect("count") > 0, "{pi_check}");
     let to = nas.root().join("restored");
     nas.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
     let restored = to.join("shoot").join(format!("{name_marker}.xmp"));
