@@ -49,6 +49,10 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// What it is stored on.
     pub media: Media,
+    /// The most bytes of packs this store may hold; pushes from other devices beyond it are
+    /// refused, saying so. `None`: the disk's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
 }
 
 /// One protected folder.

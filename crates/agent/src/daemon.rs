@@ -418,6 +418,11 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
             BlobFrame::Blob { id, bytes } => {
                 let blob =
                     SealedBlob::verify(id, bytes).map_err(|e| format!("blob refused: {e}"))?;
+                if let Some(reason) = over_quota(&shared.config, &stores, blob.as_bytes().len()) {
+                    let _ = frame::write(&mut stream, &BlobAck::Refused { reason: reason.clone() })
+                        .await;
+                    return Err(reason);
+                }
                 let put = tokio::task::block_in_place(|| -> Result<(), WriteError> {
                     for store in &mut stores {
                         store.put(&blob)?;
@@ -452,6 +457,20 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
             }
         }
     }
+}
+
+/// Why putting `len` more bytes would take a store past its quota, if it would.
+fn over_quota(config: &Config, stores: &[Store], len: usize) -> Option<String> {
+    stores.iter().find_map(|store| {
+        let quota = config.stores.iter().find(|s| s.id == store.id())?.quota?;
+        let held = store.bytes_held();
+        (held + len as u64 > quota).then(|| {
+            format!(
+                "store {} is full for this vault: it holds {held} bytes of its quota of {quota}",
+                store.path().display()
+            )
+        })
+    })
 }
 
 // ---- Pairing (inviter) ----------------------------------------------------------------------

@@ -82,6 +82,10 @@ pub(crate) enum StoreCommand {
         /// The kind of media it is on: ssd, hdd, raid, usb-ssd, usb-hdd, sd, optical, cloud.
         #[arg(long)]
         media: Media,
+        /// The most this store may hold for the vault, e.g. 500G or 2T (K, M, G, T are
+        /// powers of 1024); pushes beyond it are refused.
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
     },
     /// List the stores with their state.
     List {
@@ -322,4 +326,18 @@ pub(crate) struct SyncArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// A size like `500G`: a number and an optional K, M, G or T (powers of 1024).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&text[..text.len() - 1], 10),
+        Some('M') => (&text[..text.len() - 1], 20),
+        Some('G') => (&text[..text.len() - 1], 30),
+        Some('T') => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| format!("{text:?} is not a size like 500G"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text} is too large"))
 }

@@ -140,6 +140,7 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
         id: store_id,
         path: store_path.clone(),
         media: Media::UsbSsd,
+        quota: None,
     });
     config.folders.push(folder.clone());
     println!(

@@ -145,7 +145,7 @@ fn init(home_path: &Path, a: InitArgs) -> Result<u8> {
 fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
     let mut dev = Device::open(home_path)?;
     match c {
-        StoreCommand::Add { path, media } => {
+        StoreCommand::Add { path, media, quota } => {
             let path = settings::absolute(&path);
             if dev.config.stores.iter().any(|s| s.path == path) {
                 bail!("{} is already a store of this device", path.display());
@@ -157,7 +157,7 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
             store
                 .write_roster(&dev.home.roster()?)
                 .with_context(|| format!("while writing the roster to {}", path.display()))?;
-            dev.config.stores.push(StoreConfig { id, path: path.clone(), media });
+            dev.config.stores.push(StoreConfig { id, path: path.clone(), media, quota });
             settings::save(home_path, &dev.config)?;
             println!("Added store {} ({media}) at {}.", id.short(), path.display());
         }
@@ -804,7 +804,12 @@ fn recover(home_path: &Path, a: RecoverArgs) -> Result<u8> {
     }
     let media = a.media.unwrap_or(store.media());
     let mut config = config;
-    config.stores.push(StoreConfig { id: store.id(), path: store_path.clone(), media });
+    config.stores.push(StoreConfig {
+        id: store.id(),
+        path: store_path.clone(),
+        media,
+        quota: None,
+    });
     settings::save(home_path, &config)?;
     let stores = vec![store];
     let catalog = Catalog::new(home.keys()?, &stores);

@@ -590,6 +590,13 @@ impl Store {
     }
 
     /// Counts of committed blobs, their bytes, and packs.
+    /// Bytes of packs committed, plus what is put and not yet committed: what the store holds
+    /// on disk, for quotas. Cheap (no index scan).
+    pub fn bytes_held(&self) -> u64 {
+        self.committed.values().sum::<u64>() + self.pending_bytes
+    }
+
+    /// Counts of blobs and bytes, from the index.
     pub fn stats(&self) -> Result<Stats, ReadError> {
         let mut stats = Stats::default();
         self.index

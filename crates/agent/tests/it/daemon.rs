@@ -55,7 +55,7 @@ async fn start() -> Setup {
     Store::create(&store_path, home.vault(), Media::Raid, id, Timestamp::new(1, 0), &store_config)
         .expect("store");
     let config = Config {
-        stores: vec![StoreConfig { id, path: store_path, media: Media::Raid }],
+        stores: vec![StoreConfig { id, path: store_path, media: Media::Raid, quota: None }],
         ..Config::default()
     };
     let (tx, rx) = tokio::sync::oneshot::channel();

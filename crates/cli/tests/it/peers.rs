@@ -471,3 +471,40 @@ fn a_typed_code_finds_the_inviter_on_the_lan_by_mdns() {
     assert_eq!(done["done"], true, "{done}");
     nas.ok(&["verify", "--read-data"]);
 }
+
+#[test]
+fn a_receiving_store_refuses_what_would_take_it_past_its_quota() {
+    let laptop = Device::new();
+    for i in 0..4 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 2 << 20, i);
+    }
+    laptop.backup();
+    let agent = start_agent(&laptop);
+    let nas = Device::bare();
+    let (pairing, first) = open_pairing(&laptop, &[]);
+    let out = join(
+        &nas,
+        first["code"].as_str().expect("code"),
+        "nas",
+        "studio",
+        Some(dialable(&agent.addr)),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    nas.ok(&[
+        "store",
+        "add",
+        nas.store.to_str().expect("utf-8"),
+        "--media",
+        "raid",
+        "--quota",
+        "3M",
+    ]);
+    let nas_agent = start_agent(&nas);
+    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    let out = laptop.run(&["sync", "nas"]);
+    assert_eq!(out.status.code(), Some(6), "refused: {}", text(&out));
+    assert!(text(&out).contains("quota"), "{}", text(&out));
+    // What it acknowledged before the quota is intact.
+    nas.ok(&["verify", "--read-data"]);
+}
