@@ -26,7 +26,8 @@ use triad_net::pair::{self, Secret};
 use triad_net::{Multiaddr, Node, NodeConfig, PeerId};
 use triad_proto::wire::{
     self, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, Joiner,
-    MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, Response, StoreInfo, Welcome,
+    MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, RECOVER_PROTOCOL, RecoverMessage, Response,
+    StoreInfo, Welcome,
 };
 use triad_store::{Access, Store, WriteError};
 
@@ -134,6 +135,13 @@ impl Shared {
             .collect()
     }
 
+    /// Applies the roster to the gate: its devices are admitted, its removed devices never.
+    fn apply_roster(&self, roster: &Roster) {
+        let admission = self.node.admission();
+        admission.set_members(self.members());
+        admission.set_banned(roster.removed.iter().map(|r| triad_net::peer_id(r.removal.device)));
+    }
+
     fn device_named(&self, name: &str) -> Result<Entry, String> {
         let roster = lock(&self.roster);
         roster
@@ -159,7 +167,7 @@ impl Shared {
 
     fn persist_roster(&self, roster: &Roster) -> Result<(), String> {
         self.home.write_roster(roster).map_err(|e| e.to_string())?;
-        self.node.admission().set_members(self.members());
+        self.apply_roster(roster);
         // Stores keep a copy too (any one store is enough to start a recovery); a store in use
         // by another command gets it at the next sync.
         if let Ok(stores) = open_stores(&self.home, &self.config, Access::ReadWrite) {
@@ -211,7 +219,8 @@ pub async fn run(
         window: Mutex::new(None),
         stores: tokio::sync::Mutex::new(()),
     });
-    node.admission().set_members(shared.members());
+    let roster = lock(&shared.roster).clone();
+    shared.apply_roster(&roster);
     let known: Vec<(PeerId, Multiaddr)> = {
         let book = lock(&shared.book);
         lock(&shared.roster)
@@ -249,6 +258,15 @@ pub async fn run(
     tokio::spawn(serve_control(shared.clone()));
     tokio::spawn(serve_blobs(shared.clone()));
     tokio::spawn(serve_pairing(shared.clone()));
+    tokio::spawn(serve_recovery(shared.clone()));
+    let admission = node.admission().clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            admission.expire_probation();
+        }
+    });
     tokio::spawn(serve_socket(shared.clone(), listener, owner));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -471,6 +489,89 @@ fn over_quota(config: &Config, stores: &[Store], len: usize) -> Option<String> {
             )
         })
     })
+}
+
+// ---- The recovery proof (verifier) ----------------------------------------------------------
+
+async fn serve_recovery(shared: Arc<Shared>) {
+    let mut incoming = shared.node.accept(RECOVER_PROTOCOL);
+    while let Some((peer, stream)) = incoming.next().await {
+        let admission = shared.node.admission();
+        if !admission.on_probation(&peer) && !admission.is_member(&peer) {
+            tracing::debug!(%peer, "recovery stream outside probation dropped");
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match verify_recovery(&shared, peer, stream).await {
+                Ok(()) => {
+                    tracing::info!(%peer, "a device proved the recovery phrase and was admitted")
+                }
+                Err(reason) => {
+                    tracing::warn!(%peer, %reason, "recovery proof refused");
+                    shared.node.admission().reject(peer);
+                }
+            }
+        });
+    }
+}
+
+async fn verify_recovery(
+    shared: &Shared,
+    peer: PeerId,
+    mut stream: triad_net::Stream,
+) -> Result<(), String> {
+    let read = async |stream: &mut triad_net::Stream| {
+        frame::read::<RecoverMessage, _>(stream, "recovery message", CONTROL_FRAME_MAX)
+            .await
+            .map_err(|e| error_chain(&e))
+    };
+    let refuse = async |stream: &mut triad_net::Stream, reason: &str| {
+        let _ = frame::write(stream, &RecoverMessage::Refused { reason: reason.to_owned() }).await;
+        reason.to_owned()
+    };
+    let vault = shared.home.vault();
+    let RecoverMessage::Hello { vault: claimed } = read(&mut stream).await? else {
+        return Err(refuse(&mut stream, "unexpected message").await);
+    };
+    if claimed != vault {
+        return Err(refuse(&mut stream, "this device is not of that vault").await);
+    }
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+    let ours = lock(&shared.roster).clone();
+    let challenge = RecoverMessage::Challenge { nonce, roster: ours.encode() };
+    frame::write(&mut stream, &challenge).await.map_err(|e| e.to_string())?;
+    let RecoverMessage::Proof { signature, roster } = read(&mut stream).await? else {
+        return Err(refuse(&mut stream, "unexpected message").await);
+    };
+    let me = shared.node.peer_id();
+    let msg = wire::recovery_proof_message(&vault, &me.to_bytes(), &peer.to_bytes(), &nonce);
+    let valid = <[u8; 64]>::try_from(signature.as_slice())
+        .is_ok_and(|sig| triad_core::keys::verify_signature(&ours.recovery_public, &msg, &sig));
+    if !valid {
+        return Err(refuse(&mut stream, "the recovery proof does not verify").await);
+    }
+    let theirs = match Roster::decode(&roster) {
+        Ok(roster) => roster,
+        Err(e) => return Err(refuse(&mut stream, &format!("roster refused: {e}")).await),
+    };
+    let device = triad_net::device_id(&peer).ok_or("not an ed25519 peer id")?;
+    if theirs.device(device).is_none_or(|e| e.signer != Signer::Recovery) {
+        return Err(refuse(
+            &mut stream,
+            "the roster does not admit the prover by the recovery key",
+        )
+        .await);
+    }
+    if let Err(e) = shared.merge_roster(&theirs) {
+        return Err(refuse(&mut stream, &e).await);
+    }
+    shared.remember(device, shared.node.connected(&peer).as_ref());
+    let welcome = RecoverMessage::Welcome { roster: lock(&shared.roster).encode() };
+    frame::write(&mut stream, &welcome).await.map_err(|e| e.to_string())?;
+    let _ = stream.close().await;
+    Ok(())
 }
 
 // ---- Pairing (inviter) ----------------------------------------------------------------------

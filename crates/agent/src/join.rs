@@ -59,6 +59,9 @@ pub enum JoinError {
     /// Pairing failed.
     #[error(transparent)]
     Pair(#[from] PairError),
+    /// The other device refused the recovery proof, or the exchange failed.
+    #[error("recovery refused: {0}")]
+    Recovery(String),
     /// The inviter sent a roster that does not hold this device, or does not verify.
     #[error("the inviting device sent an unusable roster: {0}")]
     Roster(String),
@@ -190,4 +193,55 @@ async fn discover(node: &Node, wait: Duration) -> Result<Vec<PeerId>, JoinError>
             "no device found on this network; give its address with --peer".into(),
         )),
     }
+}
+
+/// Proves the recovery phrase to `verifier` (a device of the vault, which needs not know this
+/// one) and gets `entry` (this device) admitted to its roster, signed by the recovery key.
+/// Returns the roster as the verifier keeps it now.
+pub async fn prove_recovery(
+    node: &Node,
+    verifier: PeerId,
+    phrase: &triad_core::keys::Phrase,
+    entry: triad_core::roster::Entry,
+) -> Result<Roster, JoinError> {
+    use triad_net::frame;
+    use triad_proto::wire::{self, CONTROL_FRAME_MAX, RECOVER_PROTOCOL, RecoverMessage};
+
+    let failed = |e: &dyn std::fmt::Display| JoinError::Recovery(e.to_string());
+    let mut stream = node.open(verifier, RECOVER_PROTOCOL).await.map_err(|e| failed(&e))?;
+    let vault = phrase.vault_id();
+    frame::write(&mut stream, &RecoverMessage::Hello { vault }).await.map_err(|e| failed(&e))?;
+    let next = async |stream: &mut triad_net::Stream| match frame::read::<RecoverMessage, _>(
+        stream,
+        "recovery message",
+        CONTROL_FRAME_MAX,
+    )
+    .await
+    {
+        Ok(RecoverMessage::Refused { reason }) => Err(JoinError::Recovery(reason)),
+        Ok(message) => Ok(message),
+        Err(e) => Err(failed(&e)),
+    };
+    let RecoverMessage::Challenge { nonce, roster } = next(&mut stream).await? else {
+        return Err(JoinError::Recovery("unexpected message".into()));
+    };
+    let mut roster = Roster::decode(&roster).map_err(|e| JoinError::Roster(e.to_string()))?;
+    if roster.vault != vault {
+        return Err(JoinError::Roster("it is another vault's".into()));
+    }
+    let recovery = phrase.recovery_key();
+    roster.admit_with_recovery(&recovery, entry);
+    let msg = wire::recovery_proof_message(
+        &vault,
+        &verifier.to_bytes(),
+        &node.peer_id().to_bytes(),
+        &nonce,
+    );
+    let proof =
+        RecoverMessage::Proof { signature: recovery.sign(&msg).to_vec(), roster: roster.encode() };
+    frame::write(&mut stream, &proof).await.map_err(|e| failed(&e))?;
+    let RecoverMessage::Welcome { roster } = next(&mut stream).await? else {
+        return Err(JoinError::Recovery("unexpected message".into()));
+    };
+    Roster::decode(&roster).map_err(|e| JoinError::Roster(e.to_string()))
 }

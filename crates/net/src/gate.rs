@@ -1,16 +1,17 @@
-//! Who may connect: devices on the roster, and, while a pairing window is open, one unknown
-//! peer for the pairing protocol alone. Every other connection is denied as it is
-//! established, before any triad protocol runs.
+//! Who may connect: devices on the roster; while a pairing window is open, one unknown peer
+//! for the pairing protocol alone; otherwise a few unknown peers a minute, for 30 seconds,
+//! for the recovery proof alone. Every other connection is denied as it is established. The
+//! protocols check [`Admission::is_member`] (and the pairing and recovery handlers their own
+//! condition), so an admitted unknown peer gets nothing else.
 //!
 //! libp2p's pre-shared-key private networks do not work over QUIC, so this is an allow-list
-//! checked by a behaviour of its own; the protocols check [`Admission::is_member`] again, so
-//! a pairing peer cannot use them.
+//! checked by a behaviour of its own.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
@@ -19,6 +20,13 @@ use libp2p::swarm::{
     THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
 };
 use libp2p::{Multiaddr, PeerId};
+
+/// How long an unknown peer may stay connected to run the recovery proof.
+pub const PROBATION: Duration = Duration::from_secs(30);
+/// How many unknown peers may be admitted on probation per [`RATE_WINDOW`].
+pub const PROBATION_RATE: usize = 10;
+/// The window of the probation rate limit.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The allow-list, shared by the gate and the protocols.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +40,12 @@ struct Inner {
     window: Option<Window>,
     /// Whether this device may connect out to peers not on the roster (while it joins).
     joining: bool,
+    /// Devices removed from the vault: never admitted again, not even for a proof.
+    banned: HashSet<PeerId>,
+    /// Unknown peers admitted for the recovery proof alone, until when.
+    probation: HashMap<PeerId, Instant>,
+    /// When unknown peers were last admitted on probation (the rate limit).
+    recent: VecDeque<Instant>,
     /// Peers to disconnect (removed from the roster).
     evict: VecDeque<PeerId>,
     waker: Option<Waker>,
@@ -66,9 +80,54 @@ impl Admission {
         }
     }
 
+    /// Sets the devices removed from the vault; their connections are dropped.
+    pub fn set_banned(&self, banned: impl IntoIterator<Item = PeerId>) {
+        let mut inner = self.lock();
+        inner.banned = banned.into_iter().collect();
+        let drop: Vec<PeerId> = inner.banned.iter().copied().collect();
+        inner.evict.extend(drop);
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
     /// Whether `peer` is a device of the vault.
     pub fn is_member(&self, peer: &PeerId) -> bool {
         self.lock().members.contains(peer)
+    }
+
+    /// Whether `peer` is an unknown peer admitted to run the recovery proof, still in time.
+    pub fn on_probation(&self, peer: &PeerId) -> bool {
+        self.lock().probation.get(peer).is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Ends a peer's probation now and disconnects it (a failed recovery proof).
+    pub fn reject(&self, peer: PeerId) {
+        let mut inner = self.lock();
+        inner.probation.remove(&peer);
+        if !inner.members.contains(&peer) {
+            inner.evict.push_back(peer);
+        }
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Disconnects unknown peers whose probation ran out; call now and then.
+    pub fn expire_probation(&self) {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let expired: Vec<PeerId> =
+            inner.probation.iter().filter(|(_, until)| **until <= now).map(|(p, _)| *p).collect();
+        for peer in expired {
+            inner.probation.remove(&peer);
+            if !inner.members.contains(&peer) {
+                inner.evict.push_back(peer);
+            }
+        }
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
     }
 
     /// Opens a pairing window until `until`: one unknown peer may connect.
@@ -111,6 +170,10 @@ impl Admission {
         if inner.members.contains(&peer) {
             return Ok(());
         }
+        if inner.banned.contains(&peer) {
+            tracing::debug!(%peer, "connection denied: removed from the vault");
+            return Err(ConnectionDenied::new(NotAMember(peer)));
+        }
         if let Some(window) = &mut inner.window
             && Instant::now() < window.until
         {
@@ -122,6 +185,20 @@ impl Admission {
                 Some(p) if p == peer => return Ok(()),
                 Some(_) => {}
             }
+        }
+        // Otherwise an unknown peer may run the recovery proof alone, a few per minute.
+        let now = Instant::now();
+        while inner.recent.front().is_some_and(|t| now.duration_since(*t) > RATE_WINDOW) {
+            inner.recent.pop_front();
+        }
+        if inner.probation.contains_key(&peer) {
+            return Ok(());
+        }
+        if inner.recent.len() < PROBATION_RATE {
+            inner.recent.push_back(now);
+            inner.probation.insert(peer, now + PROBATION);
+            tracing::debug!(%peer, "unknown peer admitted for the recovery proof only");
+            return Ok(());
         }
         tracing::debug!(%peer, "connection denied: not on the roster");
         Err(ConnectionDenied::new(NotAMember(peer)))

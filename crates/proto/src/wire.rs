@@ -27,6 +27,9 @@ pub const CONTROL_PROTOCOL: &str = "/triad/control/1";
 pub const BLOBS_PROTOCOL: &str = "/triad/blobs/1";
 /// Pairing a new device.
 pub const PAIR_PROTOCOL: &str = "/triad/pair/1";
+/// A device that holds the recovery phrase proves it (the only protocol an unknown peer may
+/// run outside a pairing window).
+pub const RECOVER_PROTOCOL: &str = "/triad/recover/1";
 
 /// The longest control or pairing frame.
 pub const CONTROL_FRAME_MAX: usize = 4 * 1024 * 1024;
@@ -204,6 +207,61 @@ pub struct Welcome {
     pub vault_secret: Option<[u8; 32]>,
     /// Addresses where the inviter listens.
     pub addresses: Vec<String>,
+}
+
+/// The recovery proof: `Hello` (the prover), `Challenge` (the verifier), `Proof` (the
+/// prover), then `Welcome` or `Refused` (the verifier).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecoverMessage {
+    /// The vault the prover claims.
+    Hello {
+        /// The vault id.
+        vault: triad_core::VaultId,
+    },
+    /// A fresh random challenge, and the verifier's roster (encoded) for the prover to sign
+    /// itself onto.
+    Challenge {
+        /// 32 random bytes.
+        nonce: [u8; 32],
+        /// The encoded roster.
+        roster: Vec<u8>,
+    },
+    /// The recovery key's signature over [`recovery_proof_message`], and the verifier's
+    /// roster with the prover admitted by the recovery key (an encoded `Roster`).
+    Proof {
+        /// The 64-byte signature.
+        signature: Vec<u8>,
+        /// The encoded roster.
+        roster: Vec<u8>,
+    },
+    /// Admitted: the roster as the verifier now keeps it.
+    Welcome {
+        /// The encoded roster.
+        roster: Vec<u8>,
+    },
+    /// Refused, and why.
+    Refused {
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+/// What the recovery key signs in a [`RecoverMessage::Proof`]: bound to the vault, both peer
+/// ids and the verifier's fresh challenge, so it proves nothing anywhere else.
+pub fn recovery_proof_message(
+    vault: &triad_core::VaultId,
+    verifier: &[u8],
+    prover: &[u8],
+    nonce: &[u8; 32],
+) -> Vec<u8> {
+    let mut msg = b"triad/recovery-proof/v1".to_vec();
+    msg.extend_from_slice(vault.as_bytes());
+    for peer in [verifier, prover] {
+        msg.extend_from_slice(&u16::try_from(peer.len()).unwrap_or(u16::MAX).to_be_bytes());
+        msg.extend_from_slice(peer);
+    }
+    msg.extend_from_slice(nonce);
+    msg
 }
 
 /// Encodes a wire message as a record (without the frame's length prefix).

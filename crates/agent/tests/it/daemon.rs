@@ -9,14 +9,16 @@ use triad_agent::config::{Config, StoreConfig};
 use triad_agent::control::{Client, Request as ControlRequest};
 use triad_agent::daemon::{self, Options};
 use triad_agent::home::{Home, NewDevice};
+use triad_agent::join::prove_recovery;
 use triad_core::keys::{DeviceKey, Phrase};
 use triad_core::roster::{Entry, Role, Signer};
 use triad_core::seal::{ObjectKind, seal};
 use triad_core::{BlobId, Media, StoreId, Timestamp};
+use triad_net::gate::PROBATION_RATE;
 use triad_net::{Multiaddr, Node, NodeConfig, Stream};
 use triad_proto::wire::{
     self, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, PAIR_PROTOCOL,
-    Request, Response,
+    RECOVER_PROTOCOL, Request, Response,
 };
 use triad_store::{Access, Store};
 
@@ -181,19 +183,50 @@ async fn malformed_frames_close_the_stream_and_the_agent_serves_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_not_on_the_roster_is_refused_and_gets_nothing() {
+async fn a_peer_not_on_the_roster_gets_nothing_but_the_recovery_proof() {
     let setup = start().await;
     let stranger = node([77; 32]).await;
-    // Its own side lets it connect anywhere: the refusal must be the agent's.
+    // Its own side lets it connect anywhere: what it gets is the agent's decision.
     stranger.admission().set_joining(true);
-    // The QUIC handshake may complete, but the agent denies the connection before any triad
-    // protocol runs: no stream opens.
-    let opened = match stranger.dial(setup.agent.clone()).await {
-        Err(_) => false,
-        Ok(agent) => {
-            let opened = tokio::time::timeout(WAIT, stranger.open(agent, CONTROL_PROTOCOL)).await;
-            opened.expect("gives up in time").is_ok()
-        }
+    let agent = stranger.dial(setup.agent.clone()).await.expect("admitted for the proof only");
+    for protocol in [CONTROL_PROTOCOL, BLOBS_PROTOCOL, PAIR_PROTOCOL] {
+        let answer = probe(&stranger, agent, protocol, &wire::frame(&Request::Hello)).await;
+        assert_eq!(answer, None, "a stranger got an answer on {protocol}");
+    }
+
+    // A failed recovery proof (another vault's phrase) is refused and admits nothing.
+    let entry = |seed: [u8; 32]| Entry {
+        device: DeviceKey::from_bytes(&seed).device_id(),
+        name: "new".into(),
+        site: "here".into(),
+        role: Role::Trusted,
+        signer: Signer::Recovery,
     };
-    assert!(!opened, "a stranger opened a stream");
+    let wrong = Phrase::from_entropy([9; 32]);
+    let refused = prove_recovery(&stranger, agent, &wrong, entry([77; 32])).await;
+    assert!(refused.is_err(), "a wrong phrase was accepted");
+    let answer = probe(&stranger, agent, CONTROL_PROTOCOL, &wire::frame(&Request::Hello)).await;
+    assert_eq!(answer, None, "a failed prover got an answer");
+
+    // The right phrase admits the prover, signed by the recovery key, bound to its peer id.
+    let prover = node([78; 32]).await;
+    prover.admission().set_joining(true);
+    let agent = prover.dial(setup.agent.clone()).await.expect("admitted for the proof only");
+    let phrase = Phrase::from_entropy([3; 32]);
+    let roster = prove_recovery(&prover, agent, &phrase, entry([78; 32])).await.expect("admitted");
+    assert!(roster.device(DeviceKey::from_bytes(&[78; 32]).device_id()).is_some());
+    prover.admission().set_members([agent]);
+    assert!(matches!(hello(&prover, agent).await, Response::Hello { .. }));
+
+    // Unknown peers are admitted a few a minute at most.
+    let mut admitted = 0;
+    for seed in 100..100 + PROBATION_RATE as u8 + 2 {
+        let peer = node([seed; 32]).await;
+        peer.admission().set_joining(true);
+        if let Ok(agent) = peer.dial(setup.agent.clone()).await {
+            let opened = tokio::time::timeout(WAIT, peer.open(agent, RECOVER_PROTOCOL)).await;
+            admitted += usize::from(opened.expect("in time").is_ok());
+        }
+    }
+    assert!(admitted < PROBATION_RATE, "{admitted} unknown peers admitted in a minute");
 }
