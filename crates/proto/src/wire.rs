@@ -11,6 +11,7 @@
 //!   [`BlobAck`]. Blobs are acknowledged only by that answer.
 //! - `/triad/pair/1`: the pairing exchange, [`PairMessage`]s in a fixed order (see the
 //!   `proto/README.md`).
+//! - `/triad/recover/1`: the recovery proof, [`RecoverMessage`]s in a fixed order.
 
 use serde::{Deserialize, Serialize};
 use triad_core::codec::{self, DecodeError};

@@ -111,6 +111,35 @@ fn pairing() {
 }
 
 #[test]
+fn recovery_proof() {
+    use triad_proto::wire::RecoverMessage;
+    check(
+        "wire_recover_challenge.hex",
+        "recovery Challenge: nonce [0x6e; 32], roster bytes [1, 2, 3]",
+        &RecoverMessage::Challenge { nonce: [0x6e; 32], roster: vec![1, 2, 3] },
+    );
+    check(
+        "wire_recover_proof.hex",
+        "recovery Proof: signature 64 x 0x51, roster bytes [4, 5]",
+        &RecoverMessage::Proof { signature: vec![0x51; 64], roster: vec![4, 5] },
+    );
+    let message = wire::recovery_proof_message(
+        &crate::fixtures::vault(),
+        b"verifier",
+        b"prover",
+        &[0x6e; 32],
+    );
+    let comments = vec![
+        "what the recovery key signs: \"triad/recovery-proof/v1\" || vault id (of phrase.txt) ||"
+            .to_owned(),
+        "u16 BE length || verifier peer id bytes (here \"verifier\") || u16 BE length || prover"
+            .to_owned(),
+        "peer id bytes (here \"prover\") || nonce [0x6e; 32]".to_owned(),
+    ];
+    hex_vector("wire_recover_signed.hex", &comments, &message);
+}
+
+#[test]
 fn another_wire_version_is_refused() {
     let mut record = wire::encode(&Request::Hello);
     record[0] = 2;
