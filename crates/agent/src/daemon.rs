@@ -320,7 +320,7 @@ async fn answer_control(
                 .config
                 .stores
                 .iter()
-                .map(|s| StoreInfo { id: s.id, media: s.media, free: free_bytes(&s.path) })
+                .map(|s| StoreInfo { id: s.id, media: s.media, free: free_bytes(&s.path, s.quota) })
                 .collect();
             let identity = shared.home.identity();
             Response::Hello { name: identity.name.clone(), site: identity.site.clone(), stores }
@@ -388,11 +388,12 @@ fn take_heads(shared: &Shared, heads: &[Vec<u8>]) -> Result<(), String> {
     Ok(())
 }
 
-fn free_bytes(path: &Path) -> u64 {
-    // statvfs through std is not available; the store's file system is asked with `df`-like
-    // numbers by the later quota work. Until then: unknown.
-    let _ = path;
-    u64::MAX
+/// Bytes free for blobs in the store at `path`: what its file system has for unprivileged
+/// writers, capped by the store's quota. Unknown (`u64::MAX`) if the file system says nothing.
+fn free_bytes(path: &Path, quota: Option<u64>) -> u64 {
+    let disk =
+        rustix::fs::statvfs(path).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize));
+    disk.min(quota.unwrap_or(u64::MAX))
 }
 
 // ---- Peers: blob pushes ---------------------------------------------------------------------
@@ -794,13 +795,16 @@ async fn devices(shared: &Shared) -> Result<Value, Failure> {
                 .config
                 .stores
                 .iter()
-                .map(|s| json!({"id": s.id.to_hex(), "media": s.media.to_string()}))
+                .map(|s| {
+                    let free = free_bytes(&s.path, s.quota);
+                    json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": free})
+                })
                 .collect()
         } else if connected.is_some() {
             match request(shared, peer, &wire::Request::Hello).await {
                 Ok(Response::Hello { stores, .. }) => stores
                     .iter()
-                    .map(|s| json!({"id": s.id.to_hex(), "media": s.media.to_string()}))
+                    .map(|s| json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": s.free}))
                     .collect(),
                 _ => Vec::new(),
             }

@@ -361,8 +361,12 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
             println!("  address {addr}");
         }
         for s in d["stores"].as_array().into_iter().flatten() {
+            let free = match s["free"].as_u64() {
+                Some(u64::MAX) | None => String::new(),
+                Some(bytes) => format!(", {} free", output::size(bytes)),
+            };
             println!(
-                "  store {} on {}",
+                "  store {} on {}{free}",
                 s["id"].as_str().unwrap_or("?"),
                 s["media"].as_str().unwrap_or("?")
             );

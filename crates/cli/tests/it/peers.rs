@@ -208,6 +208,7 @@ fn three_devices_pair_sync_and_a_storage_only_peer_holds_no_plaintext() {
         let d = list.iter().find(|d| d["name"] == name).expect("listed");
         assert_eq!((d["role"].as_str(), d["online"].as_bool()), (Some(role), Some(true)), "{d}");
         assert_eq!(d["stores"][0]["media"], media, "{d}");
+        assert!(d["stores"][0]["free"].as_u64().is_some_and(|f| f > 0), "{d}");
     }
     let nas_view = json(&nas.ok(&["devices", "--json"]));
     assert_eq!(nas_view["devices"].as_array().expect("devices").len(), 3, "{nas_view}");
