@@ -271,3 +271,29 @@ impl NetworkBehaviour for Gate {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_pass_strangers_wait_their_turn_and_removed_devices_never_pass() {
+        let admission = Admission::default();
+        let (member, removed) = (PeerId::random(), PeerId::random());
+        admission.set_members([member]);
+        admission.set_banned([removed]);
+        assert!(admission.admit(member).is_ok());
+        assert!(admission.admit(removed).is_err(), "removed, even for a proof");
+        admission.open_window(Instant::now() + Duration::from_secs(60));
+        assert!(admission.admit(removed).is_err(), "removed, even in a pairing window");
+        let pairing = PeerId::random();
+        assert!(admission.admit(pairing).is_ok(), "the one pairing peer");
+        assert!(admission.is_pairing_peer(&pairing));
+        admission.close_window();
+        // Outside a window, a few strangers a minute, on probation.
+        let admitted =
+            (0..PROBATION_RATE + 3).filter(|_| admission.admit(PeerId::random()).is_ok()).count();
+        assert_eq!(admitted, PROBATION_RATE);
+        assert!(!admission.is_member(&pairing));
+    }
+}
