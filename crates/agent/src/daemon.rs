@@ -39,6 +39,8 @@ use crate::peers::Book;
 
 /// How long a control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a blob stream may stay silent before the receiver drops it.
+const IDLE_PUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -427,7 +429,15 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
     let mut pending = 0u32;
     let mut acknowledged = 0u64;
     loop {
-        let frame = match frame::read_blob(&mut stream).await {
+        // A sender that goes quiet gives up its hold on the stores.
+        let next = tokio::time::timeout(IDLE_PUSH_TIMEOUT, frame::read_blob(&mut stream)).await;
+        let Ok(next) = next else {
+            return Err(format!(
+                "no frame for {} s; uncommitted blobs dropped",
+                IDLE_PUSH_TIMEOUT.as_secs()
+            ));
+        };
+        let frame = match next {
             Ok(frame) => frame,
             // The sender is done (anything since its last commit is dropped, never indexed).
             Err(FrameError::Closed { .. }) => return Ok(acknowledged),
@@ -1058,7 +1068,6 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
         // Acknowledgements are read as they come, so that the sender never waits for a commit.
         let (ack_tx, mut acks) = mpsc::channel(64);
         tokio::spawn(read_acks(reader, ack_tx));
-        let mut commits = 0u64;
         let mut since_commit = 0u64;
         for i in 0..missing.len() {
             let blob =
@@ -1074,7 +1083,6 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
                 frame::write(&mut writer, &BlobFrame::Commit)
                     .await
                     .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
-                commits += 1;
                 since_commit = 0;
             }
             while let Ok(ack) = acks.try_recv() {
@@ -1083,14 +1091,11 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
             }
         }
         let _ = reading.await;
-        let mut received = 0;
-        while let Some(ack) = acks.recv().await {
+        // Every commit is answered once; wait for the answers still to come.
+        while acked < sent {
+            let Some(ack) = acks.recv().await else { break };
             acked += ack?;
-            received += 1;
             let _ = s.say(json!({"event": "progress", "blobs": acked, "bytes": bytes})).await;
-            if acked == sent || received == commits {
-                break;
-            }
         }
         let _ = writer.close().await;
     }
