@@ -85,6 +85,10 @@ pub struct Ready {
 }
 
 struct Window {
+    /// Tells this window from a later one.
+    id: u64,
+    /// Whether a joiner named it: the first one claims it, the others are refused.
+    claimed: bool,
     secrets: Vec<Secret>,
     until: Instant,
     role: PairRole,
@@ -100,6 +104,8 @@ struct Shared {
     config: Config,
     node: Node,
     roster: Mutex<Roster>,
+    /// Held while the roster changes, so that changes apply one after the other.
+    saving: Mutex<()>,
     book: Mutex<Book>,
     window: Mutex<Option<Window>>,
     /// One piece of store work at a time.
@@ -156,30 +162,34 @@ impl Shared {
 
     /// Takes the entries of `other` this roster lacks; persists and applies a change.
     fn merge_roster(&self, other: &Roster) -> Result<bool, String> {
-        let merged = {
-            let mut roster = lock(&self.roster);
-            if !roster.merge(other).map_err(|e| e.to_string())? {
-                return Ok(false);
-            }
-            roster.clone()
-        };
-        self.persist_roster(&merged)?;
-        Ok(true)
+        self.update_roster(|roster| roster.merge(other).map_err(|e| e.to_string()))
     }
 
-    fn persist_roster(&self, roster: &Roster) -> Result<(), String> {
-        self.home.write_roster(roster).map_err(|e| e.to_string())?;
-        self.apply_roster(roster);
+    /// Changes the roster: one change at a time, from the roster as it is, verified, written
+    /// to the home (then the stores) before it is used. Returns whether anything changed.
+    fn update_roster(
+        &self,
+        change: impl FnOnce(&mut Roster) -> Result<bool, String>,
+    ) -> Result<bool, String> {
+        let _one_at_a_time = lock(&self.saving);
+        let mut next = lock(&self.roster).clone();
+        if !change(&mut next)? {
+            return Ok(false);
+        }
+        next.verify().map_err(|e| format!("the changed roster does not verify: {e}"))?;
+        self.home.write_roster(&next).map_err(|e| e.to_string())?;
+        *lock(&self.roster) = next.clone();
+        self.apply_roster(&next);
         // Stores keep a copy too (any one store is enough to start a recovery); a store in use
         // by another command gets it at the next sync.
         if let Ok(stores) = open_stores(&self.home, &self.config, Access::ReadWrite) {
             for store in stores {
-                if let Err(e) = store.write_roster(roster) {
+                if let Err(e) = store.write_roster(&next) {
                     tracing::warn!(store = %store.path().display(), error = %e, "cannot store the roster");
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn remember(&self, device: DeviceId, addr: Option<&Multiaddr>) {
@@ -218,6 +228,7 @@ pub async fn run(
         config,
         node: node.clone(),
         roster: Mutex::new(roster),
+        saving: Mutex::new(()),
         window: Mutex::new(None),
         stores: tokio::sync::Mutex::new(()),
     });
@@ -600,31 +611,49 @@ async fn serve_pairing(shared: Arc<Shared>) {
 }
 
 async fn invite(shared: &Arc<Shared>, peer: PeerId, mut stream: triad_net::Stream) {
-    let (secrets, role, ask, ended) = {
-        let window = lock(&shared.window);
-        let Some(w) = window.as_ref().filter(|w| Instant::now() < w.until) else { return };
-        (w.secrets.clone(), w.role, w.ask.clone(), w.ended.clone())
+    // The first pairing stream claims the window: one try per code, whatever the try is.
+    let (id, until, secrets, role, ask, ended) = {
+        let mut window = lock(&shared.window);
+        let Some(w) = window.as_mut().filter(|w| Instant::now() < w.until && !w.claimed) else {
+            return;
+        };
+        w.claimed = true;
+        (w.id, w.until, w.secrets.clone(), w.role, w.ask.clone(), w.ended.clone())
     };
     let identity = shared.home.identity();
     let offer = Offer { name: identity.name.clone(), site: identity.site.clone(), role };
     let me = shared.node.peer_id();
-    let result = pair::invite(&mut stream, &secrets, me, peer, &offer, async |joiner: &Joiner| {
-        let (tx, rx) = oneshot::channel();
-        ask.send((joiner.clone(), tx)).await.ok()?;
-        if !rx.await.unwrap_or(false) {
-            return None;
-        }
-        admit(shared, peer, joiner, role).ok()
-    })
-    .await;
+    let exchange =
+        pair::invite(&mut stream, &secrets, me, peer, &offer, async |joiner: &Joiner| {
+            let (tx, rx) = oneshot::channel();
+            ask.send((joiner.clone(), tx)).await.ok()?;
+            if !rx.await.unwrap_or(false) {
+                return None;
+            }
+            admit(shared, peer, joiner, role).ok()
+        });
+    let result = match tokio::time::timeout_at(until.into(), exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(pair::PairError::Refused("the code expired during the pairing".into())),
+    };
     let _ = stream.close().await;
     if let Err(pair::PairError::WrongWindow(n)) = &result {
+        // Another window's joiner (mDNS finds every inviter): nothing was revealed, so the
+        // window stays open for its own joiner.
         tracing::info!(%peer, nameplate = n, "pairing attempt for another window");
+        if let Some(w) = lock(&shared.window).as_mut().filter(|w| w.id == id) {
+            w.claimed = false;
+        }
         return;
     }
     // Single use: whatever happened, this window is spent.
-    *lock(&shared.window) = None;
-    shared.node.admission().close_window();
+    {
+        let mut window = lock(&shared.window);
+        if window.as_ref().is_some_and(|w| w.id == id) {
+            *window = None;
+            shared.node.admission().close_window();
+        }
+    }
     let outcome = result.map(|j| (j, role)).map_err(|e| match e {
         pair::PairError::WrongSecret => "a device tried a wrong code; the code is burnt".to_owned(),
         other => format!("{}; the code is burnt", error_chain(&other)),
@@ -657,19 +686,18 @@ fn admit(
         },
         signer: Signer::Device(shared.home.device_id()),
     };
-    let roster = {
-        let mut roster = lock(&shared.roster);
-        roster.admit_with_device(shared.home.device_key(), entry);
-        roster.clone()
-    };
-    shared.persist_roster(&roster)?;
-    shared.remember(device, shared.node.connected(&peer).as_ref());
     let vault_secret = match role {
         PairRole::Trusted => {
             Some(*shared.home.vault_secret().map_err(|e| e.to_string())?.as_bytes())
         }
         PairRole::StorageOnly => None,
     };
+    shared.update_roster(|roster| {
+        roster.admit_with_device(shared.home.device_key(), entry);
+        Ok(true)
+    })?;
+    let roster = lock(&shared.roster).clone();
+    shared.remember(device, shared.node.connected(&peer).as_ref());
     let me = shared.node.peer_id();
     let addresses = shared
         .node
@@ -846,13 +874,11 @@ async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failur
     if shared.home.keys().is_err() {
         return Err("only a trusted device can remove devices".into());
     }
-    let roster = {
-        let mut roster = lock(&shared.roster);
-        roster.remove_with_device(shared.home.device_key(), entry.device);
-        roster.clone()
-    };
     // The gate drops the device's connections as the members change.
-    shared.persist_roster(&roster)?;
+    shared.update_roster(|roster| {
+        roster.remove_with_device(shared.home.device_key(), entry.device);
+        Ok(true)
+    })?;
     let told = gossip(shared).await;
     Ok(json!({ "done": true, "device": name, "told": told }))
 }
@@ -906,8 +932,12 @@ async fn pair_session(
     seconds: u64,
     yes: bool,
 ) -> io::Result<()> {
-    if !storage_only && shared.home.keys().is_err() {
-        return s.say(json!({"error": "a storage-only device cannot invite a trusted one"})).await;
+    let me_trusted = lock(&shared.roster)
+        .device(shared.home.device_id())
+        .is_some_and(|e| e.role == Role::Trusted);
+    if !me_trusted || shared.home.keys().is_err() {
+        let error = "only a trusted device can invite: this one is storage-only";
+        return s.say(json!({ "error": error })).await;
     }
     let mut random = [0u8; 24];
     if getrandom::fill(&mut random).is_err() {
@@ -920,7 +950,10 @@ async fn pair_session(
     let (ended_tx, mut ended_rx) = mpsc::channel(1);
     let role = if storage_only { PairRole::StorageOnly } else { PairRole::Trusted };
     let until = Instant::now() + Duration::from_secs(seconds.clamp(1, 3600));
+    let id = u64::from_le_bytes(random[16..24].try_into().expect("8 bytes"));
     *lock(&shared.window) = Some(Window {
+        id,
+        claimed: false,
         secrets: vec![typed.clone(), strong.clone()],
         until,
         role,
@@ -956,8 +989,13 @@ async fn pair_session(
             }
         }
     };
-    *lock(&shared.window) = None;
-    shared.node.admission().close_window();
+    {
+        let mut window = lock(&shared.window);
+        if window.as_ref().is_some_and(|w| w.id == id) {
+            *window = None;
+            shared.node.admission().close_window();
+        }
+    }
     match outcome {
         Ok((joiner, role)) => {
             let role = match role {
@@ -1029,11 +1067,16 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     let mut missing = Vec::new();
     for batch in needed.chunks(MISSING_BATCH_MAX) {
         match request(shared, peer, &wire::Request::Missing { blobs: batch.to_vec() }).await? {
-            Response::Missing { blobs } => missing.extend(blobs),
+            // Only what was asked about: a peer cannot make this device send anything else.
+            Response::Missing { blobs } => {
+                let asked: std::collections::HashSet<_> = batch.iter().collect();
+                missing.extend(blobs.into_iter().filter(|id| asked.contains(id)));
+            }
             _ => return Err(SyncFailure::Refused("unexpected answer".into()).into()),
         }
     }
-    let already = needed.len() - missing.len();
+    missing.dedup();
+    let already = needed.len().saturating_sub(missing.len());
     let (mut sent, mut bytes, mut acked) = (0u64, 0u64, 0u64);
     if !missing.is_empty() {
         let stream = shared

@@ -192,8 +192,11 @@ impl Roster {
             if !self.signed_by(entry.signer, &trusted, &msg, &signed.signature) {
                 return Err(RosterError::Signature { device: entry.device });
             }
+            // The latest entry decides: a device entered again as storage-only signs no more.
             if entry.role == Role::Trusted {
                 trusted.push(entry.device);
+            } else {
+                trusted.retain(|d| *d != entry.device);
             }
         }
         for signed in &self.removed {
@@ -249,14 +252,26 @@ impl Roster {
         if other.vault != self.vault || other.recovery_public != self.recovery_public {
             return Err(RosterError::VaultMismatch { vault: other.vault });
         }
+        // What this roster already knows was removed signs nothing new here (a stolen device
+        // that was removed cannot admit keys of its own to a device that knows).
+        let signed_by_removed = |signer: &Signer| match signer {
+            Signer::Device(by) => self.is_removed(*by),
+            Signer::Recovery => false,
+        };
         let mut merged = self.clone();
         for entry in &other.entries {
             if !merged.entries.contains(entry) {
+                if signed_by_removed(&entry.entry.signer) {
+                    return Err(RosterError::Signature { device: entry.entry.device });
+                }
                 merged.entries.push(entry.clone());
             }
         }
         for removal in &other.removed {
             if !merged.removed.contains(removal) {
+                if signed_by_removed(&removal.removal.signer) {
+                    return Err(RosterError::Signature { device: removal.removal.device });
+                }
                 merged.removed.push(removal.clone());
             }
         }
@@ -325,6 +340,18 @@ mod tests {
         let mut merged = back.clone();
         assert!(!merged.merge(&before).expect("merges"));
         assert!(merged.is_removed(second.device_id()));
+        // A device that knows of the removal takes nothing new the removed device signed.
+        let mut stolen = before.clone();
+        stolen.admit_with_device(&first, entry(&DeviceKey::from_bytes(&[5; 32]), Role::Trusted));
+        let mut informed = back.clone();
+        informed.remove_with_device(&first, first.device_id());
+        assert!(informed.merge(&stolen).is_err());
+        // Entered again as storage-only, a device signs no more.
+        let mut demoted = Roster::new(&recovery);
+        demoted.admit_with_recovery(&recovery, entry(&first, Role::Trusted));
+        demoted.admit_with_recovery(&recovery, entry(&first, Role::StorageOnly));
+        demoted.admit_with_device(&first, entry(&second, Role::Trusted));
+        assert!(Roster::decode(&demoted.encode()).is_err());
         // A removal signed by a device that is not trusted does not verify.
         let mut forged = before.clone();
         forged.remove_with_device(&second, first.device_id());

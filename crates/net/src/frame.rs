@@ -59,8 +59,12 @@ where
     R: AsyncRead + Unpin,
 {
     let len = read_len(io, what, max).await?;
-    let mut record = vec![0u8; len];
-    read_exact(io, &mut record, what).await?;
+    // Grown as the bytes arrive: announcing a large frame costs the sender as much as us.
+    let mut record = Vec::with_capacity(len.min(64 * 1024));
+    let got = io.take(len as u64).read_to_end(&mut record).await?;
+    if got < len {
+        return Err(FrameError::Truncated { what });
+    }
     wire::decode(what, &record).map_err(|source| FrameError::Decode { what, source })
 }
 
@@ -81,7 +85,9 @@ where
             0..=250 => 0,
             0xfb => 2,
             0xfc => 4,
-            _ => 8,
+            0xfd => 8,
+            // Not a length a writer emits: the general path refuses it properly.
+            _ => len + 1,
         };
         let mut tail = [0u8; 8];
         let prefix = 35 + extra;

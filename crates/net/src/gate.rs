@@ -1,6 +1,6 @@
-//! Who may connect: devices on the roster; while a pairing window is open, one unknown peer
-//! for the pairing protocol alone; otherwise a few unknown peers a minute, for 30 seconds,
-//! for the recovery proof alone. Every other connection is denied as it is established. The
+//! Who may connect: devices on the roster; and a few unknown peers a minute, for 30 seconds,
+//! for the recovery proof alone, or, while a pairing window is open, the pairing (the first to
+//! name the window claims it). Every other connection is denied as it is established. The
 //! protocols check [`Admission::is_member`] (and the pairing and recovery handlers their own
 //! condition), so an admitted unknown peer gets nothing else.
 //!
@@ -37,7 +37,8 @@ pub struct Admission {
 #[derive(Debug, Default)]
 struct Inner {
     members: HashSet<PeerId>,
-    window: Option<Window>,
+    /// Until when a pairing window is open.
+    window: Option<Instant>,
     /// Whether this device may connect out to peers not on the roster (while it joins).
     joining: bool,
     /// Devices removed from the vault: never admitted again, not even for a proof.
@@ -49,13 +50,6 @@ struct Inner {
     /// Peers to disconnect (removed from the roster).
     evict: VecDeque<PeerId>,
     waker: Option<Waker>,
-}
-
-#[derive(Debug)]
-struct Window {
-    until: Instant,
-    /// The unknown peer admitted for pairing, once one connected.
-    peer: Option<PeerId>,
 }
 
 /// Why a connection was denied.
@@ -130,9 +124,9 @@ impl Admission {
         }
     }
 
-    /// Opens a pairing window until `until`: one unknown peer may connect.
+    /// Opens a pairing window until `until`: unknown peers on probation may run the pairing.
     pub fn open_window(&self, until: Instant) {
-        self.lock().window = Some(Window { until, peer: None });
+        self.lock().window = Some(until);
     }
 
     /// Closes the pairing window.
@@ -151,18 +145,18 @@ impl Admission {
             return Ok(());
         }
         drop(inner);
-        // A device of the vault may still be dialled by its own pairing peer's address.
-        if self.is_pairing_peer(&peer) {
-            return Ok(());
-        }
         tracing::debug!(%peer, "outbound connection dropped: not on the roster");
         Err(ConnectionDenied::new(NotAMember(peer)))
     }
 
-    /// Whether `peer` is the one unknown peer admitted for pairing while the window is open.
+    /// Whether `peer` may run the pairing protocol: a window is open and the peer is an unknown
+    /// peer admitted on probation. (Which of them pairs is decided by the pairing itself: the
+    /// first one to name the window claims it.)
     pub fn is_pairing_peer(&self, peer: &PeerId) -> bool {
         let inner = self.lock();
-        inner.window.as_ref().is_some_and(|w| w.peer == Some(*peer) && Instant::now() < w.until)
+        let now = Instant::now();
+        inner.window.is_some_and(|until| now < until)
+            && inner.probation.get(peer).is_some_and(|until| now < *until)
     }
 
     fn admit(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
@@ -174,24 +168,13 @@ impl Admission {
             tracing::debug!(%peer, "connection denied: removed from the vault");
             return Err(ConnectionDenied::new(NotAMember(peer)));
         }
-        if let Some(window) = &mut inner.window
-            && Instant::now() < window.until
-        {
-            match window.peer {
-                None => {
-                    window.peer = Some(peer);
-                    return Ok(());
-                }
-                Some(p) if p == peer => return Ok(()),
-                Some(_) => {}
-            }
-        }
-        // Otherwise an unknown peer may run the recovery proof alone, a few per minute.
+        // Otherwise an unknown peer may run the recovery proof (or, in a pairing window, the
+        // pairing) alone, a few per minute, for a short while.
         let now = Instant::now();
         while inner.recent.front().is_some_and(|t| now.duration_since(*t) > RATE_WINDOW) {
             inner.recent.pop_front();
         }
-        if inner.probation.contains_key(&peer) {
+        if inner.probation.get(&peer).is_some_and(|until| now < *until) {
             return Ok(());
         }
         if inner.recent.len() < PROBATION_RATE {
@@ -287,13 +270,14 @@ mod tests {
         admission.open_window(Instant::now() + Duration::from_secs(60));
         assert!(admission.admit(removed).is_err(), "removed, even in a pairing window");
         let pairing = PeerId::random();
-        assert!(admission.admit(pairing).is_ok(), "the one pairing peer");
+        assert!(admission.admit(pairing).is_ok(), "an unknown peer, on probation");
         assert!(admission.is_pairing_peer(&pairing));
         admission.close_window();
+        assert!(!admission.is_pairing_peer(&pairing), "no window, no pairing");
         // Outside a window, a few strangers a minute, on probation.
         let admitted =
             (0..PROBATION_RATE + 3).filter(|_| admission.admit(PeerId::random()).is_ok()).count();
-        assert_eq!(admitted, PROBATION_RATE);
+        assert_eq!(admitted, PROBATION_RATE - 1, "the pairing peer counted too");
         assert!(!admission.is_member(&pairing));
     }
 }

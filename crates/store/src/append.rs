@@ -182,7 +182,12 @@ impl Appender {
         self.reserve(head);
         let from = self.raw.len();
         self.raw.resize(from + head, 0);
-        self.file.read_exact_at(&mut self.raw[from..], self.written - head as u64)?;
+        if let Err(err) = self.file.read_exact_at(&mut self.raw[from..], self.written - head as u64)
+        {
+            // Nothing of a failed read may stay behind as if it were data to write.
+            self.raw.truncate(from);
+            return Err(err);
+        }
         self.head = head;
         Ok(())
     }
