@@ -99,7 +99,26 @@ async fn probe(
     protocol: &'static str,
     bytes: &[u8],
 ) -> Option<Vec<u8>> {
-    let mut stream: Stream = node.open(peer, protocol).await.expect("stream opens");
+    let stream = node.open(peer, protocol).await.expect("stream opens");
+    exchange(stream, bytes).await
+}
+
+/// As [`probe`] for a peer the agent may refuse outright: a stream that does not even open
+/// is no answer either.
+async fn probe_refused(
+    node: &Node,
+    peer: triad_net::PeerId,
+    protocol: &'static str,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
+    let opened = tokio::time::timeout(WAIT, node.open(peer, protocol)).await;
+    match opened.expect("gives up in time") {
+        Ok(stream) => exchange(stream, bytes).await,
+        Err(_) => None,
+    }
+}
+
+async fn exchange(mut stream: Stream, bytes: &[u8]) -> Option<Vec<u8>> {
     // The agent may close the stream before reading all of it: that is an answer too.
     let _ = stream.write_all(bytes).await;
     let _ = stream.close().await;
@@ -199,7 +218,7 @@ async fn a_peer_not_on_the_roster_gets_nothing_but_the_recovery_proof() {
     stranger.admission().set_joining(true);
     let agent = stranger.dial(setup.agent.clone()).await.expect("admitted for the proof only");
     for protocol in [CONTROL_PROTOCOL, BLOBS_PROTOCOL, PAIR_PROTOCOL] {
-        let answer = probe(&stranger, agent, protocol, &wire::frame(&Request::Hello)).await;
+        let answer = probe_refused(&stranger, agent, protocol, &wire::frame(&Request::Hello)).await;
         assert_eq!(answer, None, "a stranger got an answer on {protocol}");
     }
 
@@ -214,7 +233,8 @@ async fn a_peer_not_on_the_roster_gets_nothing_but_the_recovery_proof() {
     let wrong = Phrase::from_entropy([9; 32]);
     let refused = prove_recovery(&stranger, agent, &wrong, entry([77; 32])).await;
     assert!(refused.is_err(), "a wrong phrase was accepted");
-    let answer = probe(&stranger, agent, CONTROL_PROTOCOL, &wire::frame(&Request::Hello)).await;
+    let answer =
+        probe_refused(&stranger, agent, CONTROL_PROTOCOL, &wire::frame(&Request::Hello)).await;
     assert_eq!(answer, None, "a failed prover got an answer");
 
     // The right phrase admits the prover, signed by the recovery key, bound to its peer id.
