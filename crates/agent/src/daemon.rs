@@ -1041,23 +1041,16 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     }
     let peer = triad_net::peer_id(entry.device);
     let keys = shared.home.keys().map_err(|e| e.to_string())?;
-    let _guard = shared.stores.lock().await;
-    let stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
-    if stores.is_empty() {
-        return Err("this device has no store to send from".into());
-    }
-    let (needed, heads) = tokio::task::block_in_place(|| -> Result<_, String> {
-        let catalog = Catalog::new(keys, &stores);
-        let needed = catalog.reachable(shared.home.device_id()).map_err(|e| error_chain(&e))?;
-        let heads: Vec<Vec<u8>> = catalog
-            .heads()
-            .map_err(|e| error_chain(&e))?
-            .into_iter()
-            .filter(|h| h.head.device == shared.home.device_id())
-            .map(|h| h.encode())
-            .collect();
-        Ok((needed, heads))
-    })?;
+    // The local stores are held only while they are read, never across a request to the peer
+    // (which may be pushing to this device at the same moment, and need them).
+    let (needed, heads) = {
+        let _guard = shared.stores.lock().await;
+        let stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
+        if stores.is_empty() {
+            return Err("this device has no store to send from".into());
+        }
+        what_to_send(shared, keys, &stores)?
+    };
 
     // The roster first, so that the peer knows every device whose heads it will hold.
     let roster = lock(&shared.roster).encode();
@@ -1079,6 +1072,8 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     let already = needed.len().saturating_sub(missing.len());
     let (mut sent, mut bytes, mut acked) = (0u64, 0u64, 0u64);
     if !missing.is_empty() {
+        let _guard = shared.stores.lock().await;
+        let stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
         let stream = shared
             .node
             .open(peer, BLOBS_PROTOCOL)
@@ -1155,6 +1150,27 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
         "bytes_sent": bytes,
         "blobs_already_there": already,
     }))
+}
+
+/// Every blob this device's snapshots need, data first, and this device's signed heads.
+fn what_to_send(
+    shared: &Shared,
+    keys: &triad_core::keys::VaultKeys,
+    stores: &[Store],
+) -> Result<(Vec<triad_core::BlobId>, Vec<Vec<u8>>), String> {
+    tokio::task::block_in_place(|| {
+        let catalog = Catalog::new(keys, stores);
+        let me = shared.home.device_id();
+        let needed = catalog.reachable(me).map_err(|e| error_chain(&e))?;
+        let heads = catalog
+            .heads()
+            .map_err(|e| error_chain(&e))?
+            .into_iter()
+            .filter(|h| h.head.device == me)
+            .map(|h| h.encode())
+            .collect();
+        Ok((needed, heads))
+    })
 }
 
 /// Reads acknowledgements until the stream ends; each is handed on, an error last.
