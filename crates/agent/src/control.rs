@@ -44,6 +44,9 @@ pub enum Request {
         /// Give up after this long.
         timeout_secs: u64,
     },
+    /// Lend this device's stores to the caller: the agent finishes what it is doing with them,
+    /// answers `{"leased": true}`, and touches them no more until the connection closes.
+    Lease,
     /// Remove a device from the vault, for good, and tell every reachable device.
     RemoveDevice {
         /// The device's name.

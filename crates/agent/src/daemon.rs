@@ -757,12 +757,20 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
     let (read, out) = stream.into_split();
     let mut s = Session { lines: BufReader::new(read).lines(), out };
     let Some(request) = s.read().await? else { return Ok(()) };
+    if request == control::Request::Lease {
+        // The command works on the stores itself; the agent keeps off them until it is done.
+        let _guard = shared.stores.lock().await;
+        s.say(json!({ "leased": true })).await?;
+        while s.read().await.is_ok_and(|line| line.is_some()) {}
+        return Ok(());
+    }
     let result = match request {
         control::Request::Devices => devices(shared).await,
         control::Request::Pair { storage_only, seconds, yes } => {
             return pair_session(shared, &mut s, storage_only, seconds, yes).await;
         }
         control::Request::PairDecision { .. } => Err("no pairing is waiting for a decision".into()),
+        control::Request::Lease => unreachable!("answered above"),
         control::Request::Sync { device, timeout_secs } => {
             let timeout = Duration::from_secs(timeout_secs.max(1));
             match tokio::time::timeout(timeout, sync(shared, &device, &mut s)).await {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use triad_agent::catalog::{Catalog, SnapshotInfo};
 use triad_agent::config::{FolderConfig, StoreConfig};
+use triad_agent::control::{Client, ClientError, Request as ControlRequest};
 use triad_agent::home::{Home, NewDevice};
 use triad_agent::{Config, backup, restore, verify};
 use triad_core::keys::Phrase;
@@ -63,13 +64,40 @@ fn random_array<const N: usize>() -> Result<[u8; N]> {
 pub(crate) struct Device {
     pub(crate) home: Home,
     pub(crate) config: Config,
+    /// While the agent runs, the lease on its stores this command holds (until it exits).
+    lease: std::cell::OnceCell<Option<Client>>,
 }
 
 impl Device {
     pub(crate) fn open(home_path: &Path) -> Result<Device> {
         let home = Home::open(home_path)?;
         let config = settings::load(home_path)?;
-        Ok(Device { home, config })
+        Ok(Device { home, config, lease: std::cell::OnceCell::new() })
+    }
+
+    /// While the agent runs, asks it for the stores: it finishes a transfer in progress and
+    /// keeps off them until this command exits. Without an agent there is nothing to ask.
+    fn lease_stores(&self) -> Result<()> {
+        if self.lease.get().is_some() {
+            return Ok(());
+        }
+        let lease = match Client::connect(self.home.path()) {
+            Ok(mut client) => {
+                client.send(&ControlRequest::Lease)?;
+                let answer = client.receive()?;
+                if answer["leased"] != true {
+                    bail!(
+                        "the agent did not lend its stores: {}",
+                        answer["error"].as_str().unwrap_or("no reason given")
+                    );
+                }
+                Some(client)
+            }
+            Err(ClientError::NotRunning { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let _ = self.lease.set(lease);
+        Ok(())
     }
 
     /// Opens every store. Writers need `Access::ReadWrite`; readers fall back to a read-only
@@ -84,6 +112,7 @@ impl Device {
     }
 
     fn open_store(&self, s: &StoreConfig, access: Access) -> Result<Store> {
+        self.lease_stores()?;
         let vault = self.home.vault();
         let cfg = &self.config.store;
         match (Store::open(&s.path, Some(s.id), vault, Access::ReadWrite, cfg), access) {
@@ -220,6 +249,7 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                 bail!("this device has no store");
             }
             let mut code = EXIT_OK;
+            dev.lease_stores()?;
             for p in paths {
                 let report = Store::rebuild_index(&p, dev.home.vault(), &dev.config.store)
                     .with_context(|| format!("while rebuilding the index of {}", p.display()))?;

@@ -85,6 +85,11 @@ enum Command {
     CloseAll {
         reply: oneshot::Sender<()>,
     },
+    Reconnect {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<PeerId, NetError>>,
+    },
 }
 
 /// Known addresses and connection state, shared with the handle.
@@ -163,7 +168,10 @@ impl Node {
                 // on links with latency; a blob stream wants a few blobs in flight.
                 quic.max_stream_data = 32 * 1024 * 1024;
                 quic.max_connection_data = 64 * 1024 * 1024;
-                quic.keep_alive_interval = Duration::from_secs(10);
+                // A keep-alive well inside the idle timeout (10 s, libp2p's default, so that a
+                // peer that vanished is noticed soon), so that a connection waiting on a busy
+                // peer does not time out.
+                quic.keep_alive_interval = Duration::from_secs(3);
                 quic
             })
             .with_behaviour(|key| {
@@ -297,11 +305,13 @@ impl Node {
                 if self.addresses(&peer).is_empty() {
                     return Err(first);
                 }
-                tracing::debug!(%peer, error = %first, "stream failed; dialling again");
+                // The connection is dead (the peer restarted, or the process that had its
+                // identity exited): close it, so that the stream cannot land on it again.
+                tracing::debug!(%peer, error = %first, "stream failed; connecting again");
                 let (reply, rx) = oneshot::channel();
                 let addrs = self.addresses(&peer);
                 self.commands
-                    .send(Command::DialPeer { peer, addrs, reply })
+                    .send(Command::Reconnect { peer, addrs, reply })
                     .await
                     .map_err(|_| NetError::Stopped)?;
                 rx.await.map_err(|_| NetError::Stopped)??;
@@ -388,6 +398,15 @@ async fn run(
                     dial(&mut swarm, &mut dials, opts, addr.to_string(), reply);
                 }
                 Some(Command::DialPeer { peer, addrs, reply }) => {
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                        .build();
+                    dial(&mut swarm, &mut dials, opts, peer.to_string(), reply);
+                }
+                Some(Command::Reconnect { peer, addrs, reply }) => {
+                    let _ = swarm.disconnect_peer_id(peer);
+                    book.lock().unwrap_or_else(PoisonError::into_inner).connected.remove(&peer);
                     let opts = DialOpts::peer_id(peer)
                         .addresses(addrs)
                         .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
