@@ -22,6 +22,10 @@ use triad_core::DeviceId;
 
 use crate::gate::{Admission, Gate};
 
+/// How long opening a stream on an existing connection may take before the connection is
+/// replaced.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a node is set up.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -299,7 +303,14 @@ impl Node {
         protocol: &'static str,
     ) -> Result<libp2p::Stream, NetError> {
         self.connect(peer).await?;
-        match self.open_once(peer, protocol).await {
+        // On a live connection a stream opens in a round trip or two; one that does not open
+        // in a few seconds is on a connection the peer has left (without a word, when its
+        // process exited): do not wait for the idle timeout to say so.
+        let first = match tokio::time::timeout(OPEN_TIMEOUT, self.open_once(peer, protocol)).await {
+            Ok(result) => result,
+            Err(_) => Err(NetError::Dial { target: peer.to_string(), reason: "no answer".into() }),
+        };
+        match first {
             Ok(stream) => Ok(stream),
             Err(first) => {
                 if self.addresses(&peer).is_empty() {
