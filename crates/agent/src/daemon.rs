@@ -23,7 +23,7 @@ use triad_core::roster::{Entry, Role, Roster, Signer};
 use triad_core::seal::SealedBlob;
 use triad_net::frame::{self, FrameError};
 use triad_net::pair::{self, Secret};
-use triad_net::{Multiaddr, Node, NodeConfig, PeerId};
+use triad_net::{Admission, Multiaddr, Node, NodeConfig, PeerId};
 use triad_proto::wire::{
     self, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, Joiner,
     MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, RECOVER_PROTOCOL, RecoverMessage, Response,
@@ -268,10 +268,13 @@ pub async fn run(
     tracing::info!(%peer, addrs = ?addrs, "agent listening");
     ready(&Ready { peer, addrs });
 
-    tokio::spawn(serve_control(shared.clone()));
-    tokio::spawn(serve_blobs(shared.clone()));
-    tokio::spawn(serve_pairing(shared.clone()));
-    tokio::spawn(serve_recovery(shared.clone()));
+    // Every protocol checks who may run it before anything is read, and serves each stream on
+    // its own task.
+    serve(&shared, CONTROL_PROTOCOL, Admission::is_member, on_control);
+    serve(&shared, BLOBS_PROTOCOL, Admission::is_member, on_blobs);
+    serve(&shared, PAIR_PROTOCOL, Admission::is_pairing_peer, on_pairing);
+    let may_prove = |a: &Admission, p: &PeerId| a.on_probation(p) || a.is_member(p);
+    serve(&shared, RECOVER_PROTOCOL, may_prove, on_recovery);
     let admission = node.admission().clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
@@ -294,21 +297,33 @@ pub async fn run(
     Ok(())
 }
 
+/// Accepts the streams of `protocol` and hands those of peers `admitted` lets in to `handle`,
+/// each on its own task; the others are dropped unread.
+fn serve<A, H, F>(shared: &Arc<Shared>, protocol: &'static str, admitted: A, handle: H)
+where
+    A: Fn(&Admission, &PeerId) -> bool + Send + 'static,
+    H: Fn(Arc<Shared>, PeerId, triad_net::Stream) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut incoming = shared.node.accept(protocol);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = incoming.next().await {
+            if !admitted(shared.node.admission(), &peer) {
+                tracing::debug!(%peer, protocol, "stream from a peer not allowed this protocol dropped");
+                continue;
+            }
+            tokio::spawn(handle(shared.clone(), peer, stream));
+        }
+    });
+}
+
 // ---- Peers: control requests ----------------------------------------------------------------
 
-async fn serve_control(shared: Arc<Shared>) {
-    let mut incoming = shared.node.accept(CONTROL_PROTOCOL);
-    while let Some((peer, stream)) = incoming.next().await {
-        if !shared.node.admission().is_member(&peer) {
-            tracing::debug!(%peer, "control stream from a non-member dropped");
-            continue;
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer_control(&shared, peer, stream).await {
-                tracing::info!(%peer, error = %error_chain(&e), "control request failed");
-            }
-        });
+/// Serves one control request.
+async fn on_control(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) {
+    if let Err(e) = answer_control(&shared, peer, stream).await {
+        tracing::info!(%peer, error = %error_chain(&e), "control request failed");
     }
 }
 
@@ -411,20 +426,11 @@ fn free_bytes(path: &Path, quota: Option<u64>) -> u64 {
 
 // ---- Peers: blob pushes ---------------------------------------------------------------------
 
-async fn serve_blobs(shared: Arc<Shared>) {
-    let mut incoming = shared.node.accept(BLOBS_PROTOCOL);
-    while let Some((peer, stream)) = incoming.next().await {
-        if !shared.node.admission().is_member(&peer) {
-            tracing::debug!(%peer, "blob stream from a non-member dropped");
-            continue;
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            match receive_blobs(&shared, stream).await {
-                Ok(n) => tracing::info!(%peer, blobs = n, "blobs received"),
-                Err(e) => tracing::info!(%peer, error = %e, "blob stream closed on an error"),
-            }
-        });
+/// Serves one blob push.
+async fn on_blobs(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) {
+    match receive_blobs(&shared, stream).await {
+        Ok(n) => tracing::info!(%peer, blobs = n, "blobs received"),
+        Err(e) => tracing::info!(%peer, error = %e, "blob stream closed on an error"),
     }
 }
 
@@ -515,26 +521,14 @@ fn over_quota(config: &Config, stores: &[Store], len: usize) -> Option<String> {
 
 // ---- The recovery proof (verifier) ----------------------------------------------------------
 
-async fn serve_recovery(shared: Arc<Shared>) {
-    let mut incoming = shared.node.accept(RECOVER_PROTOCOL);
-    while let Some((peer, stream)) = incoming.next().await {
-        let admission = shared.node.admission();
-        if !admission.on_probation(&peer) && !admission.is_member(&peer) {
-            tracing::debug!(%peer, "recovery stream outside probation dropped");
-            continue;
+/// Serves one recovery proof; a failed one disconnects the peer.
+async fn on_recovery(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) {
+    match verify_recovery(&shared, peer, stream).await {
+        Ok(()) => tracing::info!(%peer, "a device proved the recovery phrase and was admitted"),
+        Err(reason) => {
+            tracing::warn!(%peer, %reason, "recovery proof refused");
+            shared.node.admission().reject(peer);
         }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            match verify_recovery(&shared, peer, stream).await {
-                Ok(()) => {
-                    tracing::info!(%peer, "a device proved the recovery phrase and was admitted")
-                }
-                Err(reason) => {
-                    tracing::warn!(%peer, %reason, "recovery proof refused");
-                    shared.node.admission().reject(peer);
-                }
-            }
-        });
     }
 }
 
@@ -598,16 +592,9 @@ async fn verify_recovery(
 
 // ---- Pairing (inviter) ----------------------------------------------------------------------
 
-async fn serve_pairing(shared: Arc<Shared>) {
-    let mut incoming = shared.node.accept(PAIR_PROTOCOL);
-    while let Some((peer, stream)) = incoming.next().await {
-        if !shared.node.admission().is_pairing_peer(&peer) {
-            tracing::debug!(%peer, "pairing stream outside a window dropped");
-            continue;
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move { invite(&shared, peer, stream).await });
-    }
+/// Serves one pairing attempt.
+async fn on_pairing(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) {
+    invite(&shared, peer, stream).await;
 }
 
 async fn invite(shared: &Arc<Shared>, peer: PeerId, mut stream: triad_net::Stream) {
@@ -757,20 +744,20 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
     let (read, out) = stream.into_split();
     let mut s = Session { lines: BufReader::new(read).lines(), out };
     let Some(request) = s.read().await? else { return Ok(()) };
-    if request == control::Request::Lease {
-        // The command works on the stores itself; the agent keeps off them until it is done.
-        let _guard = shared.stores.lock().await;
-        s.say(json!({ "leased": true })).await?;
-        while s.read().await.is_ok_and(|line| line.is_some()) {}
-        return Ok(());
-    }
     let result = match request {
+        control::Request::Lease => {
+            // The command works on the stores itself; the agent keeps off them until it is
+            // done (it closes the connection by exiting).
+            let _guard = shared.stores.lock().await;
+            s.say(json!({ "leased": true })).await?;
+            while s.read().await.is_ok_and(|line| line.is_some()) {}
+            return Ok(());
+        }
         control::Request::Devices => devices(shared).await,
         control::Request::Pair { storage_only, seconds, yes } => {
             return pair_session(shared, &mut s, storage_only, seconds, yes).await;
         }
         control::Request::PairDecision { .. } => Err("no pairing is waiting for a decision".into()),
-        control::Request::Lease => unreachable!("answered above"),
         control::Request::Sync { device, timeout_secs } => {
             let timeout = Duration::from_secs(timeout_secs.max(1));
             match tokio::time::timeout(timeout, sync(shared, &device, &mut s)).await {

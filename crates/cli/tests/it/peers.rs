@@ -89,6 +89,22 @@ fn open_pairing(inviter: &Device, extra: &[&str]) -> (Running, Value) {
     (process, first)
 }
 
+/// A NAS paired to `laptop` (whose agent runs) by the link, with a store (`store_args` added
+/// to `store add`) and its agent running; the laptop knows its address.
+fn paired_nas(laptop: &Device, store_args: &[&str]) -> (Device, Agent) {
+    let nas = Device::bare();
+    let (pairing, first) = open_pairing(laptop, &[]);
+    let out = join(&nas, first["link"].as_str().expect("link"), "nas", "studio", None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    let mut args = vec!["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"];
+    args.extend_from_slice(store_args);
+    nas.ok(&args);
+    let agent = start_agent(&nas);
+    laptop.ok(&["devices", "addr", "nas", dialable(&agent.addr)]);
+    (nas, agent)
+}
+
 fn join(
     d: &Device,
     code: &str,
@@ -347,14 +363,7 @@ fn a_receiver_killed_mid_sync_resumes_without_resending_what_it_acknowledged() {
     }
     laptop.backup();
     let _agent = start_agent(&laptop);
-    let nas = Device::bare();
-    let (pairing, first) = open_pairing(&laptop, &[]);
-    let out = join(&nas, first["link"].as_str().expect("link"), "nas", "studio", None);
-    assert!(out.status.success(), "{}", text(&out));
-    drop(pairing);
-    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
-    let nas_agent = start_agent(&nas);
-    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    let (nas, nas_agent) = paired_nas(&laptop, &[]);
 
     let sync =
         Running::spawn(laptop.command(&["sync", "nas", "--json"]), &laptop.root().join("sync.log"));
@@ -480,29 +489,8 @@ fn a_receiving_store_refuses_what_would_take_it_past_its_quota() {
         write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 2 << 20, i);
     }
     laptop.backup();
-    let agent = start_agent(&laptop);
-    let nas = Device::bare();
-    let (pairing, first) = open_pairing(&laptop, &[]);
-    let out = join(
-        &nas,
-        first["code"].as_str().expect("code"),
-        "nas",
-        "studio",
-        Some(dialable(&agent.addr)),
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    drop(pairing);
-    nas.ok(&[
-        "store",
-        "add",
-        nas.store.to_str().expect("utf-8"),
-        "--media",
-        "raid",
-        "--quota",
-        "3M",
-    ]);
-    let nas_agent = start_agent(&nas);
-    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    let _agent = start_agent(&laptop);
+    let (nas, _nas_agent) = paired_nas(&laptop, &["--quota", "3M"]);
     let out = laptop.run(&["sync", "nas"]);
     assert_eq!(out.status.code(), Some(6), "refused: {}", text(&out));
     assert!(text(&out).contains("quota"), "{}", text(&out));
@@ -520,14 +508,7 @@ fn a_command_on_the_stores_waits_for_the_agent_to_lend_them() {
     }
     laptop.backup();
     let _laptop_agent = start_agent(&laptop);
-    let nas = Device::bare();
-    let (pairing, first) = open_pairing(&laptop, &[]);
-    let out = join(&nas, first["link"].as_str().expect("link"), "nas", "studio", None);
-    assert!(out.status.success(), "{}", text(&out));
-    drop(pairing);
-    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
-    let nas_agent = start_agent(&nas);
-    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    let (nas, _nas_agent) = paired_nas(&laptop, &[]);
 
     // While the NAS's agent is receiving, a command on the NAS's stores asks the agent for
     // them: it waits for the push to end instead of finding the store locked, then runs.
