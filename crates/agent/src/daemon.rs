@@ -3,8 +3,8 @@
 //! runs pairing windows, pushes to peers on request, and answers the `triad` commands on its
 //! control socket.
 //!
-//! Stores are opened for each piece of work and closed after it, one piece at a time, so
-//! that `triad backup` and friends can use them between transfers.
+//! The stores are opened once and shared by every transfer (see [`crate::open_stores`]); a
+//! `triad` command that needs them borrows them between transfers.
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -29,12 +29,13 @@ use triad_proto::wire::{
     MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, RECOVER_PROTOCOL, RecoverMessage, Response,
     StoreInfo, Welcome,
 };
-use triad_store::{Access, Store, WriteError};
+use triad_store::{Store, WriteError};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::control::{self, ADDRS, SOCKET};
 use crate::home::Home;
+use crate::open_stores::{self, OpenStores};
 use crate::peers::Book;
 
 /// How long a control request may take.
@@ -108,8 +109,9 @@ struct Shared {
     saving: Mutex<()>,
     book: Mutex<Book>,
     window: Mutex<Option<Window>>,
-    /// One piece of store work at a time.
-    stores: tokio::sync::Mutex<()>,
+    stores: OpenStores,
+    /// Held while the roster is copied into the stores, so that the latest copy is the last.
+    roster_to_stores: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,18 +120,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Opens every store of the device.
-pub fn open_stores(home: &Home, config: &Config, access: Access) -> Result<Vec<Store>, String> {
-    config
-        .stores
-        .iter()
-        .map(|s| {
-            Store::open(&s.path, Some(s.id), home.vault(), access, &config.store)
-                .map_err(|e| format!("cannot open store {}: {e}", s.path.display()))
-        })
-        .collect()
 }
 
 impl Shared {
@@ -161,14 +151,15 @@ impl Shared {
     }
 
     /// Takes the entries of `other` this roster lacks; persists and applies a change.
-    fn merge_roster(&self, other: &Roster) -> Result<bool, String> {
+    fn merge_roster(self: &Arc<Self>, other: &Roster) -> Result<bool, String> {
         self.update_roster(|roster| roster.merge(other).map_err(|e| e.to_string()))
     }
 
     /// Changes the roster: one change at a time, from the roster as it is, verified, written
-    /// to the home (then the stores) before it is used. Returns whether anything changed.
+    /// to the home before it is used, then copied into the stores (any one store is enough to
+    /// start a recovery) as soon as they are free. Returns whether anything changed.
     fn update_roster(
-        &self,
+        self: &Arc<Self>,
         change: impl FnOnce(&mut Roster) -> Result<bool, String>,
     ) -> Result<bool, String> {
         let _one_at_a_time = lock(&self.saving);
@@ -180,15 +171,20 @@ impl Shared {
         self.home.write_roster(&next).map_err(|e| e.to_string())?;
         *lock(&self.roster) = next.clone();
         self.apply_roster(&next);
-        // Stores keep a copy too (any one store is enough to start a recovery); a store in use
-        // by another command gets it at the next sync.
-        if let Ok(stores) = open_stores(&self.home, &self.config, Access::ReadWrite) {
-            for store in stores {
-                if let Err(e) = store.write_roster(&next) {
-                    tracing::warn!(store = %store.path().display(), error = %e, "cannot store the roster");
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let _in_order = shared.roster_to_stores.lock().await;
+            let Ok(work) = shared.stores.work().await else { return };
+            // The roster as it is now: a later change may have overtaken this one.
+            let roster = lock(&shared.roster).clone();
+            tokio::task::block_in_place(|| {
+                for store in open_stores::read(&work).iter() {
+                    if let Err(e) = store.write_roster(&roster) {
+                        tracing::warn!(store = %store.path().display(), error = %e, "cannot store the roster");
+                    }
                 }
-            }
-        }
+            });
+        });
         Ok(true)
     }
 
@@ -221,16 +217,18 @@ pub async fn run(
     let keypair = triad_net::keypair(&home.device_key().to_bytes());
     let node =
         Node::start(keypair, NodeConfig { listen: options.listen, mdns: options.mdns }).await?;
+    let vault = home.vault();
     let shared = Arc::new(Shared {
         book: Mutex::new(Book::load(home_path)),
         home,
         home_path: home_path.to_path_buf(),
-        config,
+        config: config.clone(),
         node: node.clone(),
         roster: Mutex::new(roster),
         saving: Mutex::new(()),
         window: Mutex::new(None),
-        stores: tokio::sync::Mutex::new(()),
+        stores: OpenStores::new(vault, config.clone()),
+        roster_to_stores: tokio::sync::Mutex::new(()),
     });
     let roster = lock(&shared.roster).clone();
     shared.apply_roster(&roster);
@@ -328,7 +326,7 @@ async fn on_control(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream
 }
 
 async fn answer_control(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: PeerId,
     mut stream: triad_net::Stream,
 ) -> Result<(), FrameError> {
@@ -356,12 +354,14 @@ async fn answer_control(
         wire::Request::Missing { blobs } if blobs.len() > MISSING_BATCH_MAX => {
             Response::Refused { reason: format!("at most {MISSING_BATCH_MAX} blobs per request") }
         }
-        wire::Request::Missing { blobs } => {
-            let _guard = shared.stores.lock().await;
-            // The committed index only: a read-only open indexes whatever the packs hold,
-            // uncommitted tails included, and a blob answered as present must be durable.
-            match open_stores(&shared.home, &shared.config, Access::ReadWrite) {
-                Ok(stores) if !stores.is_empty() => {
+        wire::Request::Missing { blobs } => match shared.stores.work().await {
+            Ok(work) => {
+                // The committed index only (`contains` answers from it): a blob answered as
+                // present must be durable, not in a put that another push has yet to commit.
+                let stores = open_stores::read(&work);
+                if stores.is_empty() {
+                    Response::Refused { reason: "this device has no store".into() }
+                } else {
                     let missing = tokio::task::block_in_place(|| {
                         blobs
                             .into_iter()
@@ -370,10 +370,9 @@ async fn answer_control(
                     });
                     Response::Missing { blobs: missing }
                 }
-                Ok(_) => Response::Refused { reason: "this device has no store".into() },
-                Err(reason) => Response::Refused { reason },
             }
-        }
+            Err(reason) => Response::Refused { reason },
+        },
         wire::Request::Roster { roster } => match Roster::decode(&roster) {
             Ok(roster) => match shared.merge_roster(&roster) {
                 Ok(_) => Response::Done,
@@ -381,13 +380,13 @@ async fn answer_control(
             },
             Err(e) => Response::Refused { reason: format!("roster refused: {e}") },
         },
-        wire::Request::Heads { heads } => {
-            let _guard = shared.stores.lock().await;
-            match tokio::task::block_in_place(|| take_heads(shared, &heads)) {
+        wire::Request::Heads { heads } => match shared.stores.work().await {
+            Ok(work) => match tokio::task::block_in_place(|| take_heads(shared, &work, &heads)) {
                 Ok(()) => Response::Done,
                 Err(reason) => Response::Refused { reason },
-            }
-        }
+            },
+            Err(reason) => Response::Refused { reason },
+        },
     };
     frame::write(&mut stream, &response).await?;
     stream.close().await?;
@@ -395,15 +394,15 @@ async fn answer_control(
 }
 
 /// Stores heads whose device is on the roster and whose snapshot every store holds.
-fn take_heads(shared: &Shared, heads: &[Vec<u8>]) -> Result<(), String> {
+fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> Result<(), String> {
     let vault = shared.home.vault();
-    let stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
+    let stores = open_stores::read(work);
     for bytes in heads {
         let head = SignedHead::decode(bytes, vault).map_err(|e| format!("head refused: {e}"))?;
         if lock(&shared.roster).device(head.head.device).is_none() {
             return Err(format!("head of device {} which is not on the roster", head.head.device));
         }
-        for store in &stores {
+        for store in stores.iter() {
             if !store.contains(head.head.snapshot).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "head names snapshot {} which is not here",
@@ -436,9 +435,8 @@ async fn on_blobs(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) 
 
 /// Receives blobs until the sender closes the stream; returns how many were acknowledged.
 async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result<u64, String> {
-    let _guard = shared.stores.lock().await;
-    let mut stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
-    if stores.is_empty() {
+    let work = shared.stores.work().await?;
+    if open_stores::read(&work).is_empty() {
         let refused = BlobAck::Refused { reason: "this device has no store".into() };
         let _ = frame::write(&mut stream, &refused).await;
         return Err("no store".into());
@@ -464,13 +462,15 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
             BlobFrame::Blob { id, bytes } => {
                 let blob =
                     SealedBlob::verify(id, bytes).map_err(|e| format!("blob refused: {e}"))?;
-                if let Some(reason) = over_quota(&shared.config, &stores, blob.as_bytes().len()) {
+                let over =
+                    over_quota(&shared.config, &open_stores::read(&work), blob.as_bytes().len());
+                if let Some(reason) = over {
                     let _ = frame::write(&mut stream, &BlobAck::Refused { reason: reason.clone() })
                         .await;
                     return Err(reason);
                 }
                 let put = tokio::task::block_in_place(|| -> Result<(), WriteError> {
-                    for store in &mut stores {
+                    for store in open_stores::write(&work).iter_mut() {
                         store.put(&blob)?;
                     }
                     Ok(())
@@ -484,8 +484,10 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                 pending += 1;
             }
             BlobFrame::Commit => {
+                // Commits every push's puts so far, not only this one's: all are whole,
+                // verified blobs, and the sender of each is answered at its own commit.
                 let committed = tokio::task::block_in_place(|| -> Result<(), WriteError> {
-                    for store in &mut stores {
+                    for store in open_stores::write(&work).iter_mut() {
                         store.commit()?;
                     }
                     Ok(())
@@ -533,7 +535,7 @@ async fn on_recovery(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Strea
 }
 
 async fn verify_recovery(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: PeerId,
     mut stream: triad_net::Stream,
 ) -> Result<(), String> {
@@ -657,7 +659,7 @@ async fn invite(shared: &Arc<Shared>, peer: PeerId, mut stream: triad_net::Strea
 
 /// Puts the joiner on the roster and makes its welcome.
 fn admit(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     peer: PeerId,
     joiner: &Joiner,
     role: PairRole,
@@ -748,7 +750,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
         control::Request::Lease => {
             // The command works on the stores itself; the agent keeps off them until it is
             // done (it closes the connection by exiting).
-            let _guard = shared.stores.lock().await;
+            let _lease = shared.stores.lend().await;
             s.say(json!({ "leased": true })).await?;
             while s.read().await.is_ok_and(|line| line.is_some()) {}
             return Ok(());
@@ -1039,8 +1041,8 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     // The local stores are held only while they are read, never across a request to the peer
     // (which may be pushing to this device at the same moment, and need them).
     let (needed, heads) = {
-        let _guard = shared.stores.lock().await;
-        let stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
+        let work = shared.stores.work().await?;
+        let stores = open_stores::read(&work);
         if stores.is_empty() {
             return Err("this device has no store to send from".into());
         }
@@ -1067,8 +1069,7 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
     let already = needed.len().saturating_sub(missing.len());
     let (mut sent, mut bytes, mut acked) = (0u64, 0u64, 0u64);
     if !missing.is_empty() {
-        let _guard = shared.stores.lock().await;
-        let stores = open_stores(&shared.home, &shared.config, Access::ReadWrite)?;
+        let work = shared.stores.work().await?;
         let stream = shared
             .node
             .open(peer, BLOBS_PROTOCOL)
@@ -1081,13 +1082,13 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
         let ids = missing.clone();
         let reading = tokio::task::spawn_blocking(move || {
             const READERS: usize = 3;
-            let stores = &stores;
+            let work = &work;
             std::thread::scope(|scope| {
                 for k in 0..READERS {
                     let (ids, blob_tx) = (&ids, blob_tx.clone());
                     scope.spawn(move || {
                         for id in ids.iter().skip(k).step_by(READERS) {
-                            let blob = stores.iter().find_map(|s| s.get(*id).ok()).ok_or_else(|| {
+                            let blob = open_stores::read(work).iter().find_map(|s| s.get(*id).ok()).ok_or_else(|| {
                                 format!("blob {id} is not readable in any store here; run `triad verify`")
                             });
                             if blob_tx.blocking_send(blob).is_err() {

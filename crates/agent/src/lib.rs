@@ -24,6 +24,7 @@ pub mod control;
 pub mod daemon;
 pub mod home;
 pub mod join;
+pub mod open_stores;
 pub mod peers;
 pub mod restore;
 pub mod scan;

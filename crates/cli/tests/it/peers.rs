@@ -521,3 +521,45 @@ fn a_command_on_the_stores_waits_for_the_agent_to_lend_them() {
     assert_eq!(rest.last().expect("outcome")["done"], true, "{rest:?}");
     nas.ok(&["verify", "--read-data"]);
 }
+
+#[test]
+fn two_devices_push_to_each_other_at_the_same_moment() {
+    let laptop = Device::new();
+    // Commit (and acknowledge) every MiB, so that both pushes are long and overlap.
+    laptop.set_option("sync", "commit_bytes", "1048576");
+    for i in 0..16 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 4 << 20, i);
+    }
+    laptop.backup();
+    let laptop_agent = start_agent(&laptop);
+    let (nas, _nas_agent) = paired_nas(&laptop, &[]);
+    // The NAS is a trusted device with a folder of its own.
+    nas.ok(&["folder", "add", nas.folder.to_str().expect("utf-8"), "--media", "raid"]);
+    for i in 0..16 {
+        write_noise(&nas.folder.join(format!("DSC_{i:04}.NEF")), 4 << 20, 100 + i);
+    }
+    nas.backup();
+    nas.set_option("sync", "commit_bytes", "1048576");
+    nas.ok(&["devices", "addr", "laptop", dialable(&laptop_agent.addr)]);
+
+    let push = |from: &Device, to: &str| {
+        let args = ["sync", to, "--json", "--timeout", "50s"];
+        Running::spawn(from.command(&args), &from.root().join("sync.log"))
+    };
+    let (to_nas, to_laptop) = (push(&laptop, "nas"), push(&nas, "laptop"));
+    // Both are under way before either ends: neither waits for the other to finish.
+    assert_eq!(to_nas.line()["event"], "progress", "the push to the NAS is under way");
+    assert_eq!(to_laptop.line()["event"], "progress", "the push to the laptop is under way");
+    for (sync, to) in [(to_nas, "nas"), (to_laptop, "laptop")] {
+        let (status, rest) = sync.finish();
+        assert!(status.success(), "the push to {to} failed: {rest:?}");
+        assert_eq!(rest.last().expect("outcome")["done"], true, "{rest:?}");
+    }
+    // Each store now holds both devices' snapshots (one each), every byte sound.
+    for d in [&laptop, &nas] {
+        let report = json(&d.ok(&["verify", "--read-data", "--json"]));
+        assert_eq!(report["ok"], true, "{report}");
+        assert_eq!(report["snapshots"], 2, "{report}");
+        assert_eq!(report["files"], 32, "{report}");
+    }
+}

@@ -1,0 +1,100 @@
+//! The device's stores as the agent holds them: opened once, shared by every task that works
+//! on them, and closed while a `triad` command borrows them.
+//!
+//! Work on the stores comes from several places at once: a push this device sends reads them,
+//! a push a peer sends writes them, a peer's `Missing` request looks into them. Each piece of
+//! work holds a [`Work`] for its whole length; a [`Work`] is shared, so two devices can push to
+//! each other at the same moment. Inside, the stores sit behind one read-write lock taken for
+//! each blob (reads share it, a put or a commit has it alone), so a long push never starves
+//! another.
+//!
+//! A lease (a command such as `triad verify` run while the agent runs) waits until every
+//! [`Work`] has ended, closes the stores, and keeps new work waiting until it is returned.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::{OwnedRwLockReadGuard, RwLock as AsyncRwLock, RwLockWriteGuard as AsyncWrite};
+use triad_core::VaultId;
+use triad_store::{Access, Store};
+
+use crate::config::Config;
+
+type Slot = Option<RwLock<Vec<Store>>>;
+
+/// The stores of the device, opened on first use.
+#[derive(Debug)]
+pub struct OpenStores {
+    vault: VaultId,
+    config: Config,
+    slot: Arc<AsyncRwLock<Slot>>,
+}
+
+/// A piece of work on the stores; the stores stay open (and unlent) while it lives.
+pub type Work = OwnedRwLockReadGuard<Slot, RwLock<Vec<Store>>>;
+
+/// The stores lent to a command; they are opened again when this is dropped and work asks.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    _slot: AsyncWrite<'a, Slot>,
+}
+
+impl OpenStores {
+    /// The stores of `config`, for the vault `vault`; none is opened yet.
+    pub fn new(vault: VaultId, config: Config) -> Self {
+        Self { vault, config, slot: Arc::new(AsyncRwLock::new(None)) }
+    }
+
+    /// Starts a piece of work, opening the stores if they are closed. Waits while they are
+    /// lent.
+    pub async fn work(&self) -> Result<Work, String> {
+        loop {
+            let slot = self.slot.clone().read_owned().await;
+            match OwnedRwLockReadGuard::try_map(slot, Option::as_ref) {
+                Ok(work) => return Ok(work),
+                Err(closed) => drop(closed),
+            }
+            let mut slot = self.slot.write().await;
+            if slot.is_none() {
+                let stores = tokio::task::block_in_place(|| self.open())?;
+                *slot = Some(RwLock::new(stores));
+            }
+        }
+    }
+
+    /// Waits until no work is under way, closes the stores and keeps them closed until the
+    /// lease is dropped.
+    pub async fn lend(&self) -> Lease<'_> {
+        let mut slot = self.slot.write().await;
+        // Dropping a store with uncommitted puts drops them; every piece of work commits (or
+        // gives up) before its `Work` ends, so there are none here.
+        *slot = None;
+        Lease { _slot: slot }
+    }
+
+    /// The stores if they are open and no one borrows them, without waiting.
+    pub fn try_work(&self) -> Option<Work> {
+        let slot = self.slot.clone().try_read_owned().ok()?;
+        OwnedRwLockReadGuard::try_map(slot, Option::as_ref).ok()
+    }
+
+    fn open(&self) -> Result<Vec<Store>, String> {
+        self.config
+            .stores
+            .iter()
+            .map(|s| {
+                Store::open(&s.path, Some(s.id), self.vault, Access::ReadWrite, &self.config.store)
+                    .map_err(|e| format!("cannot open store {}: {e}", s.path.display()))
+            })
+            .collect()
+    }
+}
+
+/// Reads the stores of a piece of work (for one blob, or one short look).
+pub fn read(work: &Work) -> RwLockReadGuard<'_, Vec<Store>> {
+    work.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes the stores of a piece of work (one put, or one commit).
+pub fn write(work: &Work) -> RwLockWriteGuard<'_, Vec<Store>> {
+    work.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
