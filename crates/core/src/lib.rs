@@ -33,6 +33,7 @@ pub mod head;
 pub mod id;
 pub mod keys;
 pub mod media;
+pub mod policy;
 pub mod roster;
 pub mod seal;
 pub mod snapshot;
