@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use triad_core::policy::{Policy, Windows};
 use triad_core::{FolderId, Media, StoreId};
 
 /// Everything the agent needs to know that is not a secret.
@@ -22,6 +23,50 @@ pub struct Config {
     pub store: triad_store::Config,
     /// How this device trades blobs with the others.
     pub sync: SyncConfig,
+    /// What every file must have, and how long proofs last.
+    pub policy: PolicyConfig,
+}
+
+/// The protection policy of the device's folders (a folder may have its own) and the windows
+/// of its proofs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Copies of every file, the source file included.
+    pub copies: u8,
+    /// Kinds of media among them.
+    pub media: u8,
+    /// Copies at a site other than this device's.
+    pub offsite: u8,
+    /// A copy proven within this many seconds is verified; older, it makes its files DEGRADED.
+    pub audit_window_secs: u64,
+    /// A copy not proven for this many seconds (its device offline that long) no longer counts.
+    pub grace_secs: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let (policy, windows) = (Policy::default(), Windows::default());
+        Self {
+            copies: policy.copies,
+            media: policy.media,
+            offsite: policy.offsite,
+            audit_window_secs: windows.audit_secs,
+            grace_secs: windows.grace_secs,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The device-wide policy.
+    pub fn policy(&self) -> Policy {
+        Policy { copies: self.copies, media: self.media, offsite: self.offsite }
+    }
+
+    /// The proof windows.
+    pub fn windows(&self) -> Windows {
+        Windows { audit_secs: self.audit_window_secs, grace_secs: self.grace_secs }
+    }
 }
 
 /// Sync settings.
@@ -70,6 +115,9 @@ pub struct FolderConfig {
     /// relative to the folder and against the file name).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// This folder's own policy, instead of the device's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
 }
 
 /// Backup settings.
@@ -127,6 +175,11 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
 ];
 
 impl Config {
+    /// The policy of `folder`: its own, or the device's.
+    pub fn policy_of(&self, folder: &FolderConfig) -> Policy {
+        folder.policy.unwrap_or_else(|| self.policy.policy())
+    }
+
     /// The folder with this id, path or name.
     pub fn folder(&self, name_or_path: &str) -> Option<&FolderConfig> {
         self.folders.iter().find(|f| {
@@ -138,17 +191,17 @@ impl Config {
 }
 
 /// Ids as hex strings in human-edited files (the codec stores them as bytes).
-mod hex_id {
+pub(crate) mod hex_id {
     use std::fmt::Display;
     use std::str::FromStr;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<T: Display, S: Serializer>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<T: Display, S: Serializer>(id: &T, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(id)
     }
 
-    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    pub(crate) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
     where
         T: FromStr,
         T::Err: Display,

@@ -52,6 +52,27 @@ pub enum Request {
         /// The device's name.
         device: String,
     },
+    /// Where this device's files stand.
+    Status {
+        /// List the files in these states (names as `State::parse` reads them).
+        #[serde(default)]
+        files: Vec<String>,
+    },
+    /// The state of the file versions with these content hashes (BLAKE3, hex).
+    Check {
+        /// The hashes.
+        hashes: Vec<String>,
+        /// The card or disk being checked: a protected folder on it is not counted as a copy.
+        #[serde(default)]
+        card: Option<std::path::PathBuf>,
+    },
+    /// Use these policies from now on (the command has written them to the settings).
+    Policy {
+        /// The device's policy and proof windows.
+        policy: crate::config::PolicyConfig,
+        /// Folders with a policy of their own: (folder id in hex, policy).
+        folders: Vec<(String, triad_core::policy::Policy)>,
+    },
     /// Remember an address of a device.
     AddAddress {
         /// The device's name.

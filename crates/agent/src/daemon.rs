@@ -19,6 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use triad_core::DeviceId;
 use triad_core::head::SignedHead;
+use triad_core::policy::State;
 use triad_core::roster::{Entry, Role, Roster, Signer};
 use triad_core::seal::SealedBlob;
 use triad_net::frame::{self, FrameError};
@@ -37,6 +38,8 @@ use crate::control::{self, ADDRS, SOCKET};
 use crate::home::Home;
 use crate::open_stores::{self, OpenStores};
 use crate::peers::Book;
+use crate::replicas::{Ledger, PeerStore};
+use crate::status::{self, Names};
 
 /// How long a control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -108,6 +111,10 @@ struct Shared {
     /// Held while the roster changes, so that changes apply one after the other.
     saving: Mutex<()>,
     book: Mutex<Book>,
+    /// What peers acknowledged of this device's folders.
+    ledger: Mutex<Ledger>,
+    /// The settings as they are now: the policies may change while the agent runs.
+    settings: Mutex<Config>,
     window: Mutex<Option<Window>>,
     stores: OpenStores,
     /// Held while the roster is copied into the stores, so that the latest copy is the last.
@@ -220,6 +227,8 @@ pub async fn run(
     let vault = home.vault();
     let shared = Arc::new(Shared {
         book: Mutex::new(Book::load(home_path)),
+        ledger: Mutex::new(Ledger::load(home_path)),
+        settings: Mutex::new(config.clone()),
         home,
         home_path: home_path.to_path_buf(),
         config: config.clone(),
@@ -771,6 +780,17 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
             }
         }
         control::Request::AddAddress { device, addr } => add_address(shared, &device, &addr).await,
+        control::Request::Status { files } => status(shared, &files).await,
+        control::Request::Check { hashes, card } => check(shared, &hashes, card.as_deref()).await,
+        control::Request::Policy { policy, folders } => {
+            let mut settings = lock(&shared.settings);
+            settings.policy = policy;
+            for folder in &mut settings.folders {
+                let hex = folder.id.to_hex();
+                folder.policy = folders.iter().find(|(id, _)| *id == hex).map(|(_, p)| *p);
+            }
+            Ok(json!({ "done": true }))
+        }
         control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
     };
     match result {
@@ -1049,7 +1069,11 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
         what_to_send(shared, keys, &stores)?
     };
 
-    // The roster first, so that the peer knows every device whose heads it will hold.
+    // Its stores first (what it acknowledges is in every one of them), then the roster, so
+    // that the peer knows every device whose heads it will hold.
+    let Response::Hello { stores, .. } = request(shared, peer, &wire::Request::Hello).await? else {
+        return Err(SyncFailure::Refused("unexpected answer".into()).into());
+    };
     let roster = lock(&shared.roster).encode();
     request(shared, peer, &wire::Request::Roster { roster }).await?;
     shared.remember(entry.device, shared.node.connected(&peer).as_ref());
@@ -1138,7 +1162,21 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
             SyncFailure::Refused(format!("{name} acknowledged {acked} of {sent} blobs")).into()
         );
     }
+    let acknowledged: Vec<(triad_core::FolderId, triad_core::BlobId)> = heads
+        .iter()
+        .filter_map(|bytes| SignedHead::decode(bytes, shared.home.vault()).ok())
+        .map(|h| (h.head.folder, h.head.snapshot))
+        .collect();
     request(shared, peer, &wire::Request::Heads { heads }).await?;
+    // Every blob of these snapshots is durable there and each head is stored: a copy.
+    {
+        let stores = stores.iter().map(|s| PeerStore { id: s.id, media: s.media }).collect();
+        let mut ledger = lock(&shared.ledger);
+        ledger.record(entry.device, stores, &acknowledged, now_secs() as i64);
+        if let Err(e) = ledger.save(&shared.home_path) {
+            tracing::warn!(error = %e, "cannot save the replica ledger");
+        }
+    }
     Ok(json!({
         "done": true,
         "device": name,
@@ -1200,4 +1238,126 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+// ---- Status ----------------------------------------------------------------------------------
+
+/// Evaluates this device's folders under the stores' read lock.
+fn evaluate_folders(
+    shared: &Shared,
+    work: &open_stores::Work,
+    hashes: bool,
+) -> Result<Vec<status::FolderState>, String> {
+    let Ok(keys) = shared.home.keys() else { return Ok(Vec::new()) };
+    let roster = lock(&shared.roster).clone();
+    let ledger = lock(&shared.ledger).clone();
+    let settings = lock(&shared.settings).clone();
+    let stores = open_stores::read(work);
+    let catalog = Catalog::new(keys, &stores);
+    let inputs = status::Inputs {
+        config: &settings,
+        roster: &roster,
+        me: shared.home.device_id(),
+        ledger: &ledger,
+        now: triad_core::Timestamp::new(now_secs() as i64, 0),
+        hashes,
+    };
+    tokio::task::block_in_place(|| status::evaluate(&catalog, &inputs)).map_err(|e| error_chain(&e))
+}
+
+async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
+    let mut list = Vec::new();
+    for name in files {
+        list.push(State::parse(name).ok_or_else(|| {
+            format!("{name:?} is not a state (PROTECTED, PENDING-OFFSITE, DEGRADED, AT-RISK, LOST)")
+        })?);
+    }
+    let work = shared.stores.work().await?;
+    let folders = evaluate_folders(shared, &work, false)?;
+    drop(work);
+    let roster = lock(&shared.roster).clone();
+    let identity = shared.home.identity();
+    let now = triad_core::Timestamp::new(now_secs() as i64, 0);
+    let names = Names { roster: &roster, home_site: &identity.site, now };
+    let summaries: Vec<status::FolderSummary> =
+        folders.iter().map(|f| status::summarise(f, &names, &list)).collect();
+    let worst =
+        summaries.iter().filter_map(|s| State::parse(s.worst)).max().unwrap_or(State::Protected);
+    let survives = summaries.iter().all(|s| s.survives_site_loss);
+    Ok(json!({
+        "done": true,
+        "device": identity.name,
+        "site": identity.site,
+        "storage_only": shared.home.keys().is_err(),
+        "worst": worst.as_str(),
+        "exit": worst.exit_code(),
+        "survives_site_loss": survives,
+        "folders": summaries,
+    }))
+}
+
+async fn check(shared: &Shared, hashes: &[String], card: Option<&Path>) -> Result<Value, Failure> {
+    let work = shared.stores.work().await?;
+    let mut folders = evaluate_folders(shared, &work, true)?;
+    drop(work);
+    // The card never counts as a copy of itself: a folder on it loses its source copies.
+    if let Some(card) = card {
+        let settings = lock(&shared.settings).clone();
+        let site = shared.home.identity().site.clone();
+        let now = triad_core::Timestamp::new(now_secs() as i64, 0);
+        for folder in &mut folders {
+            let path = Path::new(&folder.path);
+            if !(path.starts_with(card) || card.starts_with(path)) {
+                continue;
+            }
+            for file in &mut folder.files {
+                file.copies
+                    .retain(|c| !matches!(c.holder, triad_core::policy::Holder::Source { .. }));
+                file.evaluation = triad_core::policy::evaluate(
+                    folder.policy,
+                    settings.policy.windows(),
+                    &site,
+                    &file.copies,
+                    now,
+                );
+            }
+        }
+    }
+    // The best state of any current version with each content hash.
+    let mut best: std::collections::HashMap<[u8; 32], (State, String)> =
+        std::collections::HashMap::new();
+    for folder in &folders {
+        for file in &folder.files {
+            let Some(hash) = file.hash else { continue };
+            let state = file.evaluation.state;
+            let better = best.get(&hash).is_none_or(|(s, _)| state < *s);
+            if better {
+                best.insert(hash, (state, format!("{}/{}", folder.path, file.path)));
+            }
+        }
+    }
+    let answers: Vec<Value> = hashes
+        .iter()
+        .map(|hex| {
+            let found = parse_hash(hex).and_then(|h| best.get(&h));
+            match found {
+                Some((state, path)) => {
+                    json!({"hash": hex, "state": state.as_str(), "vault_path": path})
+                }
+                None => json!({"hash": hex, "state": null}),
+            }
+        })
+        .collect();
+    Ok(json!({ "done": true, "files": answers }))
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }

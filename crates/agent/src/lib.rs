@@ -26,8 +26,10 @@ pub mod home;
 pub mod join;
 pub mod open_stores;
 pub mod peers;
+pub mod replicas;
 pub mod restore;
 pub mod scan;
+pub mod status;
 pub mod verify;
 
 pub use config::Config;

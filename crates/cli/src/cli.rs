@@ -55,6 +55,15 @@ pub(crate) enum Command {
     /// Push everything a device lacks of this device's snapshots, and wait until it has
     /// acknowledged every blob as durable.
     Sync(SyncArgs),
+    /// Where every file stands: protected, or what is missing and why. Exit 0 protected,
+    /// 1 pending offsite or degraded, 2 at risk or lost, 3 the agent is not running.
+    Status(StatusArgs),
+    /// Is this card safe to format? Every file on it, matched by content, must be PROTECTED
+    /// in the vault (the card itself never counts). Exit codes as `status`.
+    Check(CheckArgs),
+    /// Show or set the protection policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run a self-contained demonstration in a temporary folder: back up a generated shoot,
     /// edit it, back up again, verify, and restore every byte.
     Demo(DemoArgs),
@@ -340,4 +349,44 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     };
     let n: u64 = digits.trim().parse().map_err(|_| format!("{text:?} is not a size like 500G"))?;
     n.checked_mul(1 << shift).ok_or_else(|| format!("{text} is too large"))
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct StatusArgs {
+    /// List the files in this state (PROTECTED, PENDING-OFFSITE, DEGRADED, AT-RISK, LOST;
+    /// any letter case); repeat for several.
+    #[arg(long, value_name = "STATE")]
+    pub(crate) files: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct CheckArgs {
+    /// The card, disk or folder to check.
+    pub(crate) path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Show the policy of the device and of each folder.
+    Show {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set rules, e.g. `copies=3 media=2 offsite=1`; also `audit-window=7d` and `grace=30d`
+    /// (device-wide only).
+    Set {
+        /// KEY=VALUE pairs.
+        #[arg(required = true)]
+        rules: Vec<String>,
+        /// Set the policy of this folder only (its path, name or id).
+        #[arg(long)]
+        folder: Option<String>,
+    },
 }

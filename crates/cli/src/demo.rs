@@ -135,6 +135,7 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
         path: pictures.clone(),
         media: Media::Ssd,
         exclude: Vec::new(),
+        policy: None,
     };
     config.stores.push(StoreConfig {
         id: store_id,

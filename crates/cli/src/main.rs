@@ -16,6 +16,7 @@
 
 mod cli;
 mod demo;
+mod health;
 mod network;
 mod output;
 mod phrase;

@@ -20,7 +20,7 @@ use crate::cli::{
     Args, BackupArgs, Command, ConfigCommand, FolderCommand, InitArgs, LsArgs, RecoverArgs,
     RestoreArgs, SnapshotsArgs, StoreCommand, VerifyArgs,
 };
-use crate::{EXIT_DAMAGE, EXIT_OK, EXIT_PARTIAL, demo, network, output, phrase, settings};
+use crate::{EXIT_DAMAGE, EXIT_OK, EXIT_PARTIAL, demo, health, network, output, phrase, settings};
 
 /// Runs one command; returns the exit code.
 pub(crate) fn run(args: Args) -> Result<u8> {
@@ -45,6 +45,9 @@ pub(crate) fn run(args: Args) -> Result<u8> {
         Command::Join(a) => network::join(&home_path, a),
         Command::Devices(a) => network::devices(&home_path, a),
         Command::Sync(a) => network::sync(&home_path, a),
+        Command::Status(a) => health::status(&home_path, a),
+        Command::Check(a) => health::check(&home_path, a),
+        Command::Policy(c) => health::policy(&home_path, c),
         Command::Demo(a) => demo::run(a),
     }
 }
@@ -305,7 +308,13 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
             }
             triad_agent::scan::Excludes::new(exclude.iter().map(String::as_str))?;
             let id = FolderId::from_bytes(random_array()?);
-            dev.config.folders.push(FolderConfig { id, path: path.clone(), media, exclude });
+            dev.config.folders.push(FolderConfig {
+                id,
+                path: path.clone(),
+                media,
+                exclude,
+                policy: None,
+            });
             settings::save(home_path, &dev.config)?;
             println!(
                 "Protecting {} ({media}). Run `triad backup` to take its first snapshot.",

@@ -563,3 +563,88 @@ fn two_devices_push_to_each_other_at_the_same_moment() {
         assert_eq!(report["files"], 32, "{report}");
     }
 }
+
+/// `triad status --json` on `d`: its exit code and answer.
+fn status(d: &Device, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["status", "--json"];
+    args.extend_from_slice(extra);
+    let out = d.run(&args);
+    let code = out.status.code().expect("an exit code");
+    (code, serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+fn count(answer: &Value, state: &str) -> u64 {
+    answer["folders"][0]["counts"][state].as_u64().expect("a count")
+}
+
+#[test]
+fn status_says_where_files_stand_and_check_says_whether_a_card_is_safe() {
+    let laptop = Device::new();
+    for i in 0..6 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 256 << 10, i);
+    }
+    let out = laptop.run(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "no agent: {}", text(&out));
+    assert!(text(&out).contains("not running"), "{}", text(&out));
+
+    laptop.backup();
+    let _agent = start_agent(&laptop);
+    // The source (ssd) and one store (usb-ssd), both at home: two copies of three.
+    let (code, answer) = status(&laptop, &[]);
+    assert_eq!(code, 1, "{answer}");
+    assert_eq!(count(&answer, "DEGRADED"), 6, "{answer}");
+    assert_eq!(answer["survives_site_loss"], false, "{answer}");
+    let reasons = answer["folders"][0]["reasons"].to_string();
+    assert!(reasons.contains("2 of 3 copies"), "{reasons}");
+    assert!(reasons.contains("no copy away from home"), "{reasons}");
+
+    // Two copies are enough under a relaxed policy, but the offsite one is still missing.
+    laptop.ok(&["policy", "set", "copies=2"]);
+    let (code, answer) = status(&laptop, &[]);
+    assert_eq!((code, count(&answer, "PENDING-OFFSITE")), (1, 6), "{answer}");
+    laptop.ok(&["policy", "set", "copies=3"]);
+
+    // A push to the NAS at the studio completes the policy.
+    let (nas, _nas_agent) = paired_nas(&laptop, &[]);
+    laptop.ok(&["sync", "nas"]);
+    let (code, answer) = status(&laptop, &[]);
+    assert_eq!((code, count(&answer, "PROTECTED")), (0, 6), "{answer}");
+    assert_eq!(answer["survives_site_loss"], true, "{answer}");
+    let human = laptop.ok(&["status"]);
+    assert!(
+        human.contains("PROTECTED") && human.contains("survives the loss of any one site: yes")
+    );
+
+    // A card with two of those files is safe to format; with a file never backed up it is not,
+    // and that file is named.
+    let card = laptop.root().join("card").join("DCIM");
+    fs::create_dir_all(&card).expect("mkdir");
+    for name in ["IMG_0001.CR3", "IMG_0004.CR3"] {
+        fs::copy(laptop.folder.join(name), card.join(name)).expect("copy");
+    }
+    let card_root = card.parent().expect("card").to_str().expect("utf-8").to_owned();
+    let out = laptop.run(&["check", &card_root]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("safe to format"), "{}", text(&out));
+    write_noise(&card.join("IMG_9999.CR3"), 100 << 10, 9999);
+    let out = laptop.run(&["check", &card_root]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("IMG_9999.CR3"), "{}", text(&out));
+    assert!(!text(&out).contains("IMG_0001.CR3"), "{}", text(&out));
+
+    // An edited file: its recorded version no longer has the source as a copy.
+    write_noise(&laptop.folder.join("IMG_0002.CR3"), 256 << 10, 42);
+    let (code, answer) = status(&laptop, &["--files", "degraded"]);
+    assert_eq!(code, 1, "{answer}");
+    let listed = &answer["folders"][0]["files"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{answer}");
+    assert_eq!(listed[0][0], "IMG_0002.CR3", "{answer}");
+
+    // A removed device stops counting: the edited file's recorded version is left in one
+    // store alone.
+    laptop.ok(&["devices", "remove", "nas"]);
+    let (code, answer) = status(&laptop, &[]);
+    assert_eq!(code, 2, "{answer}");
+    assert_eq!((count(&answer, "DEGRADED"), count(&answer, "AT-RISK")), (5, 1), "{answer}");
+    drop(nas);
+}

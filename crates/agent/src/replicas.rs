@@ -1,0 +1,141 @@
+//! The replica ledger: which snapshot of each of this device's folders every peer has
+//! acknowledged, in which of its stores, and since when.
+//!
+//! A push ends with the peer holding every blob of the pushed snapshots, durably (each commit
+//! was acknowledged) and checked against its address, and with the signed heads; the sender
+//! writes that down here. `triad status` counts a peer's copy of a file version from it.
+//!
+//! `$TRIAD_HOME/replicas.json`, written atomically. Losing it is safe in the direction that
+//! matters: copies it does not list are not counted, so files look less protected than they
+//! are until the next push tells again.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use triad_core::{BlobId, DeviceId, FolderId, Media, StoreId};
+
+use crate::home::{HomeError, write_atomic};
+
+const FILE: &str = "replicas.json";
+/// The ledger's format version.
+const VERSION: u32 = 1;
+
+/// One store of a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStore {
+    /// The store.
+    #[serde(with = "crate::config::hex_id")]
+    pub id: StoreId,
+    /// Its media.
+    pub media: Media,
+}
+
+/// What one peer acknowledged of one folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledged {
+    /// The folder's latest snapshot it holds, with everything the snapshot needs.
+    #[serde(with = "crate::config::hex_id")]
+    pub snapshot: BlobId,
+    /// When it acknowledged that snapshot (seconds since the Unix epoch). A later push that
+    /// finds the same snapshot already there does not renew it: that is a claim, not a proof.
+    pub at: i64,
+}
+
+/// What is known of one peer's copies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// Its stores as it last described them; each holds every acknowledged blob.
+    pub stores: Vec<PeerStore>,
+    /// By folder (id in hex).
+    pub folders: BTreeMap<String, Acknowledged>,
+}
+
+/// Every peer's copies, by device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    version: u32,
+    /// The peers, by device id in hex.
+    pub peers: BTreeMap<String, Replica>,
+}
+
+impl Ledger {
+    /// Reads the ledger in `home`; an absent, unreadable or unknown-version ledger is empty.
+    pub fn load(home: &Path) -> Ledger {
+        std::fs::read(home.join(FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Ledger>(&bytes).ok())
+            .filter(|l| l.version == VERSION)
+            .unwrap_or_default()
+    }
+
+    /// Writes the ledger into `home`.
+    pub fn save(&self, home: &Path) -> Result<(), HomeError> {
+        let ledger = Ledger { version: VERSION, peers: self.peers.clone() };
+        let bytes = serde_json::to_vec_pretty(&ledger).expect("the ledger serializes");
+        let path = home.join(FILE);
+        write_atomic(&path, &bytes, 0o600).map_err(|source| HomeError::Io { path, source })
+    }
+
+    /// Writes down that `device`, with `stores`, acknowledged `snapshots` (folder, snapshot)
+    /// at `now`.
+    pub fn record(
+        &mut self,
+        device: DeviceId,
+        stores: Vec<PeerStore>,
+        snapshots: &[(FolderId, BlobId)],
+        now: i64,
+    ) {
+        let replica = self.peers.entry(device.to_hex()).or_default();
+        if replica.stores != stores {
+            // Another set of stores: what the old ones held is not known to be in the new.
+            replica.folders.clear();
+            replica.stores = stores;
+        }
+        for &(folder, snapshot) in snapshots {
+            let key = folder.to_hex();
+            let renewed = replica.folders.get(&key).is_none_or(|a| a.snapshot != snapshot);
+            if renewed {
+                replica.folders.insert(key, Acknowledged { snapshot, at: now });
+            }
+        }
+    }
+
+    /// Forgets a peer (it was removed from the vault).
+    pub fn forget(&mut self, device: DeviceId) {
+        self.peers.remove(&device.to_hex());
+    }
+
+    /// What `device` acknowledged of `folder`, and in which stores.
+    pub fn get(&self, device: DeviceId, folder: FolderId) -> Option<(&[PeerStore], &Acknowledged)> {
+        let replica = self.peers.get(&device.to_hex())?;
+        Some((&replica.stores, replica.folders.get(&folder.to_hex())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_of_the_same_snapshot_does_not_renew_its_proof() {
+        let (peer, folder) = (DeviceId::from_bytes([1; 32]), FolderId::from_bytes([2; 16]));
+        let stores = vec![PeerStore { id: StoreId::from_bytes([3; 16]), media: Media::Raid }];
+        let (s1, s2) = (BlobId::of(b"one"), BlobId::of(b"two"));
+        let mut ledger = Ledger::default();
+        ledger.record(peer, stores.clone(), &[(folder, s1)], 100);
+        ledger.record(peer, stores.clone(), &[(folder, s1)], 200);
+        assert_eq!(ledger.get(peer, folder).unwrap().1.at, 100);
+        ledger.record(peer, stores.clone(), &[(folder, s2)], 300);
+        assert_eq!(*ledger.get(peer, folder).unwrap().1, Acknowledged { snapshot: s2, at: 300 });
+        // New stores: nothing is known of them until they acknowledge.
+        let other = vec![PeerStore { id: StoreId::from_bytes([4; 16]), media: Media::UsbHdd }];
+        ledger.record(peer, other, &[], 400);
+        assert!(ledger.get(peer, folder).is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        ledger.record(peer, stores, &[(folder, s1)], 500);
+        ledger.save(dir.path()).unwrap();
+        assert_eq!(Ledger::load(dir.path()).peers, ledger.peers);
+    }
+}

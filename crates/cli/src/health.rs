@@ -1,0 +1,360 @@
+//! The commands about protection: `status`, `check` and `policy`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use triad_agent::control::{Client, Request};
+use triad_agent::home::Home;
+use triad_core::policy::{Policy, State};
+
+use crate::cli::{CheckArgs, PolicyCommand, StatusArgs};
+use crate::{EXIT_OK, output, settings};
+
+/// `status` and `check` exit with this when they cannot say (the agent is not running, or
+/// another error).
+const EXIT_UNKNOWN: u8 = 3;
+
+/// Asks the agent and waits for its answer.
+fn ask(home_path: &Path, request: &Request) -> Result<Value> {
+    Home::open(home_path)?;
+    let mut client = Client::connect(home_path).map_err(|e| anyhow!("{e}"))?;
+    client.send(request)?;
+    let value = client.receive()?;
+    if let Some(message) = value.get("error") {
+        bail!("{}", message.as_str().unwrap_or("failed"));
+    }
+    Ok(value)
+}
+
+/// Runs `f`; an error is printed and becomes exit code 3.
+fn or_unknown(f: impl FnOnce() -> Result<u8>) -> Result<u8> {
+    match f() {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(EXIT_UNKNOWN)
+        }
+    }
+}
+
+fn exit_of(state: State) -> u8 {
+    u8::try_from(state.exit_code()).unwrap_or(EXIT_UNKNOWN)
+}
+
+fn ago(secs: i64) -> String {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = now.saturating_sub(u64::try_from(secs).unwrap_or(0));
+    match secs {
+        0..120 => format!("{secs} s ago"),
+        120..7200 => format!("{} min ago", secs / 60),
+        7200..172_800 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
+pub(crate) fn status(home_path: &Path, a: StatusArgs) -> Result<u8> {
+    or_unknown(|| {
+        for name in &a.files {
+            if State::parse(name).is_none() {
+                bail!(
+                    "{name:?} is not a state (PROTECTED, PENDING-OFFSITE, DEGRADED, AT-RISK, LOST)"
+                );
+            }
+        }
+        let value = ask(home_path, &Request::Status { files: a.files.clone() })?;
+        let worst = value["worst"].as_str().and_then(State::parse).unwrap_or(State::Lost);
+        if a.json {
+            output::json_line(&value)?;
+            return Ok(exit_of(worst));
+        }
+        print_status(&value);
+        Ok(exit_of(worst))
+    })
+}
+
+fn print_status(value: &Value) {
+    let (device, site) = (value["device"].as_str().unwrap_or("?"), value["site"].as_str());
+    println!("{device} ({})", site.unwrap_or("?"));
+    let folders = value["folders"].as_array().cloned().unwrap_or_default();
+    if folders.is_empty() {
+        if value["storage_only"] == true {
+            println!("This device keeps other devices' copies; it owns no folders.");
+        } else {
+            println!("No folders yet: add one with `triad folder add PATH`.");
+        }
+        return;
+    }
+    for folder in &folders {
+        let path = folder["folder"].as_str().unwrap_or("?");
+        let last = folder["snapshot"][1].as_i64().map_or("never".to_owned(), ago);
+        println!();
+        println!(
+            "{path}  (policy {}; last backup {last})",
+            folder["policy"].as_str().unwrap_or("?")
+        );
+        let counts: BTreeMap<String, u64> =
+            serde_json::from_value(folder["counts"].clone()).unwrap_or_default();
+        let reasons = folder["reasons"].as_array().cloned().unwrap_or_default();
+        for state in State::ALL {
+            let n = counts.get(state.as_str()).copied().unwrap_or(0);
+            let why: Vec<&Value> = reasons.iter().filter(|r| r[0] == state.as_str()).collect();
+            if n == 0 && why.is_empty() {
+                continue;
+            }
+            println!("  {:<16} {n:>7} files", state.as_str());
+            for r in why {
+                let files = r[2].as_u64().unwrap_or(0);
+                let text = r[1].as_str().unwrap_or("");
+                if files > 0 {
+                    println!("  {:<16} {:>7}   {text} ({files})", "", "");
+                } else {
+                    println!("  {:<16} {:>7}   {text}", "", "");
+                }
+            }
+        }
+        for file in folder["files"].as_array().into_iter().flatten() {
+            let reasons: Vec<&str> =
+                file[2].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!(
+                "    {:<16} {}{}",
+                file[1].as_str().unwrap_or("?"),
+                file[0].as_str().unwrap_or("?"),
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", reasons.join("; "))
+                }
+            );
+        }
+    }
+    println!();
+    let survives = value["survives_site_loss"] == true;
+    println!(
+        "Every file survives the loss of any one site: {}",
+        if survives { "yes" } else { "no" }
+    );
+}
+
+/// Every regular file under `root`, sorted.
+fn files_under(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let meta = std::fs::symlink_metadata(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?;
+        if meta.is_file() {
+            out.push(dir);
+            continue;
+        }
+        if !meta.is_dir() {
+            continue;
+        }
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
+        {
+            let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn hash_file(path: &Path) -> Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+pub(crate) fn check(home_path: &Path, a: CheckArgs) -> Result<u8> {
+    or_unknown(|| {
+        let root = std::fs::canonicalize(&a.path)
+            .with_context(|| format!("cannot read {}", a.path.display()))?;
+        let files = files_under(&root)?;
+        let hashes: Vec<String> = files.iter().map(|f| hash_file(f)).collect::<Result<_>>()?;
+        let value =
+            ask(home_path, &Request::Check { hashes: hashes.clone(), card: Some(root.clone()) })?;
+        let answers = value["files"].as_array().cloned().unwrap_or_default();
+        let mut worst = State::Protected;
+        let mut rows = Vec::new();
+        for (file, answer) in files.iter().zip(&answers) {
+            let state = answer["state"].as_str().and_then(State::parse);
+            // Not in the vault at all: the card holds the only copy.
+            worst = worst.max(state.unwrap_or(State::AtRisk));
+            let rel = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+            rows.push((rel, state));
+        }
+        let safe = rows.iter().filter(|(_, s)| *s == Some(State::Protected)).count();
+        if a.json {
+            output::json_line(&json!({
+                "path": root.display().to_string(),
+                "files": rows.len(),
+                "protected": safe,
+                "safe_to_format": worst == State::Protected,
+                "not_protected": rows.iter().filter(|(_, s)| *s != Some(State::Protected)).map(|(p, s)| json!({
+                    "path": p,
+                    "state": s.map_or("NOT-BACKED-UP", State::as_str),
+                })).collect::<Vec<_>>(),
+            }))?;
+            return Ok(exit_of(worst));
+        }
+        for (rel, state) in &rows {
+            if *state != Some(State::Protected) {
+                println!("{:<16} {rel}", state.map_or("NOT-BACKED-UP", State::as_str));
+            }
+        }
+        if worst == State::Protected {
+            println!(
+                "All {} files on {} are PROTECTED in the vault: safe to format.",
+                rows.len(),
+                root.display()
+            );
+        } else {
+            println!(
+                "{} of {} files on {} are not PROTECTED yet: do not format it.",
+                rows.len() - safe,
+                rows.len(),
+                root.display()
+            );
+        }
+        Ok(exit_of(worst))
+    })
+}
+
+fn parse_duration(value: &str) -> Result<u64> {
+    let d: Duration = humantime::parse_duration(value)
+        .with_context(|| format!("{value:?} is not a duration (e.g. 7d, 12h, 30s)"))?;
+    Ok(d.as_secs())
+}
+
+pub(crate) fn policy(home_path: &Path, c: PolicyCommand) -> Result<u8> {
+    Home::open(home_path)?;
+    let mut config = settings::load(home_path)?;
+    match c {
+        PolicyCommand::Show { json } => {
+            let folders: Vec<Value> = config
+                .folders
+                .iter()
+                .map(|f| {
+                    json!({
+                        "folder": f.path.display().to_string(),
+                        "policy": config.policy_of(f).to_string(),
+                        "own": f.policy.is_some(),
+                    })
+                })
+                .collect();
+            let p = &config.policy;
+            if json {
+                output::json_line(&json!({
+                    "policy": p.policy().to_string(),
+                    "copies": p.copies, "media": p.media, "offsite": p.offsite,
+                    "audit_window_secs": p.audit_window_secs, "grace_secs": p.grace_secs,
+                    "folders": folders,
+                }))?;
+            } else {
+                println!("device: {}", p.policy());
+                println!(
+                    "  every copy proven at least every {}; a device unseen for {} no longer counts",
+                    humantime::format_duration(Duration::from_secs(p.audit_window_secs)),
+                    humantime::format_duration(Duration::from_secs(p.grace_secs)),
+                );
+                for (f, v) in config.folders.iter().zip(&folders) {
+                    let own = if f.policy.is_some() { " (its own)" } else { "" };
+                    println!("{}: {}{own}", f.path.display(), v["policy"].as_str().unwrap_or("?"));
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        PolicyCommand::Set { rules, folder } => {
+            let index = match &folder {
+                Some(name) => Some(
+                    config
+                        .folders
+                        .iter()
+                        .position(|f| config.folder(name).is_some_and(|g| g.id == f.id))
+                        .ok_or_else(|| anyhow!("no folder {name:?} on this device"))?,
+                ),
+                None => None,
+            };
+            let mut policy: Policy =
+                index.map_or(config.policy.policy(), |i| config.policy_of(&config.folders[i]));
+            let mut windows = (config.policy.audit_window_secs, config.policy.grace_secs);
+            for rule in &rules {
+                let (key, value) =
+                    rule.split_once('=').ok_or_else(|| anyhow!("{rule:?} is not KEY=VALUE"))?;
+                let count = || -> Result<u8> {
+                    value.parse().with_context(|| format!("{value:?} is not a small number"))
+                };
+                match (key, index) {
+                    ("copies", _) => policy.copies = count()?,
+                    ("media", _) => policy.media = count()?,
+                    ("offsite", _) => policy.offsite = count()?,
+                    ("audit-window", None) => windows.0 = parse_duration(value)?,
+                    ("grace", None) => windows.1 = parse_duration(value)?,
+                    ("audit-window" | "grace", Some(_)) => {
+                        bail!("{key} is set for the whole device, not per folder")
+                    }
+                    _ => {
+                        bail!("unknown rule {key:?} (copies, media, offsite, audit-window, grace)")
+                    }
+                }
+            }
+            if policy.copies == 0 || policy.media == 0 {
+                bail!("a policy needs at least one copy on one kind of media");
+            }
+            if policy.media > policy.copies || policy.offsite > policy.copies {
+                bail!("{policy} cannot hold: more media or offsite copies than copies");
+            }
+            if windows.1 < windows.0 {
+                bail!("the grace period must be at least the audit window");
+            }
+            match index {
+                Some(i) => config.folders[i].policy = Some(policy),
+                None => {
+                    config.policy.copies = policy.copies;
+                    config.policy.media = policy.media;
+                    config.policy.offsite = policy.offsite;
+                    config.policy.audit_window_secs = windows.0;
+                    config.policy.grace_secs = windows.1;
+                }
+            }
+            settings::save(home_path, &config)?;
+            // A running agent takes it at once.
+            if let Ok(mut client) = Client::connect(home_path) {
+                let folders = config
+                    .folders
+                    .iter()
+                    .filter_map(|f| Some((f.id.to_hex(), f.policy?)))
+                    .collect();
+                client.send(&Request::Policy { policy: config.policy.clone(), folders })?;
+                let answer = client.receive()?;
+                if let Some(message) = answer.get("error") {
+                    bail!("{}", message.as_str().unwrap_or("the agent refused the policy"));
+                }
+            }
+            match index {
+                Some(i) => println!("{}: {policy}", config.folders[i].path.display()),
+                None => println!("device: {policy}"),
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
