@@ -325,6 +325,87 @@ fn clamp(n: usize) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
 }
 
+/// A device that could take a copy of a folder's current snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The device.
+    pub device: DeviceId,
+    /// Its site.
+    pub site: String,
+    /// Its stores, each a copy once it acknowledges.
+    pub stores: Vec<(StoreId, Media)>,
+    /// Whether it is on the same network (cheaper than across the internet).
+    pub lan: bool,
+    /// Whether its stores have room for what would be sent.
+    pub has_room: bool,
+}
+
+/// Which devices to push a folder's current snapshot to so that its files meet `policy`:
+/// `files` are the copies of each file today, `candidates` the devices that do not hold the
+/// current snapshot yet. Picks, one at a time, the device that improves the worst file most
+/// (ties: a LAN device first, then the one listed first), and stops when every file is
+/// protected or no device helps. A device without room is never picked.
+pub fn plan(
+    policy: Policy,
+    windows: Windows,
+    home_site: &str,
+    files: &[Vec<Copy>],
+    candidates: &[Candidate],
+    now: Timestamp,
+) -> Vec<DeviceId> {
+    let worst = |extra: &[&Candidate]| -> (State, usize) {
+        let mut worst = State::Protected;
+        let mut at_worst = 0;
+        for copies in files {
+            let mut copies = copies.clone();
+            for c in extra {
+                copies.retain(|copy| copy.holder.device() != c.device);
+                copies.extend(c.stores.iter().map(|&(store, media)| Copy {
+                    holder: Holder::Store { device: c.device, store },
+                    media,
+                    site: c.site.clone(),
+                    proven: Some(now),
+                }));
+            }
+            let state = evaluate(policy, windows, home_site, &copies, now).state;
+            match state.cmp(&worst) {
+                std::cmp::Ordering::Greater => (worst, at_worst) = (state, 1),
+                std::cmp::Ordering::Equal => at_worst += 1,
+                std::cmp::Ordering::Less => {}
+            }
+        }
+        (worst, at_worst)
+    };
+    let mut chosen: Vec<&Candidate> = Vec::new();
+    let mut now_at = worst(&chosen);
+    while now_at.0 != State::Protected {
+        let mut best: Option<(&Candidate, (State, usize))> = None;
+        for c in candidates {
+            if !c.has_room || c.stores.is_empty() || chosen.iter().any(|d| d.device == c.device) {
+                continue;
+            }
+            let mut with = chosen.clone();
+            with.push(c);
+            let outcome = worst(&with);
+            let better = match &best {
+                None => true,
+                Some((b, o)) => outcome < *o || (outcome == *o && c.lan && !b.lan),
+            };
+            if better {
+                best = Some((c, outcome));
+            }
+        }
+        match best {
+            Some((c, outcome)) if outcome < now_at => {
+                chosen.push(c);
+                now_at = outcome;
+            }
+            _ => break,
+        }
+    }
+    chosen.into_iter().map(|c| c.device).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -470,6 +551,45 @@ mod tests {
         assert!(!e.survives_site_loss);
     }
 
+    fn candidate(dev: u8, media: Media, site: &str, lan: bool) -> Candidate {
+        Candidate {
+            device: device(dev),
+            site: site.into(),
+            stores: vec![(StoreId::from_bytes([dev; 16]), media)],
+            lan,
+            has_room: true,
+        }
+    }
+
+    #[test]
+    fn the_plan_takes_the_cheapest_devices_that_complete_the_policy() {
+        let p = Policy::default();
+        let w = Windows::default();
+        let files = vec![vec![source(1, Media::Ssd, "home"), store(1, 4, Media::UsbSsd, "home", 0)]];
+        let nas = candidate(2, Media::Raid, "studio", true);
+        let pi = candidate(3, Media::UsbHdd, "parents", false);
+        let home_hdd = candidate(5, Media::Hdd, "home", true);
+        // One more copy elsewhere is all it needs; the LAN device is cheaper.
+        let picked = plan(p, w, "home", &files, &[pi.clone(), nas.clone()], NOW);
+        assert_eq!(picked, vec![device(2)]);
+        // A device at home adds a copy but not the offsite one: an offsite device is needed.
+        let picked = plan(p, w, "home", &files, &[home_hdd.clone(), pi.clone()], NOW);
+        assert_eq!(picked, vec![device(3)]);
+        // Only the source: two devices, and one of them must be elsewhere.
+        let only_source = vec![vec![source(1, Media::Ssd, "home")]];
+        let picked = plan(p, w, "home", &only_source, &[home_hdd.clone(), nas.clone()], NOW);
+        assert_eq!(picked.len(), 2);
+        // No room, no pick; protected already, no push.
+        let full = Candidate { has_room: false, ..nas.clone() };
+        assert!(plan(p, w, "home", &files, &[full], NOW).is_empty());
+        let done = vec![vec![
+            source(1, Media::Ssd, "home"),
+            store(1, 4, Media::UsbSsd, "home", 0),
+            store(2, 2, Media::Raid, "studio", 0),
+        ]];
+        assert!(plan(p, w, "home", &done, &[pi, nas, home_hdd], NOW).is_empty());
+    }
+
     #[test]
     fn state_names_parse_in_any_case() {
         for s in State::ALL {
@@ -505,6 +625,50 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_plan_never_picks_a_device_that_adds_nothing(
+            policy in arb_policy(),
+            files in prop::collection::vec(prop::collection::vec(arb_copy(), 0..4), 1..4),
+            sites in prop::collection::vec(prop::sample::select(vec!["home", "studio", "parents"]), 0..4),
+        ) {
+            let candidates: Vec<Candidate> = sites
+                .iter()
+                .enumerate()
+                .map(|(i, site)| candidate(10 + i as u8, Media::ALL[i % 8], site, i % 2 == 0))
+                .collect();
+            let picked = plan(policy, Windows::default(), "home", &files, &candidates, NOW);
+            // Every pick made things better: the worst state, or how many files are at it.
+            let outcome = |n: usize| -> (State, usize) {
+                let states: Vec<State> = files
+                    .iter()
+                    .map(|copies| {
+                        let mut copies = copies.clone();
+                        for d in &picked[..n] {
+                            let c = candidates.iter().find(|c| c.device == *d).unwrap();
+                            copies.retain(|copy| copy.holder.device() != c.device);
+                            copies.extend(c.stores.iter().map(|&(store, media)| Copy {
+                                holder: Holder::Store { device: c.device, store },
+                                media,
+                                site: c.site.clone(),
+                                proven: Some(NOW),
+                            }));
+                        }
+                        evaluate(policy, Windows::default(), "home", &copies, NOW).state
+                    })
+                    .collect();
+                let worst = states.iter().copied().max().unwrap_or(State::Protected);
+                (worst, states.iter().filter(|s| **s == worst).count())
+            };
+            for n in 1..=picked.len() {
+                prop_assert!(outcome(n) < outcome(n - 1));
+            }
+            let mut unique = picked.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), picked.len());
+            prop_assert!(picked.len() <= candidates.len());
+        }
+
         #[test]
         fn a_copy_more_never_makes_it_worse(
             policy in arb_policy(),
