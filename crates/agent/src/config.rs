@@ -25,6 +25,40 @@ pub struct Config {
     pub sync: SyncConfig,
     /// What every file must have, and how long proofs last.
     pub policy: PolicyConfig,
+    /// How the agent protects the folders by itself.
+    pub protect: ProtectConfig,
+}
+
+/// The agent's own work: backing folders up as they change and pushing to the devices that
+/// complete the policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtectConfig {
+    /// Whether the agent does it at all (off: only `triad backup` and `triad sync` do).
+    pub auto: bool,
+    /// Watch the folders for changes (besides the periodic rescan).
+    pub watch: bool,
+    /// After a change, wait until the folder has been quiet this long (milliseconds).
+    pub settle_ms: u64,
+    /// Rescan every folder this often, changes seen or not (seconds).
+    pub rescan_secs: u64,
+    /// When a device that is needed could not be reached, try again after this long (seconds).
+    pub retry_secs: u64,
+    /// Give up one push after this long (seconds); it resumes at the next try.
+    pub push_timeout_secs: u64,
+}
+
+impl Default for ProtectConfig {
+    fn default() -> Self {
+        Self {
+            auto: true,
+            watch: true,
+            settle_ms: 2000,
+            rescan_secs: 15 * 60,
+            retry_secs: 60,
+            push_timeout_secs: 6 * 3600,
+        }
+    }
 }
 
 /// The protection policy of the device's folders (a folder may have its own) and the windows

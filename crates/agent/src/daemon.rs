@@ -41,6 +41,8 @@ use crate::peers::Book;
 use crate::replicas::{Ledger, PeerStore};
 use crate::status::{self, Names};
 
+mod protect;
+
 /// How long a control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a blob stream may stay silent before the receiver drops it.
@@ -115,6 +117,8 @@ struct Shared {
     ledger: Mutex<Ledger>,
     /// The settings as they are now: the policies may change while the agent runs.
     settings: Mutex<Config>,
+    /// Wakes the agent's own work (a folder changed, a device joined, the policy changed).
+    kick: mpsc::Sender<()>,
     window: Mutex<Option<Window>>,
     stores: OpenStores,
     /// Held while the roster is copied into the stores, so that the latest copy is the last.
@@ -225,7 +229,9 @@ pub async fn run(
     let node =
         Node::start(keypair, NodeConfig { listen: options.listen, mdns: options.mdns }).await?;
     let vault = home.vault();
+    let (kick, kicked) = mpsc::channel(1);
     let shared = Arc::new(Shared {
+        kick,
         book: Mutex::new(Book::load(home_path)),
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
@@ -291,6 +297,7 @@ pub async fn run(
         }
     });
     tokio::spawn(serve_socket(shared.clone(), listener, owner));
+    tokio::spawn(protect::run(shared.clone(), kicked));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
@@ -694,6 +701,8 @@ fn admit(
         roster.admit_with_device(shared.home.device_key(), entry);
         Ok(true)
     })?;
+    // A new device may be what the policy was waiting for.
+    let _ = shared.kick.try_send(());
     let roster = lock(&shared.roster).clone();
     shared.remember(device, shared.node.connected(&peer).as_ref());
     let me = shared.node.peer_id();
@@ -771,7 +780,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
         control::Request::PairDecision { .. } => Err("no pairing is waiting for a decision".into()),
         control::Request::Sync { device, timeout_secs } => {
             let timeout = Duration::from_secs(timeout_secs.max(1));
-            match tokio::time::timeout(timeout, sync(shared, &device, &mut s)).await {
+            match tokio::time::timeout(timeout, sync(shared, &device, Some(&mut s))).await {
                 Ok(result) => result,
                 Err(_) => Err(SyncFailure::Unreachable(format!(
                     "{device} did not finish within {timeout_secs} s"
@@ -789,6 +798,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
                 let hex = folder.id.to_hex();
                 folder.policy = folders.iter().find(|(id, _)| *id == hex).map(|(_, p)| *p);
             }
+            let _ = shared.kick.try_send(());
             Ok(json!({ "done": true }))
         }
         control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
@@ -1051,7 +1061,14 @@ async fn request(
     }
 }
 
-async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Failure> {
+/// Tells the command that asked for a push how far it is, if a command asked.
+async fn say_progress(s: &mut Option<&mut Session>, blobs: u64, bytes: u64) {
+    if let Some(s) = s.as_deref_mut() {
+        let _ = s.say(json!({"event": "progress", "blobs": blobs, "bytes": bytes})).await;
+    }
+}
+
+async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Result<Value, Failure> {
     let entry = shared.device_named(name)?;
     if entry.device == shared.home.device_id() {
         return Err("that is this device".into());
@@ -1145,7 +1162,7 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
             }
             while let Ok(ack) = acks.try_recv() {
                 acked += ack?;
-                let _ = s.say(json!({"event": "progress", "blobs": acked, "bytes": bytes})).await;
+                say_progress(&mut s, acked, bytes).await;
             }
         }
         let _ = reading.await;
@@ -1153,7 +1170,7 @@ async fn sync(shared: &Shared, name: &str, s: &mut Session) -> Result<Value, Fai
         while acked < sent {
             let Some(ack) = acks.recv().await else { break };
             acked += ack?;
-            let _ = s.say(json!({"event": "progress", "blobs": acked, "bytes": bytes})).await;
+            say_progress(&mut s, acked, bytes).await;
         }
         let _ = writer.close().await;
     }

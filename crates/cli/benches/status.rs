@@ -58,6 +58,7 @@ fn main() {
     triad(&home, &["backup", "--json"]);
     println!("backup of {files} files: {:.1} s", t.elapsed().as_secs_f64());
 
+    manual(&home);
     let mut child = Command::new(env!("CARGO_BIN_EXE_triad"))
         .args(["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"])
         .env("TRIAD_HOME", &home)
@@ -91,4 +92,13 @@ fn main() {
         times[times.len() / 2],
         times[times.len() - 1]
     );
+}
+
+/// Turns the agent's own backups and pushes off: the bench says what moves.
+fn manual(home: &Path) {
+    let path = home.join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replace("[protect]\nauto = true", "[protect]\nauto = false");
+    assert!(text.contains("auto = false"), "the config has a [protect] section");
+    std::fs::write(&path, text).expect("config");
 }

@@ -171,6 +171,7 @@ impl Drop for Agent {
 }
 
 fn agent(home: &Path) -> Agent {
+    manual(home);
     let mut child = Command::new(env!("CARGO_BIN_EXE_triad"))
         .args(["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"])
         .env("TRIAD_HOME", home)
@@ -258,4 +259,13 @@ fn agents(dir: &Path, total: u64) -> (u64, Duration, u64) {
         serde_json::from_str(out.lines().last().expect("a line")).expect("json");
     drop(a_agent);
     (done["bytes_sent"].as_u64().expect("bytes"), elapsed, peak.max(vm_hwm_kib(b_agent.child.id())))
+}
+
+/// Turns the agent's own backups and pushes off: the bench says what moves.
+fn manual(home: &Path) {
+    let path = home.join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replace("[protect]\nauto = true", "[protect]\nauto = false");
+    assert!(text.contains("auto = false"), "the config has a [protect] section");
+    std::fs::write(&path, text).expect("config");
 }

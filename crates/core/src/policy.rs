@@ -565,7 +565,8 @@ mod tests {
     fn the_plan_takes_the_cheapest_devices_that_complete_the_policy() {
         let p = Policy::default();
         let w = Windows::default();
-        let files = vec![vec![source(1, Media::Ssd, "home"), store(1, 4, Media::UsbSsd, "home", 0)]];
+        let files =
+            vec![vec![source(1, Media::Ssd, "home"), store(1, 4, Media::UsbSsd, "home", 0)]];
         let nas = candidate(2, Media::Raid, "studio", true);
         let pi = candidate(3, Media::UsbHdd, "parents", false);
         let home_hdd = candidate(5, Media::Hdd, "home", true);

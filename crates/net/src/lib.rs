@@ -10,5 +10,5 @@ pub mod node;
 pub mod pair;
 
 pub use gate::Admission;
-pub use libp2p::{Multiaddr, PeerId, Stream};
+pub use libp2p::{Multiaddr, PeerId, Stream, multiaddr};
 pub use node::{NetError, Node, NodeConfig, device_id, keypair, peer_id};

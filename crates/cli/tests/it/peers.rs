@@ -69,7 +69,13 @@ struct Agent {
     addr: String,
 }
 
+/// Starts the agent with its own backups and pushes off: the test says when to push.
 fn start_agent(d: &Device) -> Agent {
+    d.set_option("protect", "auto", "false");
+    start_agent_as_is(d)
+}
+
+fn start_agent_as_is(d: &Device) -> Agent {
     let cmd =
         d.command(&["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"]);
     let process = Running::spawn(cmd, &d.root().join("agent.log"));
@@ -451,6 +457,7 @@ fn a_typed_code_finds_the_inviter_on_the_lan_by_mdns() {
     let laptop = Device::new();
     write_noise(&laptop.folder.join("IMG_0001.CR3"), 1 << 20, 3);
     laptop.backup();
+    laptop.set_option("protect", "auto", "false");
     let cmd =
         lan.command(0, &laptop, &["agent", "--listen", "/ip4/10.77.0.1/udp/0/quic-v1", "--json"]);
     let agent = Running::spawn(cmd, &laptop.root().join("agent.log"));
@@ -472,6 +479,7 @@ fn a_typed_code_finds_the_inviter_on_the_lan_by_mdns() {
     assert!(pairing.finish().0.success());
 
     nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
+    nas.set_option("protect", "auto", "false");
     let cmd =
         lan.command(1, &nas, &["agent", "--listen", "/ip4/10.77.0.2/udp/0/quic-v1", "--json"]);
     let nas_agent = Running::spawn(cmd, &nas.root().join("agent.log"));
@@ -647,4 +655,41 @@ fn status_says_where_files_stand_and_check_says_whether_a_card_is_safe() {
     assert_eq!(code, 2, "{answer}");
     assert_eq!((count(&answer, "DEGRADED"), count(&answer, "AT-RISK")), (5, 1), "{answer}");
     drop(nas);
+}
+
+/// Asks `status` until `done` holds for its answer, or panics after `WAIT`.
+fn wait_for_status(d: &Device, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let until = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, answer) = status(d, &[]);
+        if done(&answer) {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < until, "{what}: still {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn new_files_become_protected_without_any_command() {
+    let laptop = Device::new();
+    laptop.set_option("protect", "settle_ms", "200");
+    laptop.set_option("protect", "retry_secs", "1");
+    let _agent = start_agent_as_is(&laptop);
+    let (nas, _nas_agent) = paired_nas(&laptop, &[]);
+
+    // Files land in the folder; nobody types `backup` or `sync`.
+    for i in 0..5 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 512 << 10, i);
+    }
+    let protected =
+        |n: u64| move |a: &Value| a["worst"] == "PROTECTED" && count(a, "PROTECTED") == n;
+    let answer = wait_for_status(&laptop, "five new files protected", protected(5));
+    assert_eq!(answer["survives_site_loss"], true, "{answer}");
+    let report = json(&nas.ok(&["verify", "--read-data", "--json"]));
+    assert_eq!((report["ok"].clone(), report["files"].clone()), (Value::Bool(true), 5.into()));
+
+    // One more, later: the watcher sees it too.
+    write_noise(&laptop.folder.join("IMG_0005.CR3"), 512 << 10, 5);
+    wait_for_status(&laptop, "the sixth file protected", protected(6));
 }

@@ -1,0 +1,204 @@
+//! The agent's own work: it backs the folders up when they change (a file watcher, and a
+//! periodic rescan because watchers miss changes on network mounts and run out of watches),
+//! evaluates every file against the policy, and pushes to the devices the planner picks
+//! (`triad_core::policy::plan`) until every file is protected. A device that is needed but
+//! cannot be reached is tried again after a while; offline is not lost.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use triad_core::policy::{self, Candidate, State};
+use triad_core::{DeviceId, Timestamp};
+use triad_net::Multiaddr;
+use triad_proto::wire::{self, Response};
+
+use super::{Shared, lock, open_stores, request, sync};
+use crate::backup;
+
+/// Runs until the agent stops.
+pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
+    let settings = lock(&shared.settings).protect.clone();
+    if !settings.auto {
+        tracing::info!("the agent's own backups and pushes are off ([protect] auto = false)");
+        return;
+    }
+    let _watcher = settings.watch.then(|| watch(&shared)).flatten();
+    let settle = Duration::from_millis(settings.settle_ms);
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            Some(()) = kicked.recv() => {
+                // Let a card being copied finish before reading it.
+                while let Ok(Some(())) = tokio::time::timeout(settle, kicked.recv()).await {}
+            }
+        }
+        let complete = round(&shared).await;
+        let wait = if complete { settings.rescan_secs } else { settings.retry_secs };
+        next = Instant::now() + Duration::from_secs(wait.max(1));
+    }
+}
+
+/// Watches every folder; each change kicks the agent. `None` if no watcher could start (the
+/// periodic rescan still runs).
+fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
+    let kick = shared.kick.clone();
+    let handler = move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = kick.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch folders; relying on the periodic rescan");
+            return None;
+        }
+    };
+    for folder in &lock(&shared.settings).folders {
+        if let Err(e) = watcher.watch(&folder.path, RecursiveMode::Recursive) {
+            tracing::warn!(folder = %folder.path.display(), error = %e,
+                "cannot watch this folder; relying on the periodic rescan");
+        }
+    }
+    Some(watcher)
+}
+
+fn now() -> Timestamp {
+    let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::new(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos())
+}
+
+/// One round: back up, evaluate, push. Returns whether everything that could be done was
+/// (false: try again soon).
+async fn round(shared: &Arc<Shared>) -> bool {
+    let mut complete = true;
+    if shared.home.keys().is_err() {
+        return true; // A storage-only device owns no folders.
+    }
+    let settings = lock(&shared.settings).clone();
+    if settings.stores.is_empty() || settings.folders.is_empty() {
+        return true;
+    }
+
+    // Back up what changed, each folder on its own.
+    let Ok(work) = shared.stores.work().await else { return false };
+    let roster = lock(&shared.roster).clone();
+    for folder in &settings.folders {
+        let request = backup::Request { folder, now: now(), options: backup::Options::default() };
+        let outcome = tokio::task::block_in_place(|| {
+            let mut stores = open_stores::write(&work);
+            backup::run(&shared.home, &settings, &roster, &mut stores, request, &|_| {})
+        });
+        match outcome {
+            Ok(report) if report.unchanged => {}
+            Ok(report) => tracing::info!(folder = %folder.path.display(),
+                snapshot = %report.snapshot.short(), files = report.stats.files,
+                bytes_read = report.bytes_read, "folder backed up"),
+            Err(e) => {
+                tracing::warn!(folder = %folder.path.display(), error = %super::error_chain(&e),
+                    "backup failed");
+                complete = false;
+            }
+        }
+    }
+    let folders = match super::evaluate_folders(shared, &work, false) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot evaluate the folders");
+            return false;
+        }
+    };
+    drop(work);
+
+    // The devices that could take a copy: those on the roster that answer.
+    let me = shared.home.device_id();
+    let mut candidates = Vec::new();
+    for entry in roster.devices() {
+        if entry.device == me {
+            continue;
+        }
+        let peer = triad_net::peer_id(entry.device);
+        let Ok(Response::Hello { stores, .. }) = request(shared, peer, &wire::Request::Hello).await
+        else {
+            continue; // Offline, or not answering: not a candidate this round.
+        };
+        let lan = shared.node.connected(&peer).as_ref().is_some_and(is_lan);
+        candidates.push((
+            entry.name.clone(),
+            Candidate {
+                device: entry.device,
+                site: entry.site.clone(),
+                has_room: stores.iter().all(|s| s.free > 0),
+                stores: stores.iter().map(|s| (s.id, s.media)).collect(),
+                lan,
+            },
+        ));
+    }
+
+    // Per folder, the devices that complete its policy; pushes carry every folder.
+    let windows = settings.policy.windows();
+    let site = shared.home.identity().site.clone();
+    let ledger = lock(&shared.ledger).clone();
+    let mut picked: BTreeSet<DeviceId> = BTreeSet::new();
+    for folder in &folders {
+        let Some((snapshot, _)) = folder.snapshot else { continue };
+        if folder.files.iter().all(|f| f.evaluation.state == State::Protected) {
+            continue;
+        }
+        let files: Vec<Vec<policy::Copy>> = folder.files.iter().map(|f| f.copies.clone()).collect();
+        // A device that already holds this snapshot has nothing more to take for it.
+        let open: Vec<Candidate> = candidates
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| ledger.get(c.device, folder.id).is_none_or(|(_, a)| a.snapshot != snapshot))
+            .cloned()
+            .collect();
+        let chosen = policy::plan(folder.policy, windows, &site, &files, &open, now());
+        if chosen.is_empty() {
+            tracing::info!(folder = %folder.path, "not every file is protected and no device that answers can help now");
+            complete = false;
+        }
+        picked.extend(chosen);
+    }
+
+    let timeout = Duration::from_secs(settings.protect.push_timeout_secs.max(1));
+    for (name, candidate) in &candidates {
+        if !picked.contains(&candidate.device) {
+            continue;
+        }
+        tracing::info!(device = %name, "pushing to complete the policy");
+        match tokio::time::timeout(timeout, sync(shared, name, None)).await {
+            Ok(Ok(done)) => tracing::info!(device = %name, blobs = %done["blobs_sent"],
+                bytes = %done["bytes_sent"], "push acknowledged"),
+            Ok(Err(failure)) => {
+                tracing::warn!(device = %name, error = %failure.message, "push failed; will retry");
+                complete = false;
+            }
+            Err(_) => {
+                tracing::warn!(device = %name, "push did not finish in time; will resume");
+                complete = false;
+            }
+        }
+    }
+    complete
+}
+
+/// Whether a connection's address is on this network (private, link-local or loopback).
+fn is_lan(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        triad_net::multiaddr::Protocol::Ip4(ip) => {
+            ip.is_private() || ip.is_loopback() || ip.is_link_local()
+        }
+        triad_net::multiaddr::Protocol::Ip6(ip) => {
+            let ip = IpAddr::V6(ip);
+            ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+        _ => false,
+    })
+}
