@@ -1,0 +1,143 @@
+//! From written to PROTECTED: two agents on loopback (a laptop with a store at home, a NAS at
+//! the studio), default settings, nobody typing a command. 100 MiB of new files are written
+//! into the laptop's folder and `triad status --json` is asked until every file is PROTECTED;
+//! the time from the first byte written to that answer is reported, for three rounds.
+//!
+//! `cargo bench -p triad-cli --bench protect`; `TRIAD_BENCH_MIB=N` changes the size.
+#![allow(missing_docs)]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let key = blake3::hash(&seed.to_le_bytes());
+    blake3::Hasher::new_keyed(key.as_bytes()).finalize_xof().fill(&mut out);
+    out
+}
+
+fn triad(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_triad"))
+        .args(args)
+        .env("TRIAD_HOME", home)
+        .env_remove("TRIAD_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("triad runs")
+}
+
+fn ok(home: &Path, args: &[&str]) {
+    let out = triad(home, args);
+    assert!(out.status.success(), "triad {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+struct Agent {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(home: &Path) -> Agent {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_triad"))
+        .args(["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"])
+        .env("TRIAD_HOME", home)
+        .env_remove("TRIAD_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("agent");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let addr = ready["addrs"][0].as_str().expect("addr").split("/p2p/").next().expect("addr");
+    Agent { child, addr: addr.to_owned() }
+}
+
+fn protected(home: &Path) -> Option<u64> {
+    let out = triad(home, &["status", "--json"]);
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    (answer["worst"] == "PROTECTED")
+        .then(|| answer["folders"][0]["counts"]["PROTECTED"].as_u64())?
+}
+
+fn main() {
+    let mib: usize =
+        std::env::var("TRIAD_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (laptop, nas, folder) =
+        (dir.path().join("a"), dir.path().join("b"), dir.path().join("shoot"));
+    fs::create_dir_all(&folder).expect("mkdir");
+    ok(&laptop, &["init", "--name", "laptop", "--site", "home", "--json"]);
+    ok(
+        &laptop,
+        &[
+            "store",
+            "add",
+            dir.path().join("store-a").to_str().expect("utf-8"),
+            "--media",
+            "usb-ssd",
+        ],
+    );
+    ok(&laptop, &["folder", "add", folder.to_str().expect("utf-8"), "--media", "ssd"]);
+    let _laptop_agent = agent(&laptop);
+
+    let mut pair = Command::new(env!("CARGO_BIN_EXE_triad"))
+        .args(["pair", "--json", "--yes"])
+        .env("TRIAD_HOME", &laptop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pair");
+    let mut line = String::new();
+    BufReader::new(pair.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+    let first: serde_json::Value = serde_json::from_str(&line).expect("json");
+    ok(
+        &nas,
+        &[
+            "join",
+            first["link"].as_str().expect("link"),
+            "--name",
+            "nas",
+            "--site",
+            "studio",
+            "--yes",
+        ],
+    );
+    assert!(pair.wait().expect("pair").success());
+    ok(
+        &nas,
+        &["store", "add", dir.path().join("store-b").to_str().expect("utf-8"), "--media", "raid"],
+    );
+    let nas_agent = agent(&nas);
+    ok(&laptop, &["devices", "addr", "nas", &nas_agent.addr]);
+
+    let files_per_round = 4;
+    let mut total = 0u64;
+    for round in 0..3u64 {
+        let data: Vec<Vec<u8>> = (0..files_per_round)
+            .map(|i| noise((mib << 20) / files_per_round, round * 100 + i as u64))
+            .collect();
+        let start = Instant::now();
+        for (i, bytes) in data.iter().enumerate() {
+            fs::write(folder.join(format!("R{round}_IMG_{i:04}.CR3")), bytes).expect("write");
+        }
+        total += files_per_round as u64;
+        let deadline = start + Duration::from_secs(120);
+        while protected(&laptop) != Some(total) {
+            assert!(Instant::now() < deadline, "not protected within two minutes");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!(
+            "round {round}: {mib} MiB written -> PROTECTED in {:.2} s (default settings: 2 s settle after the last change)",
+            start.elapsed().as_secs_f64()
+        );
+    }
+}
