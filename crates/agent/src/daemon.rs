@@ -26,9 +26,9 @@ use triad_net::frame::{self, FrameError};
 use triad_net::pair::{self, Secret};
 use triad_net::{Admission, Multiaddr, Node, NodeConfig, PeerId};
 use triad_proto::wire::{
-    self, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, Joiner,
-    MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, RECOVER_PROTOCOL, RecoverMessage, Response,
-    StoreInfo, Welcome,
+    self, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, FETCH_PROTOCOL,
+    Joiner, MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, RECOVER_PROTOCOL, RecoverMessage,
+    Response, StoreInfo, Welcome,
 };
 use triad_store::{Store, WriteError};
 
@@ -199,6 +199,14 @@ impl Shared {
         Ok(true)
     }
 
+    /// Whether `peer` is a trusted device of the roster (storage-only devices never copy
+    /// blobs from others).
+    fn is_trusted(&self, peer: &PeerId) -> bool {
+        triad_net::device_id(peer)
+            .and_then(|d| lock(&self.roster).device(d).map(|e| e.role == Role::Trusted))
+            .unwrap_or(false)
+    }
+
     fn remember(&self, device: DeviceId, addr: Option<&Multiaddr>) {
         let mut book = lock(&self.book);
         if let Some(addr) = addr {
@@ -285,6 +293,7 @@ pub async fn run(
     // its own task.
     serve(&shared, CONTROL_PROTOCOL, Admission::is_member, on_control);
     serve(&shared, BLOBS_PROTOCOL, Admission::is_member, on_blobs);
+    serve(&shared, FETCH_PROTOCOL, Admission::is_member, on_fetch);
     serve(&shared, PAIR_PROTOCOL, Admission::is_pairing_peer, on_pairing);
     let may_prove = |a: &Admission, p: &PeerId| a.on_probation(p) || a.is_member(p);
     serve(&shared, RECOVER_PROTOCOL, may_prove, on_recovery);
@@ -395,6 +404,51 @@ async fn answer_control(
                 Err(reason) => Response::Refused { reason },
             },
             Err(e) => Response::Refused { reason: format!("roster refused: {e}") },
+        },
+        wire::Request::Inventory { .. } | wire::Request::ListHeads if !shared.is_trusted(&peer) => {
+            Response::Refused { reason: "only a trusted device may copy from this one".into() }
+        }
+        wire::Request::Inventory { after } => match shared.stores.work().await {
+            Ok(work) => tokio::task::block_in_place(|| {
+                let stores = open_stores::read(&work);
+                let mut ids: Vec<triad_core::BlobId> = Vec::new();
+                for store in stores.iter() {
+                    match store.blobs() {
+                        Ok(blobs) => ids.extend(blobs.into_iter().map(|b| b.id)),
+                        Err(e) => return Response::Refused { reason: e.to_string() },
+                    }
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                let from = after.map_or(0, |a| ids.partition_point(|id| *id <= a));
+                let page: Vec<_> = ids[from..].iter().take(MISSING_BATCH_MAX).copied().collect();
+                let more = from + page.len() < ids.len();
+                Response::Inventory { blobs: page, more }
+            }),
+            Err(reason) => Response::Refused { reason },
+        },
+        wire::Request::ListHeads => match shared.stores.work().await {
+            Ok(work) => tokio::task::block_in_place(|| {
+                let stores = open_stores::read(&work);
+                // The highest head of each (device, folder) in any store.
+                let mut best: std::collections::BTreeMap<_, SignedHead> = Default::default();
+                for store in stores.iter() {
+                    match store.heads() {
+                        Ok(heads) => {
+                            for h in heads {
+                                let key = (h.head.device, h.head.folder);
+                                if best.get(&key).is_none_or(|b| b.head.sequence < h.head.sequence)
+                                {
+                                    best.insert(key, h);
+                                }
+                            }
+                        }
+                        Err(e) => return Response::Refused { reason: e.to_string() },
+                    }
+                }
+                Response::Heads { heads: best.values().map(SignedHead::encode).collect() }
+            }),
+            Err(reason) => Response::Refused { reason },
         },
         wire::Request::Heads { heads } => match shared.stores.work().await {
             Ok(work) => match tokio::task::block_in_place(|| take_heads(shared, &work, &heads)) {
@@ -520,6 +574,57 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                 pending = 0;
             }
         }
+    }
+}
+
+/// Serves the blobs a trusted device asks for.
+async fn on_fetch(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) {
+    if !shared.is_trusted(&peer) {
+        tracing::info!(%peer, "a device that is not trusted asked for blobs; refused");
+        return;
+    }
+    match serve_fetch(&shared, stream).await {
+        Ok(n) => tracing::info!(%peer, blobs = n, "blobs sent on request"),
+        Err(e) => tracing::info!(%peer, error = %e, "fetch stream closed on an error"),
+    }
+}
+
+/// Answers [`wire::Fetch`] batches until the asker closes the stream; returns the blobs sent.
+async fn serve_fetch(shared: &Shared, mut stream: triad_net::Stream) -> Result<u64, String> {
+    let mut sent = 0u64;
+    loop {
+        let next = tokio::time::timeout(
+            IDLE_PUSH_TIMEOUT,
+            frame::read::<wire::Fetch, _>(&mut stream, "fetch batch", CONTROL_FRAME_MAX),
+        )
+        .await
+        .map_err(|_| "the asker went quiet".to_owned())?;
+        let batch = match next {
+            Ok(batch) => batch,
+            Err(FrameError::Closed { .. }) => return Ok(sent),
+            Err(e) => return Err(error_chain(&e)),
+        };
+        if batch.blobs.len() > MISSING_BATCH_MAX {
+            return Err(format!("at most {MISSING_BATCH_MAX} blobs per batch"));
+        }
+        for id in batch.blobs {
+            // Read under the stores' lock, sent without it.
+            let blob = {
+                let work = shared.stores.work().await?;
+                tokio::task::block_in_place(|| {
+                    open_stores::read(&work).iter().find_map(|s| s.get(id).ok())
+                })
+            };
+            let Some(blob) = blob else {
+                // Not here (or damaged): the batch ends short and the asker says so.
+                break;
+            };
+            frame::write_blob(&mut stream, &blob.id(), blob.as_bytes())
+                .await
+                .map_err(|e| error_chain(&e))?;
+            sent += 1;
+        }
+        frame::write(&mut stream, &BlobFrame::Commit).await.map_err(|e| error_chain(&e))?;
     }
 }
 
@@ -841,56 +946,61 @@ impl From<SyncFailure> for Failure {
 }
 
 async fn devices(shared: &Shared) -> Result<Value, Failure> {
-    let me = shared.home.device_id();
     let entries: Vec<Entry> = lock(&shared.roster).devices().into_iter().cloned().collect();
-    let mut out = Vec::new();
-    for entry in entries {
-        let peer = triad_net::peer_id(entry.device);
-        let this = entry.device == me;
-        // Online: connected, or reachable now at a known address.
-        let connected = if this {
-            None
-        } else {
-            let reach =
-                tokio::time::timeout(Duration::from_secs(3), shared.node.connect(peer)).await;
-            if matches!(reach, Ok(Ok(()))) { shared.node.connected(&peer) } else { None }
-        };
-        let stores = if this {
-            shared
-                .config
-                .stores
-                .iter()
-                .map(|s| {
-                    let free = free_bytes(&s.path, s.quota);
-                    json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": free})
-                })
-                .collect()
-        } else if connected.is_some() {
+    // Every device is asked at once: one that is away costs its timeout once, not per device.
+    let out = futures::future::join_all(entries.into_iter().map(|e| describe(shared, e))).await;
+    Ok(json!({ "done": true, "devices": out }))
+}
+
+/// One device as `triad devices` shows it: online or not, its stores.
+async fn describe(shared: &Shared, entry: Entry) -> Value {
+    let me = shared.home.device_id();
+    let peer = triad_net::peer_id(entry.device);
+    let this = entry.device == me;
+    let stores: Vec<Value> = shared
+        .config
+        .stores
+        .iter()
+        .map(|s| {
+            let free = free_bytes(&s.path, s.quota);
+            json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": free})
+        })
+        .collect();
+    // Online: it answers now, at the connection there is or at a known address.
+    let (connected, stores) = if this {
+        (None, stores)
+    } else {
+        let ask = async {
+            shared.node.connect(peer).await.ok()?;
             match request(shared, peer, &wire::Request::Hello).await {
-                Ok(Response::Hello { stores, .. }) => stores
+                Ok(Response::Hello { stores, .. }) => Some(stores),
+                _ => None,
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(4), ask).await {
+            Ok(Some(stores)) => (
+                shared.node.connected(&peer),
+                stores
                     .iter()
                     .map(|s| json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": s.free}))
                     .collect(),
-                _ => Vec::new(),
-            }
-        } else {
-            Vec::new()
-        };
-        let book = lock(&shared.book);
-        let known = book.get(entry.device);
-        out.push(json!({
-            "name": entry.name,
-            "site": entry.site,
-            "role": match entry.role { Role::Trusted => "trusted", Role::StorageOnly => "storage-only" },
-            "device": entry.device.to_hex(),
-            "this": this,
-            "online": this || connected.is_some(),
-            "last_seen": known.and_then(|p| p.last_seen),
-            "address": connected.map(|a| a.to_string()).or_else(|| known.and_then(|p| p.addrs.first().cloned())),
-            "stores": stores,
-        }));
-    }
-    Ok(json!({ "done": true, "devices": out }))
+            ),
+            _ => (None, Vec::new()),
+        }
+    };
+    let book = lock(&shared.book);
+    let known = book.get(entry.device);
+    json!({
+        "name": entry.name,
+        "site": entry.site,
+        "role": match entry.role { Role::Trusted => "trusted", Role::StorageOnly => "storage-only" },
+        "device": entry.device.to_hex(),
+        "this": this,
+        "online": this || connected.is_some() || !stores.is_empty(),
+        "last_seen": known.and_then(|p| p.last_seen),
+        "address": connected.map(|a| a.to_string()).or_else(|| known.and_then(|p| p.addrs.first().cloned())),
+        "stores": stores,
+    })
 }
 
 async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failure> {

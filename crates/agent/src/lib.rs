@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod fetch;
 pub mod home;
 pub mod join;
 pub mod open_stores;

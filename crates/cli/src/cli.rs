@@ -209,10 +209,15 @@ pub(crate) struct VerifyArgs {
 
 #[derive(Debug, ClapArgs)]
 pub(crate) struct RecoverArgs {
-    /// A store of the vault (a disk that survived).
+    /// A store of the vault (a disk that survived); with --peer, where to make this device's
+    /// new store, into which everything the peer holds is copied.
     #[arg(long, value_name = "PATH")]
     pub(crate) store: PathBuf,
-    /// The kind of media the store is on (default: as recorded in the store).
+    /// Copy the vault from this surviving device (its address, e.g.
+    /// /ip4/192.0.2.7/udp/41641/quic-v1), which admits this device once it proves the phrase.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) peer: Option<String>,
+    /// The kind of media the store is on (default: as recorded in the store; with --peer, ssd).
     #[arg(long)]
     pub(crate) media: Option<Media>,
     /// This new device's name.

@@ -13,7 +13,9 @@ use triad_agent::peers::Book;
 use triad_net::Multiaddr;
 use triad_net::pair::Secret;
 
-use crate::cli::{AgentArgs, DevicesArgs, DevicesCommand, JoinArgs, PairArgs, SyncArgs};
+use crate::cli::{
+    AgentArgs, DevicesArgs, DevicesCommand, JoinArgs, PairArgs, RecoverArgs, SyncArgs,
+};
 use crate::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, output, run, settings};
 
 /// The default listen port, UDP (QUIC) and TCP.
@@ -410,5 +412,49 @@ pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {
             outcome["blobs_already_there"].as_u64().unwrap_or(0)
         );
     }
+    Ok(EXIT_OK)
+}
+
+/// `triad recover --peer`: a new device with only the phrase copies the vault from one
+/// surviving device into a new store.
+pub(crate) fn recover_from_peer(
+    home_path: &Path,
+    a: &RecoverArgs,
+    peer: &str,
+    store_path: &Path,
+    phrase: &triad_core::keys::Phrase,
+    device_seed: [u8; 32],
+) -> Result<u8> {
+    let addr: Multiaddr =
+        peer.parse().with_context(|| format!("{peer:?} is not a multiaddress"))?;
+    let media = a.media.unwrap_or(triad_core::Media::Ssd);
+    let store_id = triad_core::StoreId::from_bytes(run::random_array()?);
+    let request = triad_agent::fetch::FromPeer {
+        home: home_path,
+        phrase,
+        peer: addr,
+        name: &a.name,
+        site: &a.site,
+        device_seed,
+        store: (store_path, store_id, media),
+        now: output::now(),
+    };
+    let bar = output::bar(0, "copying");
+    let recovered = runtime()?
+        .block_on(triad_agent::fetch::from_peer(request, &mut |blobs, _| bar.set_position(blobs)))
+        .map_err(|e| anyhow!("{e}"))?;
+    bar.finish_and_clear();
+    settings::save(home_path, &recovered.config)?;
+    println!(
+        "Recovered vault {} as device {:?} at site {:?}: copied {} blobs ({}) and {} heads from {peer} into {}.",
+        phrase.vault_id().short(),
+        a.name,
+        a.site,
+        recovered.blobs,
+        output::size(recovered.bytes),
+        recovered.heads,
+        store_path.display()
+    );
+    println!("Restore everything with `triad restore latest --to DIR`.");
     Ok(EXIT_OK)
 }

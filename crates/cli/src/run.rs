@@ -57,7 +57,7 @@ pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| anyhow!("cannot get random bytes from the system: {e}"))
 }
 
-fn random_array<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_array<const N: usize>() -> Result<[u8; N]> {
     let mut out = [0u8; N];
     random(&mut out)?;
     Ok(out)
@@ -820,6 +820,16 @@ fn recover(home_path: &Path, a: RecoverArgs) -> Result<u8> {
     }
     let store_path = settings::absolute(&a.store);
     let phrase = phrase::read()?;
+    if let Some(peer) = &a.peer {
+        return network::recover_from_peer(
+            home_path,
+            &a,
+            peer,
+            &store_path,
+            &phrase,
+            random_array()?,
+        );
+    }
     let vault = phrase.vault_id();
     let config = Config::default();
     let store = match Store::open(&store_path, None, vault, Access::ReadWrite, &config.store) {

@@ -12,6 +12,10 @@
 //! - `/triad/pair/1`: the pairing exchange, [`PairMessage`]s in a fixed order (see the
 //!   `proto/README.md`).
 //! - `/triad/recover/1`: the recovery proof, [`RecoverMessage`]s in a fixed order.
+//! - `/triad/fetch/1`: a trusted device (one recovering, above all) asks for blobs: it writes
+//!   a [`Fetch`], the holder answers with a [`BlobFrame::Blob`] for each blob asked, in order,
+//!   then a [`BlobFrame::Commit`] that ends the batch; then the next [`Fetch`], until the
+//!   asker closes. Storage-only devices never fetch.
 
 use serde::{Deserialize, Serialize};
 use triad_core::codec::{self, DecodeError};
@@ -26,6 +30,8 @@ pub const WIRE_VERSION: u8 = 1;
 pub const CONTROL_PROTOCOL: &str = "/triad/control/1";
 /// Blob pushes.
 pub const BLOBS_PROTOCOL: &str = "/triad/blobs/1";
+/// Fetching blobs from a device that holds them.
+pub const FETCH_PROTOCOL: &str = "/triad/fetch/1";
 /// Pairing a new device.
 pub const PAIR_PROTOCOL: &str = "/triad/pair/1";
 /// A device that holds the recovery phrase proves it (the only protocol an unknown peer may
@@ -61,6 +67,21 @@ pub enum Request {
         /// The encoded heads.
         heads: Vec<Vec<u8>>,
     },
+    /// Which blobs do you hold? The ids after `after` (all, if `None`) in ascending order, at
+    /// most [`MISSING_BATCH_MAX`]. Trusted devices only.
+    Inventory {
+        /// The last id of the previous answer.
+        after: Option<BlobId>,
+    },
+    /// Every signed head you hold. Trusted devices only.
+    ListHeads,
+}
+
+/// A batch of blobs asked for on a `/triad/fetch/1` stream. At most [`MISSING_BATCH_MAX`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetch {
+    /// The blobs, answered in this order.
+    pub blobs: Vec<BlobId>,
 }
 
 /// A store as a peer describes it.
@@ -97,6 +118,20 @@ pub enum Response {
     Refused {
         /// Why, for a person.
         reason: String,
+    },
+    // Added later in wire version 1: new variants go last, so that older messages keep their
+    // encoding.
+    /// The answer to [`Request::Inventory`].
+    Inventory {
+        /// Held blob ids, ascending.
+        blobs: Vec<BlobId>,
+        /// Whether more follow (ask again after the last one).
+        more: bool,
+    },
+    /// The answer to [`Request::ListHeads`]: encoded `SignedHead`s.
+    Heads {
+        /// The encoded heads.
+        heads: Vec<Vec<u8>>,
     },
 }
 

@@ -116,18 +116,25 @@ async fn round(shared: &Arc<Shared>) -> bool {
     };
     drop(work);
 
-    // The devices that could take a copy: those on the roster that answer.
+    // The devices that could take a copy: those on the roster that answer, asked at once.
     let me = shared.home.device_id();
-    let mut candidates = Vec::new();
-    for entry in roster.devices() {
-        if entry.device == me {
-            continue;
-        }
+    let others: Vec<_> = roster.devices().into_iter().filter(|e| e.device != me).cloned().collect();
+    let answers = futures::future::join_all(others.iter().map(|entry| async {
         let peer = triad_net::peer_id(entry.device);
-        let Ok(Response::Hello { stores, .. }) = request(shared, peer, &wire::Request::Hello).await
-        else {
-            continue; // Offline, or not answering: not a candidate this round.
-        };
+        let hello = tokio::time::timeout(
+            Duration::from_secs(10),
+            request(shared, peer, &wire::Request::Hello),
+        )
+        .await;
+        match hello {
+            Ok(Ok(Response::Hello { stores, .. })) => Some((peer, stores)),
+            _ => None, // Offline, or not answering: not a candidate this round.
+        }
+    }))
+    .await;
+    let mut candidates = Vec::new();
+    for (entry, answer) in others.iter().zip(answers) {
+        let Some((peer, stores)) = answer else { continue };
         let lan = shared.node.connected(&peer).as_ref().is_some_and(is_lan);
         candidates.push((
             entry.name.clone(),

@@ -693,3 +693,58 @@ fn new_files_become_protected_without_any_command() {
     write_noise(&laptop.folder.join("IMG_0005.CR3"), 512 << 10, 5);
     wait_for_status(&laptop, "the sixth file protected", protected(6));
 }
+
+#[test]
+fn a_new_device_recovers_everything_from_the_phrase_and_the_storage_only_pi_alone() {
+    let laptop = Device::new();
+    crate::support::make_shoot(&laptop.folder, 6);
+    laptop.backup();
+    let agent = start_agent(&laptop);
+    let pi = Device::bare();
+    let (pairing, first) = open_pairing(&laptop, &["--storage-only"]);
+    let out = join(&pi, first["link"].as_str().expect("link"), "pi", "parents", None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pairing.finish().0.success());
+    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
+    let pi_agent = start_agent(&pi);
+    laptop.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+    laptop.ok(&["sync", "pi"]);
+
+    // The laptop is lost: its home, its keys and its store.
+    drop(agent);
+    fs::remove_dir_all(&laptop.home).expect("rm home");
+    fs::remove_dir_all(&laptop.store).expect("rm store");
+
+    // A new computer with the phrase and the Pi's address.
+    let fresh = Device::bare();
+    let mut child = fresh
+        .command(&[
+            "recover",
+            "--peer",
+            &pi_agent.addr,
+            "--store",
+            fresh.store.to_str().expect("utf-8"),
+            "--media",
+            "ssd",
+            "--name",
+            "laptop2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("recover runs");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), laptop.phrase.as_bytes())
+        .expect("the phrase");
+    let out = child.wait_with_output().expect("recover ends");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let to = fresh.root().join("restored");
+    fresh.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
+    let files = crate::support::assert_same_tree(&laptop.folder, &to.join("shoot"));
+    assert!(files >= 6, "{files} files restored");
+    fresh.ok(&["verify", "--read-data"]);
+    // The Pi now lists the new device, signed on by the recovery key.
+    let view = json(&pi.ok(&["devices", "--json"]));
+    assert!(view.to_string().contains("laptop2"), "{view}");
+}

@@ -2,8 +2,8 @@
 
 use triad_core::{BlobId, Media, StoreId};
 use triad_proto::wire::{
-    self, BlobAck, BlobFrame, Joiner, Offer, PairMessage, PairRole, Request, Response, StoreInfo,
-    Welcome,
+    self, BlobAck, BlobFrame, Fetch, Joiner, Offer, PairMessage, PairRole, Request, Response,
+    StoreInfo, Welcome,
 };
 
 use crate::vectors::hex_vector;
@@ -38,6 +38,17 @@ fn control_requests() {
         "control request Heads with two (short, fake) encoded heads [1, 2] and [3]",
         &Request::Heads { heads: vec![vec![1, 2], vec![3]] },
     );
+    check(
+        "wire_request_inventory.hex",
+        "control request Inventory after blob [0xb1; 32]",
+        &Request::Inventory { after: Some(blobs[0]) },
+    );
+    check("wire_request_list_heads.hex", "control request ListHeads", &Request::ListHeads);
+    check(
+        "wire_fetch.hex",
+        "fetch batch asking for blobs [0xb1; 32] and [0xb2; 32]",
+        &Fetch { blobs: blobs.clone() },
+    );
 }
 
 #[test]
@@ -53,6 +64,16 @@ fn control_responses() {
         "wire_response_missing.hex",
         "control response Missing with blob [0xb2; 32]",
         &Response::Missing { blobs: vec![BlobId::from_bytes([0xb2; 32])] },
+    );
+    check(
+        "wire_response_inventory.hex",
+        "control response Inventory: blob [0xb2; 32], more to come",
+        &Response::Inventory { blobs: vec![BlobId::from_bytes([0xb2; 32])], more: true },
+    );
+    check(
+        "wire_response_heads.hex",
+        "control response Heads with one (short, fake) encoded head [9, 9]",
+        &Response::Heads { heads: vec![vec![9, 9]] },
     );
     check(
         "wire_response_refused.hex",

@@ -1,0 +1,191 @@
+//! Getting a vault back from one surviving device: a new device that holds only the recovery
+//! phrase proves it to the peer (the recovery proof, [`crate::join::prove_recovery`]), is
+//! signed onto the roster by the recovery key, and copies every blob and signed head the
+//! peer holds into a new local store, each blob checked against its address on arrival.
+//! The files are then restored from that store like from any other.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use triad_core::head::SignedHead;
+use triad_core::keys::{DeviceKey, Phrase};
+use triad_core::roster::{Entry, Role, Signer};
+use triad_core::seal::SealedBlob;
+use triad_core::{BlobId, Media, StoreId, Timestamp};
+use triad_net::frame;
+use triad_net::{Multiaddr, Node, NodeConfig, PeerId};
+use triad_proto::wire::{
+    self, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, FETCH_PROTOCOL, Fetch, MISSING_BATCH_MAX,
+    Response,
+};
+use triad_store::Store;
+
+use crate::config::{Config, StoreConfig};
+use crate::home::{Home, NewDevice};
+
+/// Blobs asked for in one batch.
+const FETCH_BATCH: usize = 1024;
+
+/// What a recovery from a peer needs.
+pub struct FromPeer<'a> {
+    /// The new device's home (must not exist yet).
+    pub home: &'a Path,
+    /// The recovery phrase.
+    pub phrase: &'a Phrase,
+    /// The surviving device's address (with or without `/p2p/<peer id>`).
+    pub peer: Multiaddr,
+    /// The new device's name and site.
+    pub name: &'a str,
+    /// Its site.
+    pub site: &'a str,
+    /// 32 fresh random bytes for the new device's key.
+    pub device_seed: [u8; 32],
+    /// Where to make the new store, its id, and its media.
+    pub store: (&'a Path, StoreId, Media),
+    /// Now (the store's creation time).
+    pub now: Timestamp,
+}
+
+/// What a recovery from a peer did.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The new device's home.
+    pub home: Home,
+    /// Its settings (the new store in them).
+    pub config: Config,
+    /// Blobs copied.
+    pub blobs: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Signed heads copied.
+    pub heads: usize,
+}
+
+/// Recovers the vault from one peer into a new home and store. `progress(blobs, bytes)` is
+/// called after every batch.
+pub async fn from_peer(
+    r: FromPeer<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Recovered, String> {
+    let key = DeviceKey::from_bytes(&r.device_seed);
+    let keypair = triad_net::keypair(&key.to_bytes());
+    let listen = vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("a valid multiaddress")];
+    let node = Node::start(keypair, NodeConfig { listen, mdns: false })
+        .await
+        .map_err(|e| format!("cannot start the network: {e}"))?;
+    // Connecting out to a device this one does not know yet; the handshake authenticates it,
+    // and the proof below shows it holds the vault.
+    node.admission().set_joining(true);
+    let peer =
+        node.dial(r.peer.clone()).await.map_err(|e| format!("cannot reach {}: {e}", r.peer))?;
+    // The peer knows nothing of this device yet: it admits it after the proof.
+    let entry = Entry {
+        device: key.device_id(),
+        name: r.name.to_owned(),
+        site: r.site.to_owned(),
+        role: Role::Trusted,
+        signer: Signer::Recovery,
+    };
+    let roster = crate::join::prove_recovery(&node, peer, r.phrase, entry)
+        .await
+        .map_err(|e| format!("the peer refused the recovery: {e}"))?;
+    node.admission().set_members([peer]);
+    node.admission().set_joining(false);
+
+    let vault = r.phrase.vault_id();
+    let device = NewDevice { name: r.name, site: r.site, device_seed: r.device_seed };
+    let (home, roster) =
+        Home::recover(r.home, r.phrase, roster, device).map_err(|e| e.to_string())?;
+    let (path, id, media) = r.store;
+    let mut config = Config::default();
+    let mut store = Store::create(path, vault, media, id, r.now, &config.store)
+        .map_err(|e| format!("cannot make the store {}: {e}", path.display()))?;
+    config.stores.push(StoreConfig { id, path: path.to_path_buf(), media, quota: None });
+
+    let Response::Heads { heads } = ask(&node, peer, &wire::Request::ListHeads).await? else {
+        return Err("the peer answered something else than its heads".into());
+    };
+    let mut wanted = Vec::new();
+    let mut after = None;
+    loop {
+        let Response::Inventory { blobs, more } =
+            ask(&node, peer, &wire::Request::Inventory { after }).await?
+        else {
+            return Err("the peer answered something else than its inventory".into());
+        };
+        after = blobs.last().copied();
+        wanted.extend(blobs);
+        if !more || after.is_none() {
+            break;
+        }
+    }
+    let (blobs, bytes) = copy_blobs(&node, peer, &mut store, &wanted, progress).await?;
+
+    let mut copied = 0;
+    for bytes in &heads {
+        let head = SignedHead::decode(bytes, vault).map_err(|e| format!("a head refused: {e}"))?;
+        if roster.device(head.head.device).is_none() {
+            continue; // Not a device of the vault (or a removed one).
+        }
+        store.write_head(&head).map_err(|e| e.to_string())?;
+        copied += 1;
+    }
+    store.write_roster(&roster).map_err(|e| e.to_string())?;
+    drop(store);
+    node.close_all().await;
+    Ok(Recovered { home, config, blobs, bytes, heads: copied })
+}
+
+async fn ask(node: &Node, peer: PeerId, request: &wire::Request) -> Result<Response, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("the peer did not answer: {e}");
+    let mut stream = node.open(peer, CONTROL_PROTOCOL).await.map_err(|e| failed(&e))?;
+    frame::write(&mut stream, request).await.map_err(|e| failed(&e))?;
+    match frame::read::<Response, _>(&mut stream, "control response", CONTROL_FRAME_MAX).await {
+        Ok(Response::Refused { reason }) => Err(format!("the peer refused: {reason}")),
+        Ok(response) => Ok(response),
+        Err(e) => Err(failed(&e)),
+    }
+}
+
+/// Copies `wanted` from `peer` into `store`, batch by batch, each blob checked against its
+/// address and committed before the next batch is asked for.
+async fn copy_blobs(
+    node: &Node,
+    peer: PeerId,
+    store: &mut Store,
+    wanted: &[BlobId],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(u64, u64), String> {
+    let failed = |e: &dyn std::fmt::Display| format!("the copy from the peer broke off: {e}");
+    let mut stream = node.open(peer, FETCH_PROTOCOL).await.map_err(|e| e.to_string())?;
+    let (mut blobs, mut bytes) = (0u64, 0u64);
+    for batch in wanted.chunks(FETCH_BATCH.min(MISSING_BATCH_MAX)) {
+        frame::write(&mut stream, &Fetch { blobs: batch.to_vec() })
+            .await
+            .map_err(|e| failed(&e))?;
+        let asked: HashSet<&BlobId> = batch.iter().collect();
+        let mut got = 0;
+        // Blobs until the `Commit` that ends the batch.
+        while let BlobFrame::Blob { id, bytes: sealed } =
+            frame::read_blob(&mut stream).await.map_err(|e| failed(&e))?
+        {
+            if !asked.contains(&id) {
+                return Err(format!("the peer sent blob {id}, which was not asked for"));
+            }
+            let len = sealed.len() as u64;
+            let blob = SealedBlob::verify(id, sealed)
+                .map_err(|e| format!("the peer sent a damaged blob: {e}"))?;
+            tokio::task::block_in_place(|| store.put(&blob)).map_err(|e| e.to_string())?;
+            got += 1;
+            bytes += len;
+        }
+        if got != batch.len() {
+            return Err(format!("the peer sent {got} of the {} blobs asked for", batch.len()));
+        }
+        tokio::task::block_in_place(|| store.commit()).map_err(|e| e.to_string())?;
+        blobs += got as u64;
+        progress(blobs, bytes);
+    }
+    let _ = futures::AsyncWriteExt::close(&mut stream).await;
+    Ok((blobs, bytes))
+}
