@@ -66,6 +66,12 @@ pub enum Request {
         #[serde(default)]
         card: Option<std::path::PathBuf>,
     },
+    /// When each device was last proven to hold its copies; with `now`, audit every device
+    /// that can be reached first.
+    Audit {
+        /// Audit now.
+        now: bool,
+    },
     /// Use these policies from now on (the command has written them to the settings).
     Policy {
         /// The device's policy and proof windows.

@@ -41,6 +41,7 @@ use crate::peers::Book;
 use crate::replicas::{Ledger, PeerStore};
 use crate::status::{self, Names};
 
+mod audit;
 mod protect;
 
 /// How long a control request may take.
@@ -448,6 +449,15 @@ async fn answer_control(
                 }
                 Response::Heads { heads: best.values().map(SignedHead::encode).collect() }
             }),
+            Err(reason) => Response::Refused { reason },
+        },
+        wire::Request::Audit { ranges } if ranges.len() > wire::AUDIT_RANGES_MAX => {
+            Response::Refused {
+                reason: format!("at most {} ranges per audit", wire::AUDIT_RANGES_MAX),
+            }
+        }
+        wire::Request::Audit { ranges } => match shared.stores.work().await {
+            Ok(work) => tokio::task::block_in_place(|| audit::answer(&work, &ranges)),
             Err(reason) => Response::Refused { reason },
         },
         wire::Request::Heads { heads } => match shared.stores.work().await {
@@ -895,6 +905,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
         }
         control::Request::AddAddress { device, addr } => add_address(shared, &device, &addr).await,
         control::Request::Status { files } => status(shared, &files).await,
+        control::Request::Audit { now } => audit_devices(shared, now).await,
         control::Request::Check { hashes, card } => check(shared, &hashes, card.as_deref()).await,
         control::Request::Policy { policy, folders } => {
             let mut settings = lock(&shared.settings);
@@ -1487,4 +1498,27 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+async fn audit_devices(shared: &Shared, now: bool) -> Result<Value, Failure> {
+    let me = shared.home.device_id();
+    let others: Vec<Entry> =
+        lock(&shared.roster).devices().into_iter().filter(|e| e.device != me).cloned().collect();
+    let mut rows = Vec::new();
+    for entry in others {
+        let outcome = if now { Some(audit::audit(shared, entry.device).await) } else { None };
+        let proof = lock(&shared.ledger).proof_of(entry.device);
+        rows.push(json!({
+            "device": entry.name,
+            "site": entry.site,
+            "last_proven": proof.map(|(at, _)| at),
+            "bad": proof.is_some_and(|(_, bad)| bad),
+            "audit": outcome.map(|o| o.to_json()),
+        }));
+    }
+    if rows.iter().any(|r| r["audit"]["result"] == "failed") {
+        // Repair now rather than at the next round.
+        let _ = shared.kick.try_send(());
+    }
+    Ok(json!({ "done": true, "devices": rows }))
 }

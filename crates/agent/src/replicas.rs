@@ -37,9 +37,13 @@ pub struct Acknowledged {
     /// The folder's latest snapshot it holds, with everything the snapshot needs.
     #[serde(with = "crate::config::hex_id")]
     pub snapshot: BlobId,
-    /// When it acknowledged that snapshot (seconds since the Unix epoch). A later push that
-    /// finds the same snapshot already there does not renew it: that is a claim, not a proof.
+    /// When it was last proven to hold it (seconds since the Unix epoch): its acknowledgement,
+    /// then each audit it passed. A later push that finds the same snapshot already there does
+    /// not renew it: that is a claim, not a proof.
     pub at: i64,
+    /// It failed an audit: its copy counts for nothing until a push repairs it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bad: bool,
 }
 
 /// What is known of one peer's copies.
@@ -94,11 +98,33 @@ impl Ledger {
         }
         for &(folder, snapshot) in snapshots {
             let key = folder.to_hex();
-            let renewed = replica.folders.get(&key).is_none_or(|a| a.snapshot != snapshot);
+            // A new snapshot, or a repair of a copy that failed an audit, is a new proof.
+            let renewed = replica.folders.get(&key).is_none_or(|a| a.snapshot != snapshot || a.bad);
             if renewed {
-                replica.folders.insert(key, Acknowledged { snapshot, at: now });
+                replica.folders.insert(key, Acknowledged { snapshot, at: now, bad: false });
             }
         }
+    }
+
+    /// Writes down an audit of `device`: passed (every copy it holds is proven again at `now`)
+    /// or failed (its copies count for nothing until a push repairs them).
+    pub fn audited(&mut self, device: DeviceId, passed: bool, now: i64) {
+        let Some(replica) = self.peers.get_mut(&device.to_hex()) else { return };
+        for ack in replica.folders.values_mut() {
+            if passed {
+                ack.at = ack.at.max(now);
+                ack.bad = false;
+            } else {
+                ack.bad = true;
+            }
+        }
+    }
+
+    /// When `device` was last proven to hold anything, and whether a copy is bad.
+    pub fn proof_of(&self, device: DeviceId) -> Option<(i64, bool)> {
+        let replica = self.peers.get(&device.to_hex())?;
+        let oldest = replica.folders.values().map(|a| a.at).min()?;
+        Some((oldest, replica.folders.values().any(|a| a.bad)))
     }
 
     /// Forgets a peer (it was removed from the vault).
@@ -127,7 +153,17 @@ mod tests {
         ledger.record(peer, stores.clone(), &[(folder, s1)], 200);
         assert_eq!(ledger.get(peer, folder).unwrap().1.at, 100);
         ledger.record(peer, stores.clone(), &[(folder, s2)], 300);
-        assert_eq!(*ledger.get(peer, folder).unwrap().1, Acknowledged { snapshot: s2, at: 300 });
+        assert_eq!(
+            *ledger.get(peer, folder).unwrap().1,
+            Acknowledged { snapshot: s2, at: 300, bad: false }
+        );
+        // An audit renews the proof; a failed one makes the copy bad until a push repairs it.
+        ledger.audited(peer, true, 350);
+        assert_eq!(ledger.proof_of(peer), Some((350, false)));
+        ledger.audited(peer, false, 360);
+        assert_eq!(ledger.proof_of(peer), Some((350, true)));
+        ledger.record(peer, stores.clone(), &[(folder, s2)], 370);
+        assert_eq!(ledger.proof_of(peer), Some((370, false)));
         // New stores: nothing is known of them until they acknowledge.
         let other = vec![PeerStore { id: StoreId::from_bytes([4; 16]), media: Media::UsbHdd }];
         ledger.record(peer, other, &[], 400);

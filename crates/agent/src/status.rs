@@ -136,7 +136,7 @@ pub fn evaluate(
                     holder: Holder::Store { device: entry.device, store: s.id },
                     media: s.media,
                     site: entry.site.clone(),
-                    proven: Some(Timestamp::new(acked.at, 0)),
+                    proven: (!acked.bad).then(|| Timestamp::new(acked.at, 0)),
                 })
                 .collect();
             remote.push((versions, copies));
@@ -174,6 +174,11 @@ pub fn evaluate(
         out.push(state);
     }
     Ok(out)
+}
+
+/// Every file version (file entry blob) in the snapshot `snapshot`.
+pub fn versions(catalog: &Catalog<'_>, snapshot: BlobId) -> Result<HashSet<BlobId>, CatalogError> {
+    Walker { catalog, trees: HashMap::new(), entries: HashMap::new() }.versions(snapshot)
 }
 
 /// Whether the file at `rel` in `folder` still has the modification time it had when it was

@@ -61,6 +61,9 @@ pub(crate) enum Command {
     /// Is this card safe to format? Every file on it, matched by content, must be PROTECTED
     /// in the vault (the card itself never counts). Exit codes as `status`.
     Check(CheckArgs),
+    /// When each device was last proven to hold its copies; --now audits every device that can
+    /// be reached (a failed audit makes its copies count for nothing until they are repaired).
+    Audit(AuditArgs),
     /// Show or set the protection policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -394,4 +397,14 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         folder: Option<String>,
     },
+}
+
+#[derive(Debug, ClapArgs)]
+pub(crate) struct AuditArgs {
+    /// Audit every device that can be reached, now.
+    #[arg(long)]
+    pub(crate) now: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }

@@ -11,7 +11,7 @@ use triad_agent::control::{Client, Request};
 use triad_agent::home::Home;
 use triad_core::policy::{Policy, State};
 
-use crate::cli::{CheckArgs, PolicyCommand, StatusArgs};
+use crate::cli::{AuditArgs, CheckArgs, PolicyCommand, StatusArgs};
 use crate::{EXIT_OK, output, settings};
 
 /// `status` and `check` exit with this when they cannot say (the agent is not running, or
@@ -357,4 +357,36 @@ pub(crate) fn policy(home_path: &Path, c: PolicyCommand) -> Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+pub(crate) fn audit(home_path: &Path, a: AuditArgs) -> Result<u8> {
+    let value = ask(home_path, &Request::Audit { now: a.now })?;
+    let rows = value["devices"].as_array().cloned().unwrap_or_default();
+    let failed = rows.iter().any(|r| r["audit"]["result"] == "failed" || r["bad"] == true);
+    if a.json {
+        output::json_line(&value)?;
+    } else if rows.is_empty() {
+        println!("No other device to audit.");
+    } else {
+        for r in &rows {
+            let proven = r["last_proven"].as_i64().map_or("never".to_owned(), ago);
+            let outcome = match r["audit"]["result"].as_str() {
+                Some("passed") => format!("audit passed ({} ranges proven)", r["audit"]["ranges"]),
+                Some("failed") => format!(
+                    "AUDIT FAILED: {}; its copies no longer count and are being repaired",
+                    r["audit"]["reason"].as_str().unwrap_or("?")
+                ),
+                Some("unreachable") => "not reachable now (offline is not lost)".to_owned(),
+                Some(other) => other.to_owned(),
+                None if r["bad"] == true => "its copies failed the last audit".to_owned(),
+                None => String::new(),
+            };
+            println!(
+                "{:<12} ({}) last proven {proven}  {outcome}",
+                r["device"].as_str().unwrap_or("?"),
+                r["site"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(if failed { crate::EXIT_DAMAGE } else { EXIT_OK })
 }

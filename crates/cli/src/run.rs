@@ -47,6 +47,7 @@ pub(crate) fn run(args: Args) -> Result<u8> {
         Command::Sync(a) => network::sync(&home_path, a),
         Command::Status(a) => health::status(&home_path, a),
         Command::Check(a) => health::check(&home_path, a),
+        Command::Audit(a) => health::audit(&home_path, a),
         Command::Policy(c) => health::policy(&home_path, c),
         Command::Demo(a) => demo::run(a),
     }

@@ -75,6 +75,25 @@ pub enum Request {
     },
     /// Every signed head you hold. Trusted devices only.
     ListHeads,
+    /// Prove that you hold these ranges of these blobs. At most [`AUDIT_RANGES_MAX`].
+    Audit {
+        /// The ranges.
+        ranges: Vec<AuditRange>,
+    },
+}
+
+/// The most ranges in one [`Request::Audit`].
+pub const AUDIT_RANGES_MAX: usize = 256;
+
+/// A range of a blob to prove (see `triad_core::audit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRange {
+    /// The blob.
+    pub blob: BlobId,
+    /// The first byte.
+    pub start: u64,
+    /// How many bytes.
+    pub len: u32,
 }
 
 /// A batch of blobs asked for on a `/triad/fetch/1` stream. At most [`MISSING_BATCH_MAX`].
@@ -132,6 +151,12 @@ pub enum Response {
     Heads {
         /// The encoded heads.
         heads: Vec<Vec<u8>>,
+    },
+    /// The answer to [`Request::Audit`]: for each range, in order, its verified slice, or
+    /// `None` if the blob is not here (or is damaged here).
+    Audit {
+        /// The slices.
+        slices: Vec<Option<Vec<u8>>>,
     },
 }
 

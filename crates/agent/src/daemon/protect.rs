@@ -107,13 +107,6 @@ async fn round(shared: &Arc<Shared>) -> bool {
             }
         }
     }
-    let folders = match super::evaluate_folders(shared, &work, false) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot evaluate the folders");
-            return false;
-        }
-    };
     drop(work);
 
     // The devices that could take a copy: those on the roster that answer, asked at once.
@@ -148,6 +141,29 @@ async fn round(shared: &Arc<Shared>) -> bool {
         ));
     }
 
+    // Each device that answers is audited when its last proof is half an audit window old: a
+    // failure makes its copies count for nothing, and the plan below repairs them.
+    let due = i64::try_from(settings.policy.audit_window_secs / 2).unwrap_or(i64::MAX);
+    let now_secs = now().secs;
+    for (name, candidate) in &candidates {
+        let proof = lock(&shared.ledger).proof_of(candidate.device);
+        if proof.is_some_and(|(at, bad)| !bad && now_secs.saturating_sub(at) >= due) {
+            let outcome = super::audit::audit(shared, candidate.device).await;
+            tracing::info!(device = %name, outcome = %outcome.to_json(), "audit");
+        }
+    }
+
+    let folders = {
+        let Ok(work) = shared.stores.work().await else { return false };
+        match super::evaluate_folders(shared, &work, false) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot evaluate the folders");
+                return false;
+            }
+        }
+    };
+
     // Per folder, the devices that complete its policy; pushes carry every folder.
     let windows = settings.policy.windows();
     let site = shared.home.identity().site.clone();
@@ -163,7 +179,9 @@ async fn round(shared: &Arc<Shared>) -> bool {
         let open: Vec<Candidate> = candidates
             .iter()
             .map(|(_, c)| c)
-            .filter(|c| ledger.get(c.device, folder.id).is_none_or(|(_, a)| a.snapshot != snapshot))
+            .filter(|c| {
+                ledger.get(c.device, folder.id).is_none_or(|(_, a)| a.snapshot != snapshot || a.bad)
+            })
             .cloned()
             .collect();
         let chosen = policy::plan(folder.policy, windows, &site, &files, &open, now());

@@ -748,3 +748,37 @@ fn a_new_device_recovers_everything_from_the_phrase_and_the_storage_only_pi_alon
     let view = json(&pi.ok(&["devices", "--json"]));
     assert!(view.to_string().contains("laptop2"), "{view}");
 }
+
+#[test]
+fn an_audit_catches_a_corrupted_copy_and_the_agent_repairs_it() {
+    let laptop = Device::new();
+    laptop.set_option("protect", "settle_ms", "200");
+    laptop.set_option("protect", "retry_secs", "1");
+    for i in 0..6 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 300 << 10, i);
+    }
+    let _agent = start_agent_as_is(&laptop);
+    let (nas, _nas_agent) = paired_nas(&laptop, &[]);
+    let protected = |a: &Value| a["worst"] == "PROTECTED" && count(a, "PROTECTED") == 6;
+    wait_for_status(&laptop, "protected by the NAS", protected);
+    let passed = json(&laptop.ok(&["audit", "--now", "--json"]));
+    assert_eq!(passed["devices"][0]["audit"]["result"], "passed", "{passed}");
+
+    // Bit rot on the NAS's disk: bytes flipped all through its packs.
+    for pack in crate::support::packs(&nas.store) {
+        let mut bytes = fs::read(&pack).expect("read pack");
+        for at in (4096..bytes.len()).step_by(16 << 10) {
+            bytes[at] ^= 0x5a;
+        }
+        fs::write(&pack, bytes).expect("write pack");
+    }
+    let out = laptop.run(&["audit", "--now", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "a failed audit is damage: {}", text(&out));
+    let failed = json(&text(&out));
+    assert_eq!(failed["devices"][0]["audit"]["result"], "failed", "{failed}");
+
+    // The agent pushes the damaged blobs again; audited again, the NAS passes.
+    wait_for_status(&laptop, "repaired", protected);
+    let again = json(&laptop.ok(&["audit", "--now", "--json"]));
+    assert_eq!(again["devices"][0]["audit"]["result"], "passed", "{again}");
+}

@@ -2,8 +2,8 @@
 
 use triad_core::{BlobId, Media, StoreId};
 use triad_proto::wire::{
-    self, BlobAck, BlobFrame, Fetch, Joiner, Offer, PairMessage, PairRole, Request, Response,
-    StoreInfo, Welcome,
+    self, AuditRange, BlobAck, BlobFrame, Fetch, Joiner, Offer, PairMessage, PairRole, Request,
+    Response, StoreInfo, Welcome,
 };
 
 use crate::vectors::hex_vector;
@@ -45,6 +45,11 @@ fn control_requests() {
     );
     check("wire_request_list_heads.hex", "control request ListHeads", &Request::ListHeads);
     check(
+        "wire_request_audit.hex",
+        "control request Audit of blob [0xb1; 32], 4096 bytes from 8192",
+        &Request::Audit { ranges: vec![AuditRange { blob: blobs[0], start: 8192, len: 4096 }] },
+    );
+    check(
         "wire_fetch.hex",
         "fetch batch asking for blobs [0xb1; 32] and [0xb2; 32]",
         &Fetch { blobs: blobs.clone() },
@@ -74,6 +79,11 @@ fn control_responses() {
         "wire_response_heads.hex",
         "control response Heads with one (short, fake) encoded head [9, 9]",
         &Response::Heads { heads: vec![vec![9, 9]] },
+    );
+    check(
+        "wire_response_audit.hex",
+        "control response Audit: a (short, fake) slice [1, 2, 3], then a blob not held",
+        &Response::Audit { slices: vec![Some(vec![1, 2, 3]), None] },
     );
     check(
         "wire_response_refused.hex",

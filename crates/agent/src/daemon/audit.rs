@@ -1,0 +1,199 @@
+//! Audits, both sides. The auditor draws ranges of blobs a peer should hold from the snapshots
+//! the peer acknowledged, asks for them, and checks each slice against the blob's address
+//! (`triad_core::audit`); a pass proves every copy the peer holds again, a wrong or missing
+//! answer from a peer that is connected makes them count for nothing until a push repairs
+//! them. A peer that cannot be reached is offline, not failed. The audited side answers from
+//! its stores, and drops a blob it finds damaged from its index, so that the next push sends
+//! it again.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use triad_core::audit::{self, Range};
+use triad_core::snapshot::FileEntry;
+use triad_core::{BlobId, DeviceId};
+use triad_proto::wire::{self, AuditRange, Response};
+use triad_store::ReadError;
+
+use super::{Shared, SyncFailure, error_chain, lock, now_secs, open_stores, request};
+use crate::catalog::Catalog;
+
+/// Ranges asked for in one audit.
+const RANGES: usize = 64;
+/// File versions sampled per audit, one chunk of each (and their metadata).
+const FILES_SAMPLED: usize = 64;
+
+/// The audited side: a slice for each range, `None` for a blob that is not here or damaged.
+pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> Response {
+    let mut damaged = Vec::new();
+    let slices = {
+        let stores = open_stores::read(work);
+        ranges
+            .iter()
+            .map(|r| {
+                let range = Range { blob: r.blob, start: r.start, len: r.len.min(audit::SLICE_LEN) };
+                let mut found = None;
+                for store in stores.iter() {
+                    match store.get(r.blob) {
+                        Ok(blob) => {
+                            found = Some(audit::slice(blob.as_bytes(), range));
+                            break;
+                        }
+                        Err(ReadError::Missing { .. }) => {}
+                        Err(e) => {
+                            tracing::warn!(blob = %r.blob, store = %store.path().display(), error = %e,
+                                "a blob is damaged here; dropping it so that a healthy copy is pushed again");
+                            damaged.push(r.blob);
+                        }
+                    }
+                }
+                found
+            })
+            .collect()
+    };
+    if !damaged.is_empty() {
+        let mut stores = open_stores::write(work);
+        for store in stores.iter_mut() {
+            for id in &damaged {
+                let _ = store.remove(*id);
+            }
+            if let Err(e) = store.commit() {
+                tracing::warn!(store = %store.path().display(), error = %e, "cannot drop damaged blobs");
+            }
+        }
+    }
+    Response::Audit { slices }
+}
+
+/// How an audit went.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Every range proven.
+    Passed {
+        /// Ranges proven.
+        ranges: usize,
+    },
+    /// A wrong or missing answer: the copies are bad.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The peer could not be reached: offline, not failed.
+    Unreachable,
+    /// Nothing to ask: the peer holds no acknowledged copy.
+    Nothing,
+}
+
+impl Outcome {
+    pub(super) fn to_json(&self) -> Value {
+        match self {
+            Outcome::Passed { ranges } => json!({"result": "passed", "ranges": ranges}),
+            Outcome::Failed { reason } => json!({"result": "failed", "reason": reason}),
+            Outcome::Unreachable => json!({"result": "unreachable"}),
+            Outcome::Nothing => json!({"result": "nothing to audit"}),
+        }
+    }
+}
+
+/// Blobs `device` acknowledged, sampled: for some file versions of each acknowledged snapshot,
+/// the file entry and one chunk, and the snapshot itself.
+async fn sample(shared: &Shared, device: DeviceId, seed: [u8; 32]) -> Result<Vec<BlobId>, String> {
+    let ledger = lock(&shared.ledger).clone();
+    let settings = lock(&shared.settings).clone();
+    let snapshots: Vec<BlobId> = settings
+        .folders
+        .iter()
+        .filter_map(|f| ledger.get(device, f.id).map(|(_, a)| a.snapshot))
+        .collect();
+    if snapshots.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys = shared.home.keys().map_err(|e| e.to_string())?;
+    let work = shared.stores.work().await?;
+    tokio::task::block_in_place(|| {
+        let stores = open_stores::read(&work);
+        let catalog = Catalog::new(keys, &stores);
+        let mut out = Vec::new();
+        for snapshot in snapshots {
+            out.push(snapshot);
+            let entries =
+                crate::status::versions(&catalog, snapshot).map_err(|e| error_chain(&e))?;
+            let mut entries: Vec<BlobId> = entries.into_iter().collect();
+            entries.sort_unstable();
+            // The sample is drawn with the audit's seed: the peer cannot know it in advance.
+            let picks: HashSet<BlobId> = audit::challenge(seed, &entries, FILES_SAMPLED)
+                .into_iter()
+                .map(|r| r.blob)
+                .collect();
+            for entry in picks {
+                out.push(entry);
+                let file: FileEntry = catalog.load(entry).map_err(|e| error_chain(&e))?;
+                let pick = (seed[0] as usize + out.len()) % file.chunks.len().max(1);
+                if let Some(chunk) = file.chunks.get(pick) {
+                    out.push(chunk.blob);
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Audits `device` now and writes the outcome into the ledger.
+pub(super) async fn audit(shared: &Shared, device: DeviceId) -> Outcome {
+    let mut seed = [0u8; 32];
+    if getrandom::fill(&mut seed).is_err() {
+        return Outcome::Failed { reason: "no randomness for the challenge".into() };
+    }
+    let blobs = match sample(shared, device, seed).await {
+        Ok(blobs) if blobs.is_empty() => return Outcome::Nothing,
+        Ok(blobs) => blobs,
+        Err(reason) => {
+            tracing::warn!(%reason, "cannot draw an audit");
+            return Outcome::Nothing;
+        }
+    };
+    let ranges = audit::challenge(seed, &blobs, RANGES);
+    let ask: Vec<AuditRange> =
+        ranges.iter().map(|r| AuditRange { blob: r.blob, start: r.start, len: r.len }).collect();
+    let peer = triad_net::peer_id(device);
+    let outcome = match request(shared, peer, &wire::Request::Audit { ranges: ask }).await {
+        Ok(Response::Audit { slices }) if slices.len() == ranges.len() => {
+            let wrong = ranges
+                .iter()
+                .zip(&slices)
+                .filter(|(r, s)| !s.as_ref().is_some_and(|s| audit::check(**r, s)))
+                .count();
+            if wrong == 0 {
+                Outcome::Passed { ranges: ranges.len() }
+            } else {
+                Outcome::Failed { reason: format!("{wrong} of {} ranges not proven", ranges.len()) }
+            }
+        }
+        Ok(_) => Outcome::Failed { reason: "an answer that is no audit".into() },
+        Err(SyncFailure::Refused(reason)) => {
+            Outcome::Failed { reason: format!("denied: {reason}") }
+        }
+        Err(SyncFailure::Unreachable(reason)) => {
+            // Connected but silent is a failure; not reachable at all is offline.
+            if shared.node.connected(&peer).is_some() && reason.contains("did not answer") {
+                Outcome::Failed { reason: "connected but did not answer in time".into() }
+            } else {
+                Outcome::Unreachable
+            }
+        }
+    };
+    let now = now_secs() as i64;
+    let mut ledger = lock(&shared.ledger);
+    match &outcome {
+        Outcome::Passed { .. } => ledger.audited(device, true, now),
+        Outcome::Failed { reason } => {
+            tracing::warn!(device = %device.short(), %reason, "audit failed: its copies no longer count");
+            ledger.audited(device, false, now);
+        }
+        Outcome::Unreachable | Outcome::Nothing => {}
+    }
+    if let Err(e) = ledger.save(&shared.home_path) {
+        tracing::warn!(error = %e, "cannot save the replica ledger");
+    }
+    outcome
+}
