@@ -3,8 +3,8 @@
 //! (`triad_core::audit`); a pass proves every copy the peer holds again, a wrong or missing
 //! answer from a peer that is connected makes them count for nothing until a push repairs
 //! them. A peer that cannot be reached is offline, not failed. The audited side answers from
-//! its stores, and drops a blob it finds damaged from its index, so that the next push sends
-//! it again.
+//! its stores; when it finds a damaged blob it re-hashes every blob it holds (a scrub) and
+//! drops each damaged one from its index, so that the next push sends them all again.
 
 use std::collections::HashSet;
 
@@ -52,6 +52,27 @@ pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> Respons
             .collect()
     };
     if !damaged.is_empty() {
+        // Where one blob rotted, others may have: check them all (a scrub re-hashes every
+        // blob), so that the repair that follows sends back everything that is damaged.
+        {
+            let stores = open_stores::read(work);
+            for store in stores.iter() {
+                match store.scrub(&mut |_| {}) {
+                    Ok(report) => {
+                        damaged.extend(report.damaged.iter().filter_map(|d| d.blob));
+                    }
+                    Err(e) => {
+                        tracing::warn!(store = %store.path().display(), error = %e, "cannot scrub")
+                    }
+                }
+            }
+        }
+        damaged.sort_unstable();
+        damaged.dedup();
+        tracing::warn!(
+            blobs = damaged.len(),
+            "damaged blobs dropped from the index, to be pushed again"
+        );
         let mut stores = open_stores::write(work);
         for store in stores.iter_mut() {
             for id in &damaged {

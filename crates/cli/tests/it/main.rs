@@ -4,6 +4,7 @@
 mod backup_restore;
 mod crash;
 mod damage;
+mod demo;
 mod home;
 mod mounts;
 mod peers;
