@@ -55,12 +55,21 @@ pub struct Replica {
     pub folders: BTreeMap<String, Acknowledged>,
 }
 
-/// Every peer's copies, by device.
+/// Every peer's copies, by device, and the checks of this device's own copies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     version: u32,
     /// The peers, by device id in hex.
     pub peers: BTreeMap<String, Replica>,
+    /// This device's own copies: when each local store (`store:<hex>`) was last scrubbed
+    /// without damage, and when each folder's source files (`folder:<hex>`) were last
+    /// re-hashed against their snapshot.
+    #[serde(default)]
+    pub local: BTreeMap<String, i64>,
+    /// Source files whose bytes no longer match their snapshot although their modification
+    /// time does (bit rot on the source disk), by folder (hex): they are not counted as copies.
+    #[serde(default)]
+    pub suspect: BTreeMap<String, Vec<String>>,
 }
 
 impl Ledger {
@@ -75,7 +84,7 @@ impl Ledger {
 
     /// Writes the ledger into `home`.
     pub fn save(&self, home: &Path) -> Result<(), HomeError> {
-        let ledger = Ledger { version: VERSION, peers: self.peers.clone() };
+        let ledger = Ledger { version: VERSION, ..self.clone() };
         let bytes = serde_json::to_vec_pretty(&ledger).expect("the ledger serializes");
         let path = home.join(FILE);
         write_atomic(&path, &bytes, 0o600).map_err(|source| HomeError::Io { path, source })
@@ -125,6 +134,16 @@ impl Ledger {
         let replica = self.peers.get(&device.to_hex())?;
         let oldest = replica.folders.values().map(|a| a.at).min()?;
         Some((oldest, replica.folders.values().any(|a| a.bad)))
+    }
+
+    /// When the check named `key` (`store:<hex>` or `folder:<hex>`) last passed.
+    pub fn checked(&self, key: &str) -> Option<i64> {
+        self.local.get(key).copied()
+    }
+
+    /// Writes down that the check named `key` passed at `now`.
+    pub fn check_passed(&mut self, key: String, now: i64) {
+        self.local.insert(key, now);
     }
 
     /// Forgets a peer (it was removed from the vault).

@@ -112,15 +112,30 @@ pub fn evaluate(
         state.snapshot = Some((snapshot_id, snapshot.time));
 
         // The copies every file of this snapshot has in stores, local and remote.
+        // A local store is proven when it took the snapshot (fsynced), and again at each
+        // scrub that found no damage.
+        let proven_at = |key: String| {
+            let checked = inputs.ledger.checked(&key).unwrap_or(i64::MIN);
+            if checked > snapshot.time.secs { Timestamp::new(checked, 0) } else { snapshot.time }
+        };
         let mut local: Vec<Copy> = Vec::new();
         for store in held_by.get(&snapshot_id).into_iter().flatten() {
             local.push(Copy {
                 holder: Holder::Store { device: inputs.me, store: *store },
                 media: store_media.get(store).copied().unwrap_or(folder.media),
                 site: home_site.to_owned(),
-                proven: Some(snapshot.time),
+                proven: Some(proven_at(format!("store:{}", store.to_hex()))),
             });
         }
+        let source_proven = proven_at(format!("folder:{}", folder.id.to_hex()));
+        let suspect: HashSet<&str> = inputs
+            .ledger
+            .suspect
+            .get(&folder.id.to_hex())
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
         let mut remote: Vec<(HashSet<BlobId>, Vec<Copy>)> = Vec::new();
         for entry in inputs.roster.devices() {
             if entry.device == inputs.me {
@@ -146,12 +161,14 @@ pub fn evaluate(
         walker.files(snapshot.root, &mut Vec::new(), &mut files)?;
         for (path, entry, mtime) in files {
             let mut copies = Vec::new();
-            if source_unchanged(&folder.path, &path, mtime) {
+            let path_text = String::from_utf8_lossy(&path);
+            if source_unchanged(&folder.path, &path, mtime) && !suspect.contains(path_text.as_ref())
+            {
                 copies.push(Copy {
                     holder: Holder::Source { device: inputs.me, folder: folder.id },
                     media: folder.media,
                     site: home_site.to_owned(),
-                    proven: Some(snapshot.time),
+                    proven: Some(source_proven),
                 });
             }
             copies.extend(local.iter().cloned());
@@ -176,6 +193,21 @@ pub fn evaluate(
     Ok(out)
 }
 
+/// Every file of the snapshot `snapshot`: its path, version and modification time.
+pub fn files_of(
+    catalog: &Catalog<'_>,
+    snapshot: BlobId,
+) -> Result<Vec<(Vec<u8>, BlobId, Timestamp)>, CatalogError> {
+    let root = catalog.load::<Snapshot>(snapshot)?.root;
+    let mut out = Vec::new();
+    Walker { catalog, trees: HashMap::new(), entries: HashMap::new() }.files(
+        root,
+        &mut Vec::new(),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
 /// Every file version (file entry blob) in the snapshot `snapshot`.
 pub fn versions(catalog: &Catalog<'_>, snapshot: BlobId) -> Result<HashSet<BlobId>, CatalogError> {
     Walker { catalog, trees: HashMap::new(), entries: HashMap::new() }.versions(snapshot)
@@ -183,7 +215,7 @@ pub fn versions(catalog: &Catalog<'_>, snapshot: BlobId) -> Result<HashSet<BlobI
 
 /// Whether the file at `rel` in `folder` still has the modification time it had when it was
 /// recorded.
-fn source_unchanged(folder: &Path, rel: &[u8], mtime: Timestamp) -> bool {
+pub fn source_unchanged(folder: &Path, rel: &[u8], mtime: Timestamp) -> bool {
     let path = folder.join(std::ffi::OsStr::from_bytes(rel));
     std::fs::symlink_metadata(path).is_ok_and(|m| {
         m.is_file()
@@ -193,7 +225,7 @@ fn source_unchanged(folder: &Path, rel: &[u8], mtime: Timestamp) -> bool {
 }
 
 /// Reads snapshot trees once each.
-struct Walker<'c, 'a> {
+pub(crate) struct Walker<'c, 'a> {
     catalog: &'c Catalog<'a>,
     trees: HashMap<BlobId, Tree>,
     /// The file versions under each snapshot already walked.
@@ -223,7 +255,7 @@ impl Walker<'_, '_> {
     }
 
     /// Every file under the tree `id`: its path (under `prefix`), version and mtime.
-    fn files(
+    pub(crate) fn files(
         &mut self,
         id: BlobId,
         prefix: &mut Vec<u8>,

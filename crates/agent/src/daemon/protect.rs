@@ -19,6 +19,9 @@ use triad_proto::wire::{self, Response};
 
 use super::{Shared, lock, open_stores, request, sync};
 use crate::backup;
+use crate::catalog::Catalog;
+use std::os::unix::ffi::OsStrExt;
+use triad_core::snapshot::FileEntry;
 
 /// Runs until the agent stops.
 pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
@@ -141,6 +144,8 @@ async fn round(shared: &Arc<Shared>) -> bool {
         ));
     }
 
+    check_local(shared, &settings).await;
+
     // Each device that answers is audited when its last proof is half an audit window old: a
     // failure makes its copies count for nothing, and the plan below repairs them.
     let due = i64::try_from(settings.policy.audit_window_secs / 2).unwrap_or(i64::MAX);
@@ -226,4 +231,108 @@ fn is_lan(addr: &Multiaddr) -> bool {
         }
         _ => false,
     })
+}
+
+/// A source file (its path in the folder) and the BLAKE3 its snapshot recorded.
+type Expected = (Vec<u8>, [u8; 32]);
+
+/// Proves this device's own copies again when their last check is half an audit window old:
+/// each local store is scrubbed (every blob re-hashed), and each folder's source files that
+/// look unchanged are re-hashed against their snapshot. A source file whose bytes changed
+/// while its modification time did not is suspect: it is not counted as a copy, and said.
+async fn check_local(shared: &Shared, settings: &crate::config::Config) {
+    let due = i64::try_from(settings.policy.audit_window_secs / 2).unwrap_or(i64::MAX);
+    let now_secs = now().secs;
+    let is_due = |key: &str| {
+        lock(&shared.ledger).checked(key).is_none_or(|at| now_secs.saturating_sub(at) >= due)
+    };
+    let Ok(work) = shared.stores.work().await else { return };
+    for store in settings.stores.iter() {
+        let key = format!("store:{}", store.id.to_hex());
+        if !is_due(&key) {
+            continue;
+        }
+        let report = tokio::task::block_in_place(|| {
+            let stores = open_stores::read(&work);
+            stores.iter().find(|s| s.id() == store.id).map(|s| s.scrub(&mut |_| {}))
+        });
+        match report {
+            Some(Ok(report)) if report.damaged.is_empty() => {
+                lock(&shared.ledger).check_passed(key, now_secs);
+            }
+            Some(Ok(report)) => tracing::warn!(store = %store.path.display(),
+                damaged = report.damaged.len(),
+                "the store has damaged blobs: its copies no longer count; run `triad verify`"),
+            Some(Err(e)) => {
+                tracing::warn!(store = %store.path.display(), error = %e, "cannot scrub")
+            }
+            None => {}
+        }
+    }
+    let Ok(keys) = shared.home.keys() else { return };
+    let me = shared.home.device_id();
+    for folder in &settings.folders {
+        let key = format!("folder:{}", folder.id.to_hex());
+        if !is_due(&key) {
+            continue;
+        }
+        // What each unchanged file should hash to, read under the stores' lock.
+        let expected = tokio::task::block_in_place(|| -> Result<Vec<Expected>, String> {
+            let stores = open_stores::read(&work);
+            let catalog = Catalog::new(keys, &stores);
+            let heads = catalog.heads().map_err(|e| super::error_chain(&e))?;
+            let Some(head) =
+                heads.iter().find(|h| h.head.device == me && h.head.folder == folder.id)
+            else {
+                return Ok(Vec::new());
+            };
+            let files = crate::status::files_of(&catalog, head.head.snapshot)
+                .map_err(|e| super::error_chain(&e))?;
+            let mut out = Vec::new();
+            for (path, entry, mtime) in files {
+                if crate::status::source_unchanged(&folder.path, &path, mtime) {
+                    let file: FileEntry =
+                        catalog.load(entry).map_err(|e| super::error_chain(&e))?;
+                    out.push((path, file.hash));
+                }
+            }
+            Ok(out)
+        });
+        let expected = match expected {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(folder = %folder.path.display(), error = %e, "cannot check the source files");
+                continue;
+            }
+        };
+        // Re-hashed without the lock.
+        let root = folder.path.clone();
+        let suspect = tokio::task::spawn_blocking(move || {
+            let mut suspect = Vec::new();
+            for (rel, hash) in expected {
+                let path = root.join(std::ffi::OsStr::from_bytes(&rel));
+                let Ok(mut file) = std::fs::File::open(&path) else { continue };
+                let mut hasher = blake3::Hasher::new();
+                if std::io::copy(&mut file, &mut hasher).is_ok()
+                    && *hasher.finalize().as_bytes() != hash
+                {
+                    suspect.push(String::from_utf8_lossy(&rel).into_owned());
+                }
+            }
+            suspect
+        })
+        .await
+        .unwrap_or_default();
+        if !suspect.is_empty() {
+            tracing::warn!(folder = %folder.path.display(), files = ?suspect,
+                "source files changed on disk without a new modification time (bit rot?); they no longer count as copies");
+        }
+        let mut ledger = lock(&shared.ledger);
+        ledger.check_passed(key, now_secs);
+        ledger.suspect.insert(folder.id.to_hex(), suspect);
+    }
+    drop(work);
+    if let Err(e) = lock(&shared.ledger).save(&shared.home_path) {
+        tracing::warn!(error = %e, "cannot save the replica ledger");
+    }
 }

@@ -782,3 +782,41 @@ fn an_audit_catches_a_corrupted_copy_and_the_agent_repairs_it() {
     let again = json(&laptop.ok(&["audit", "--now", "--json"]));
     assert_eq!(again["devices"][0]["audit"]["result"], "passed", "{again}");
 }
+
+#[test]
+fn own_copies_are_proven_again_by_the_agent_and_age_without_it() {
+    let laptop = Device::new();
+    for i in 0..3 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 200 << 10, i);
+    }
+    // Two copies on this device are enough here; proofs last two seconds.
+    laptop.ok(&["policy", "set", "copies=2", "media=1", "offsite=0", "audit-window=2s"]);
+    laptop.set_option("protect", "rescan_secs", "1");
+    let agent = start_agent_as_is(&laptop);
+    let protected = |a: &Value| a["worst"] == "PROTECTED" && count(a, "PROTECTED") == 3;
+    wait_for_status(&laptop, "protected on this device", protected);
+    // The agent scrubs its store and re-hashes the sources again and again: the proofs stay
+    // fresh long past the window.
+    let ledger = || -> Value {
+        serde_json::from_slice(&fs::read(laptop.home.join("replicas.json")).unwrap_or_default())
+            .unwrap_or(Value::Null)
+    };
+    let first = ledger()["local"].clone();
+    let until = std::time::Instant::now() + WAIT;
+    while ledger()["local"] == first || ledger()["local"].is_null() {
+        assert!(std::time::Instant::now() < until, "no check renewed: {}", ledger());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let renewed = ledger()["local"].clone();
+    while ledger()["local"] == renewed {
+        assert!(std::time::Instant::now() < until, "no second renewal: {}", ledger());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(protected(&status(&laptop, &[]).1));
+    // Without the agent's checks the same copies age past the window.
+    drop(agent);
+    laptop.set_option("protect", "auto", "false");
+    let _agent = start_agent_as_is(&laptop);
+    let answer = wait_for_status(&laptop, "proofs aged", |a| count(a, "DEGRADED") == 3);
+    assert!(answer["folders"][0]["reasons"].to_string().contains("last proven"), "{answer}");
+}
