@@ -148,11 +148,12 @@ async fn round(shared: &Arc<Shared>) -> bool {
 
     // Each device that answers is audited when its last proof is half an audit window old: a
     // failure makes its copies count for nothing, and the plan below repairs them.
-    let due = i64::try_from(settings.policy.audit_window_secs / 2).unwrap_or(i64::MAX);
-    let now_secs = now().secs;
+    let windows = settings.policy.windows();
     for (name, candidate) in &candidates {
-        let proof = lock(&shared.ledger).proof_of(candidate.device);
-        if proof.is_some_and(|(at, bad)| !bad && now_secs.saturating_sub(at) >= due) {
+        let proof = lock(&shared.ledger)
+            .proof_of(candidate.device)
+            .map(|(at, bad)| (Timestamp::new(at, 0), bad));
+        if policy::audit_due(windows, proof, now()) {
             let outcome = super::audit::audit(shared, candidate.device).await;
             tracing::info!(device = %name, outcome = %outcome.to_json(), "audit");
         }
@@ -170,7 +171,6 @@ async fn round(shared: &Arc<Shared>) -> bool {
     };
 
     // Per folder, the devices that complete its policy; pushes carry every folder.
-    let windows = settings.policy.windows();
     let site = shared.home.identity().site.clone();
     let ledger = lock(&shared.ledger).clone();
     let mut picked: BTreeSet<DeviceId> = BTreeSet::new();

@@ -1,0 +1,238 @@
+//! The replication logic of `triad_core::policy` driven by a virtual clock and a fake
+//! network, the way the agent drives it each round: audit the devices that are due, evaluate
+//! the files, plan, push. Months pass in milliseconds; devices go offline, disappear, or start
+//! lying in audits.
+
+use triad_core::policy::{self, Candidate, Copy, Holder, Policy, State, Windows};
+use triad_core::{DeviceId, FolderId, Media, StoreId, Timestamp};
+
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+
+/// A peer as the fake network has it.
+struct Peer {
+    name: &'static str,
+    device: DeviceId,
+    store: StoreId,
+    media: Media,
+    site: &'static str,
+    lan: bool,
+    /// Whether it answers at a given time (seconds).
+    online: Box<dyn Fn(i64) -> bool>,
+    /// From when it answers audits wrongly (its disk rots, or it lies).
+    lies_from: Option<i64>,
+    // What the laptop's ledger says of it:
+    holds: bool,
+    proven: i64,
+    bad: bool,
+}
+
+impl Peer {
+    fn new(n: u8, name: &'static str, media: Media, site: &'static str, lan: bool) -> Peer {
+        Peer {
+            name,
+            device: DeviceId::from_bytes([n; 32]),
+            store: StoreId::from_bytes([n; 16]),
+            media,
+            site,
+            lan,
+            online: Box::new(|_| true),
+            lies_from: None,
+            holds: false,
+            proven: 0,
+            bad: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Push { at: i64, to: &'static str },
+    AuditFailed { at: i64, of: &'static str },
+}
+
+/// The laptop (its source file on its SSD and a store on a USB SSD, at home) and its peers.
+struct World {
+    policy: Policy,
+    windows: Windows,
+    peers: Vec<Peer>,
+    events: Vec<Event>,
+    states: Vec<(i64, State)>,
+}
+
+impl World {
+    fn new(peers: Vec<Peer>) -> World {
+        World {
+            policy: Policy::default(),
+            windows: Windows::default(),
+            peers,
+            events: Vec::new(),
+            states: Vec::new(),
+        }
+    }
+
+    fn copies(&self, now: i64) -> Vec<Copy> {
+        let me = DeviceId::from_bytes([1; 32]);
+        // The agent re-proves its own copies every half window; here, every round.
+        let mut copies = vec![
+            Copy {
+                holder: Holder::Source { device: me, folder: FolderId::from_bytes([1; 16]) },
+                media: Media::Ssd,
+                site: "home".into(),
+                proven: Some(Timestamp::new(now, 0)),
+            },
+            Copy {
+                holder: Holder::Store { device: me, store: StoreId::from_bytes([1; 16]) },
+                media: Media::UsbSsd,
+                site: "home".into(),
+                proven: Some(Timestamp::new(now, 0)),
+            },
+        ];
+        for p in self.peers.iter().filter(|p| p.holds) {
+            copies.push(Copy {
+                holder: Holder::Store { device: p.device, store: p.store },
+                media: p.media,
+                site: p.site.into(),
+                proven: (!p.bad).then(|| Timestamp::new(p.proven, 0)),
+            });
+        }
+        copies
+    }
+
+    /// One round of the agent at `now`.
+    fn round(&mut self, now: i64) {
+        let t = Timestamp::new(now, 0);
+        // Audit the devices that answer and are due.
+        for p in &mut self.peers {
+            let proof = p.holds.then(|| (Timestamp::new(p.proven, 0), p.bad));
+            if (p.online)(now) && policy::audit_due(self.windows, proof, t) {
+                if p.lies_from.is_some_and(|from| now >= from) {
+                    p.bad = true;
+                    self.events.push(Event::AuditFailed { at: now, of: p.name });
+                } else {
+                    p.proven = now;
+                }
+            }
+        }
+        // Plan over the devices that answer and lack the snapshot or hold a bad copy.
+        let files = vec![self.copies(now)];
+        let candidates: Vec<Candidate> = self
+            .peers
+            .iter()
+            .filter(|p| (p.online)(now) && (!p.holds || p.bad))
+            .map(|p| Candidate {
+                device: p.device,
+                site: p.site.into(),
+                stores: vec![(p.store, p.media)],
+                lan: p.lan,
+                has_room: true,
+            })
+            .collect();
+        let picked = policy::plan(self.policy, self.windows, "home", &files, &candidates, t);
+        for device in picked {
+            let p = self.peers.iter_mut().find(|p| p.device == device).expect("a peer");
+            // The push is acknowledged: durable and checked there.
+            p.holds = true;
+            p.proven = now;
+            p.bad = false;
+            self.events.push(Event::Push { at: now, to: p.name });
+        }
+        let state = policy::evaluate(self.policy, self.windows, "home", &self.copies(now), t).state;
+        self.states.push((now, state));
+    }
+
+    fn run(&mut self, days: i64) {
+        for hour in 0..days * 24 {
+            self.round(hour * HOUR);
+        }
+    }
+
+    fn state_at(&self, at: i64) -> State {
+        self.states.iter().rev().find(|(t, _)| *t <= at).expect("a round").1
+    }
+
+    fn pushes_to(&self, name: &str) -> Vec<i64> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Push { at, to } if *to == name => Some(*at),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn nas() -> Peer {
+    Peer::new(2, "nas", Media::Raid, "studio", true)
+}
+
+fn pi() -> Peer {
+    Peer::new(3, "pi", Media::UsbHdd, "parents", false)
+}
+
+#[test]
+fn reaches_protected_with_the_cheapest_device_and_stays_there() {
+    let mut world = World::new(vec![pi(), nas()]);
+    world.run(90);
+    assert_eq!(world.state_at(0), State::Protected, "protected in the first round");
+    assert_eq!(world.pushes_to("nas"), vec![0], "one push, to the LAN device");
+    assert!(world.pushes_to("pi").is_empty(), "nothing more than the policy asks");
+    assert!(world.states.iter().all(|(_, s)| *s == State::Protected), "audits keep it verified");
+}
+
+#[test]
+fn a_device_offline_within_its_grace_period_triggers_no_re_replication() {
+    let mut nas = nas();
+    // Away for twenty days from day 10 (a holiday, a dead router).
+    nas.online = Box::new(|t| !(10 * DAY..30 * DAY).contains(&t));
+    let mut world = World::new(vec![nas, pi()]);
+    world.run(60);
+    assert!(world.pushes_to("pi").is_empty(), "no copy elsewhere while the NAS is only away");
+    // Its copy ages: verified, then unverified (DEGRADED), then verified again on return.
+    assert_eq!(world.state_at(12 * DAY), State::Protected);
+    assert_eq!(world.state_at(25 * DAY), State::Degraded);
+    assert_eq!(world.state_at(31 * DAY), State::Protected);
+}
+
+#[test]
+fn a_device_gone_past_its_grace_period_is_replaced() {
+    let mut nas = nas();
+    nas.online = Box::new(|t| t < 10 * DAY);
+    let mut world = World::new(vec![nas, pi()]);
+    world.run(60);
+    let to_pi = world.pushes_to("pi");
+    assert_eq!(to_pi.len(), 1, "{:?}", world.events);
+    // The NAS's last proof was at most half a window before it left; the Pi takes over once
+    // the grace period from that proof has passed, not before.
+    let last_proof = 10 * DAY - Windows::default().audit_secs as i64 / 2;
+    let grace = Windows::default().grace_secs as i64;
+    assert!(to_pi[0] > last_proof + grace - DAY && to_pi[0] <= 10 * DAY + grace, "{to_pi:?}");
+    assert_eq!(world.state_at(to_pi[0]), State::Protected);
+    assert_eq!(world.state_at(to_pi[0] - HOUR), State::Degraded);
+}
+
+#[test]
+fn a_device_that_starts_lying_is_caught_within_one_audit_window_and_replaced() {
+    let mut nas = nas();
+    nas.lies_from = Some(20 * DAY);
+    let mut world = World::new(vec![nas, pi()]);
+    world.run(40);
+    let caught = world
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::AuditFailed { at, of: "nas" } => Some(*at),
+            _ => None,
+        })
+        .expect("the lie is caught");
+    let window = Windows::default().audit_secs as i64;
+    assert!(caught >= 20 * DAY && caught - 20 * DAY <= window, "caught at {caught}");
+    // The failed copy stops counting at once, and a push follows in the same round: the NAS
+    // is pushed again (its bad copy is repaired) or another device takes the copy.
+    assert!(
+        world.events.iter().any(|e| matches!(e, Event::Push { at, .. } if *at == caught)),
+        "{:?}",
+        world.events
+    );
+    assert_eq!(world.state_at(caught), State::Protected);
+}
