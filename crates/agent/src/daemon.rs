@@ -120,6 +120,8 @@ struct Shared {
     settings: Mutex<Config>,
     /// Wakes the agent's own work (a folder changed, a device joined, the policy changed).
     kick: mpsc::Sender<()>,
+    /// What the agent's own work is doing, in words, and since when.
+    doing: Mutex<(String, u64)>,
     window: Mutex<Option<Window>>,
     stores: OpenStores,
     /// Held while the roster is copied into the stores, so that the latest copy is the last.
@@ -244,6 +246,7 @@ pub async fn run(
         book: Mutex::new(Book::load(home_path)),
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
+        doing: Mutex::new(("starting".to_owned(), now_secs())),
         home,
         home_path: home_path.to_path_buf(),
         config: config.clone(),
@@ -1430,6 +1433,7 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
         "worst": worst.as_str(),
         "exit": worst.exit_code(),
         "survives_site_loss": survives,
+        "doing": { "what": lock(&shared.doing).0.clone(), "since": lock(&shared.doing).1 },
         "folders": summaries,
     }))
 }

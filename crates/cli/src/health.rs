@@ -132,6 +132,9 @@ fn print_status(value: &Value) {
         }
     }
     println!();
+    if let Some(what) = value["doing"]["what"].as_str() {
+        println!("triad is {what} (since {}).", ago(value["doing"]["since"].as_i64().unwrap_or(0)));
+    }
     let survives = value["survives_site_loss"] == true;
     println!(
         "Every file survives the loss of any one site: {}",

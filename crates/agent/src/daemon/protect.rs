@@ -28,6 +28,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
     let settings = lock(&shared.settings).protect.clone();
     if !settings.auto {
         tracing::info!("the agent's own backups and pushes are off ([protect] auto = false)");
+        doing(&shared, "not backing up or pushing by itself ([protect] auto = false)".into());
         return;
     }
     let _watcher = settings.watch.then(|| watch(&shared)).flatten();
@@ -43,6 +44,12 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
         }
         let complete = round(&shared).await;
         let wait = if complete { settings.rescan_secs } else { settings.retry_secs };
+        if complete {
+            doing(&shared, format!("watching the folders; next full rescan in {}", minutes(wait)));
+        } else {
+            let why = lock(&shared.doing).0.clone();
+            doing(&shared, format!("{why}; trying again in {}", minutes(wait)));
+        }
         next = Instant::now() + Duration::from_secs(wait.max(1));
     }
 }
@@ -72,6 +79,15 @@ fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
     Some(watcher)
 }
 
+/// Says what the agent's own work is doing (`triad status` shows it).
+fn doing(shared: &Shared, what: String) {
+    *lock(&shared.doing) = (what, super::now_secs());
+}
+
+fn minutes(secs: u64) -> String {
+    if secs < 120 { format!("{secs} s") } else { format!("{} min", secs / 60) }
+}
+
 fn now() -> Timestamp {
     let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     Timestamp::new(i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos())
@@ -90,6 +106,7 @@ async fn round(shared: &Arc<Shared>) -> bool {
     }
 
     // Back up what changed, each folder on its own.
+    doing(shared, "looking for changes in the folders".into());
     let Ok(work) = shared.stores.work().await else { return false };
     let roster = lock(&shared.roster).clone();
     for folder in &settings.folders {
@@ -192,6 +209,19 @@ async fn round(shared: &Arc<Shared>) -> bool {
         let chosen = policy::plan(folder.policy, windows, &site, &files, &open, now());
         if chosen.is_empty() {
             tracing::info!(folder = %folder.path, "not every file is protected and no device that answers can help now");
+            let away: Vec<&str> = others
+                .iter()
+                .filter(|e| !candidates.iter().any(|(_, c)| c.device == e.device))
+                .map(|e| e.name.as_str())
+                .collect();
+            doing(
+                shared,
+                if away.is_empty() {
+                    "no device can take the missing copies (add one with `triad pair`)".to_owned()
+                } else {
+                    format!("waiting for {} to answer", away.join(", "))
+                },
+            );
             complete = false;
         }
         picked.extend(chosen);
@@ -203,11 +233,13 @@ async fn round(shared: &Arc<Shared>) -> bool {
             continue;
         }
         tracing::info!(device = %name, "pushing to complete the policy");
+        doing(shared, format!("pushing to {name}"));
         match tokio::time::timeout(timeout, sync(shared, name, None)).await {
             Ok(Ok(done)) => tracing::info!(device = %name, blobs = %done["blobs_sent"],
                 bytes = %done["bytes_sent"], "push acknowledged"),
             Ok(Err(failure)) => {
                 tracing::warn!(device = %name, error = %failure.message, "push failed; will retry");
+                doing(shared, format!("a push to {name} failed: {}", failure.message));
                 complete = false;
             }
             Err(_) => {

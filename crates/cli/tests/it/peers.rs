@@ -692,6 +692,11 @@ fn new_files_become_protected_without_any_command() {
     // One more, later: the watcher sees it too.
     write_noise(&laptop.folder.join("IMG_0005.CR3"), 512 << 10, 5);
     wait_for_status(&laptop, "the sixth file protected", protected(6));
+    // And it says what it is doing about it.
+    let said = wait_for_status(&laptop, "idle", |a| {
+        a["doing"]["what"].as_str().is_some_and(|w| w.starts_with("watching the folders"))
+    });
+    assert!(laptop.ok(&["status"]).contains("triad is watching the folders"), "{said}");
 }
 
 #[test]
