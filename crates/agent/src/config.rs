@@ -109,11 +109,16 @@ impl PolicyConfig {
 pub struct SyncConfig {
     /// A push asks the receiver to commit (and acknowledge) after this many bytes.
     pub commit_bytes: u64,
+    /// The most bytes per second one push may send to a device that is not on this network
+    /// (a parent's uplink stays usable); 0: no limit.
+    pub limit_bytes_per_sec: u64,
+    /// Whether the limit applies to devices on this network too.
+    pub limit_lan: bool,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { commit_bytes: 64 * 1024 * 1024 }
+        Self { commit_bytes: 64 * 1024 * 1024, limit_bytes_per_sec: 0, limit_lan: false }
     }
 }
 

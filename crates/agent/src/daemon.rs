@@ -1268,6 +1268,10 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         let (ack_tx, mut acks) = mpsc::channel(64);
         tokio::spawn(read_acks(reader, ack_tx));
         let mut since_commit = 0u64;
+        let limited = shared.config.sync.limit_bytes_per_sec > 0
+            && (shared.config.sync.limit_lan
+                || !shared.node.connected(&peer).as_ref().is_some_and(is_lan));
+        let mut pace = limited.then(|| Pace::new(shared.config.sync.limit_bytes_per_sec));
         for i in 0..missing.len() {
             let blob =
                 blobs.recv().await.ok_or_else(|| "reading the stores stopped".to_owned())??;
@@ -1278,6 +1282,9 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             sent += 1;
             bytes += len;
             since_commit += len;
+            if let Some(pace) = &mut pace {
+                pace.sent(len).await;
+            }
             if since_commit >= shared.config.sync.commit_bytes || i + 1 == missing.len() {
                 frame::write(&mut writer, &BlobFrame::Commit)
                     .await
@@ -1525,4 +1532,67 @@ async fn audit_devices(shared: &Shared, now: bool) -> Result<Value, Failure> {
         let _ = shared.kick.try_send(());
     }
     Ok(json!({ "done": true, "devices": rows }))
+}
+
+/// Whether a connection's address is on this network (private, link-local or loopback).
+pub(crate) fn is_lan(addr: &Multiaddr) -> bool {
+    use std::net::IpAddr;
+    use triad_net::multiaddr::Protocol;
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
+        Protocol::Ip6(ip) => {
+            let first = ip.segments()[0];
+            IpAddr::V6(ip).is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+        _ => false,
+    })
+}
+
+/// Keeps a push at or under a rate: after each blob, waits until the bytes sent so far are due.
+struct Pace {
+    bytes_per_sec: u64,
+    start: tokio::time::Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_sec: u64) -> Pace {
+        Pace { bytes_per_sec: bytes_per_sec.max(1), start: tokio::time::Instant::now(), sent: 0 }
+    }
+
+    async fn sent(&mut self, bytes: u64) {
+        self.sent += bytes;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_sec as f64);
+        tokio::time::sleep_until(self.start + due).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_push_takes_as_long_as_its_limit_says() {
+        let start = tokio::time::Instant::now();
+        let mut pace = Pace::new(1_000_000);
+        for _ in 0..50 {
+            pace.sent(100_000).await;
+        }
+        // 5 MB at 1 MB/s: five seconds of (virtual) time, not less.
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn lan_addresses_are_told_from_the_internet() {
+        for (addr, lan) in [
+            ("/ip4/192.168.1.7/udp/41641/quic-v1", true),
+            ("/ip4/10.0.0.2/tcp/41641", true),
+            ("/ip4/127.0.0.1/udp/5/quic-v1", true),
+            ("/ip4/203.0.113.9/udp/41641/quic-v1", false),
+            ("/ip6/fe80::1/udp/41641/quic-v1", true),
+            ("/ip6/2001:db8::1/udp/41641/quic-v1", false),
+        ] {
+            assert_eq!(is_lan(&addr.parse().unwrap()), lan, "{addr}");
+        }
+    }
 }

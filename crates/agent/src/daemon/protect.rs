@@ -5,7 +5,6 @@
 //! cannot be reached is tried again after a while; offline is not lost.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +13,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use triad_core::policy::{self, Candidate, State};
 use triad_core::{DeviceId, Timestamp};
-use triad_net::Multiaddr;
 use triad_proto::wire::{self, Response};
 
 use super::{Shared, lock, open_stores, request, sync};
@@ -148,7 +146,7 @@ async fn round(shared: &Arc<Shared>) -> bool {
     let mut candidates = Vec::new();
     for (entry, answer) in others.iter().zip(answers) {
         let Some((peer, stores)) = answer else { continue };
-        let lan = shared.node.connected(&peer).as_ref().is_some_and(is_lan);
+        let lan = shared.node.connected(&peer).as_ref().is_some_and(super::is_lan);
         candidates.push((
             entry.name.clone(),
             Candidate {
@@ -249,20 +247,6 @@ async fn round(shared: &Arc<Shared>) -> bool {
         }
     }
     complete
-}
-
-/// Whether a connection's address is on this network (private, link-local or loopback).
-fn is_lan(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| match p {
-        triad_net::multiaddr::Protocol::Ip4(ip) => {
-            ip.is_private() || ip.is_loopback() || ip.is_link_local()
-        }
-        triad_net::multiaddr::Protocol::Ip6(ip) => {
-            let ip = IpAddr::V6(ip);
-            ip.is_loopback() || matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-        _ => false,
-    })
 }
 
 /// A source file (its path in the folder) and the BLAKE3 its snapshot recorded.
