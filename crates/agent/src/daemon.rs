@@ -383,10 +383,10 @@ async fn answer_control(
         wire::Request::Missing { blobs } if blobs.len() > MISSING_BATCH_MAX => {
             Response::Refused { reason: format!("at most {MISSING_BATCH_MAX} blobs per request") }
         }
-        wire::Request::Missing { blobs } => match shared.stores.work().await {
+        wire::Request::Missing { blobs } => match busy_or(shared.stores.work()).await {
             Ok(work) => {
-                // The committed index only (`contains` answers from it): a blob answered as
-                // present must be durable, not in a put that another push has yet to commit.
+                // The committed index only: a blob answered as present must be durable, not
+                // in a put that another push has yet to commit (and may lose).
                 let stores = open_stores::read(&work);
                 if stores.is_empty() {
                     Response::Refused { reason: "this device has no store".into() }
@@ -394,7 +394,9 @@ async fn answer_control(
                     let missing = tokio::task::block_in_place(|| {
                         blobs
                             .into_iter()
-                            .filter(|id| stores.iter().any(|s| !s.contains(*id).unwrap_or(false)))
+                            .filter(|id| {
+                                stores.iter().any(|s| !s.holds_committed(*id).unwrap_or(false))
+                            })
                             .collect()
                     });
                     Response::Missing { blobs: missing }
@@ -459,8 +461,16 @@ async fn answer_control(
                 reason: format!("at most {} ranges per audit", wire::AUDIT_RANGES_MAX),
             }
         }
-        wire::Request::Audit { ranges } => match shared.stores.work().await {
-            Ok(work) => tokio::task::block_in_place(|| audit::answer(&work, &ranges)),
+        wire::Request::Audit { ranges } => match busy_or(shared.stores.work()).await {
+            Ok(work) => {
+                let (response, rotten) =
+                    tokio::task::block_in_place(|| audit::answer(&work, &ranges));
+                drop(work);
+                if rotten {
+                    tokio::spawn(audit::scrub_and_drop(shared.clone()));
+                }
+                response
+            }
             Err(reason) => Response::Refused { reason },
         },
         wire::Request::Heads { heads } => match shared.stores.work().await {
@@ -486,7 +496,7 @@ fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> R
             return Err(format!("head of device {} which is not on the roster", head.head.device));
         }
         for store in stores.iter() {
-            if !store.contains(head.head.snapshot).map_err(|e| e.to_string())? {
+            if !store.holds_committed(head.head.snapshot).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "head names snapshot {} which is not here",
                     head.head.snapshot
@@ -524,7 +534,8 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
         let _ = frame::write(&mut stream, &refused).await;
         return Err("no store".into());
     }
-    let mut pending = 0u32;
+    // The blobs of this push since its last commit.
+    let mut pending: Vec<triad_core::BlobId> = Vec::new();
     let mut acknowledged = 0u64;
     loop {
         // A sender that goes quiet gives up its hold on the stores.
@@ -564,27 +575,40 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                         .await;
                     return Err(reason);
                 }
-                pending += 1;
+                pending.push(blob.id());
             }
             BlobFrame::Commit => {
                 // Commits every push's puts so far, not only this one's: all are whole,
                 // verified blobs, and the sender of each is answered at its own commit.
-                let committed = tokio::task::block_in_place(|| -> Result<(), WriteError> {
-                    for store in open_stores::write(&work).iter_mut() {
-                        store.commit()?;
+                let committed = tokio::task::block_in_place(|| -> Result<(), String> {
+                    let mut stores = open_stores::write(&work);
+                    for store in stores.iter_mut() {
+                        store.commit().map_err(|e| e.to_string())?;
+                    }
+                    // A commit that failed for another push dropped every uncommitted put,
+                    // this push's too: acknowledge only what is durably here.
+                    for store in stores.iter() {
+                        for id in &pending {
+                            if !store.holds_committed(*id).map_err(|e| e.to_string())? {
+                                return Err(format!(
+                                    "blob {id} was lost in a failed commit; send it again"
+                                ));
+                            }
+                        }
                     }
                     Ok(())
                 });
+                let count = u32::try_from(pending.len()).unwrap_or(u32::MAX);
                 let ack = match committed {
-                    Ok(()) => BlobAck::Committed { count: pending },
-                    Err(e) => BlobAck::Refused { reason: e.to_string() },
+                    Ok(()) => BlobAck::Committed { count },
+                    Err(reason) => BlobAck::Refused { reason },
                 };
                 frame::write(&mut stream, &ack).await.map_err(|e| e.to_string())?;
                 if let BlobAck::Refused { reason } = ack {
                     return Err(reason);
                 }
-                acknowledged += u64::from(pending);
-                pending = 0;
+                acknowledged += u64::from(count);
+                pending.clear();
             }
         }
     }
@@ -1565,6 +1589,16 @@ impl Pace {
         let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_sec as f64);
         tokio::time::sleep_until(self.start + due).await;
     }
+}
+
+/// The stores are lent or held by long work: the peer hears "busy" rather than waiting until
+/// its request times out (an auditor takes "busy" for offline, not for a failed audit).
+pub(crate) const BUSY: &str = "busy: the stores are in use; ask again later";
+
+async fn busy_or(
+    work: impl std::future::Future<Output = Result<open_stores::Work, String>>,
+) -> Result<open_stores::Work, String> {
+    tokio::time::timeout(Duration::from_secs(10), work).await.unwrap_or_else(|_| Err(BUSY.into()))
 }
 
 #[cfg(test)]

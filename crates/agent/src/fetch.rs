@@ -25,6 +25,8 @@ use crate::home::{Home, NewDevice};
 
 /// Blobs asked for in one batch.
 const FETCH_BATCH: usize = 1024;
+/// How long the peer may stay silent in the middle of a batch.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a recovery from a peer needs.
 pub struct FromPeer<'a> {
@@ -93,9 +95,6 @@ pub async fn from_peer(
     node.admission().set_joining(false);
 
     let vault = r.phrase.vault_id();
-    let device = NewDevice { name: r.name, site: r.site, device_seed: r.device_seed };
-    let (home, roster) =
-        Home::recover(r.home, r.phrase, roster, device).map_err(|e| e.to_string())?;
     let (path, id, media) = r.store;
     let mut config = Config::default();
     let mut store = Store::create(path, vault, media, id, r.now, &config.store)
@@ -119,7 +118,13 @@ pub async fn from_peer(
             break;
         }
     }
-    let (blobs, bytes) = copy_blobs(&node, peer, &mut store, &wanted, progress).await?;
+    let (blobs, bytes) =
+        copy_blobs(&node, peer, &mut store, &wanted, progress).await.map_err(|e| {
+            format!(
+                "{e}; the store {} holds a partial copy: remove it and recover again",
+                path.display()
+            )
+        })?;
 
     let mut copied = 0;
     for bytes in &heads {
@@ -130,6 +135,10 @@ pub async fn from_peer(
         store.write_head(&head).map_err(|e| e.to_string())?;
         copied += 1;
     }
+    // Everything is here: only now does this device get a home (a failed copy leaves none).
+    let device = NewDevice { name: r.name, site: r.site, device_seed: r.device_seed };
+    let (home, roster) =
+        Home::recover(r.home, r.phrase, roster, device).map_err(|e| e.to_string())?;
     store.write_roster(&roster).map_err(|e| e.to_string())?;
     drop(store);
     node.close_all().await;
@@ -163,14 +172,17 @@ async fn copy_blobs(
         frame::write(&mut stream, &Fetch { blobs: batch.to_vec() })
             .await
             .map_err(|e| failed(&e))?;
-        let asked: HashSet<&BlobId> = batch.iter().collect();
+        let mut asked: HashSet<&BlobId> = batch.iter().collect();
         let mut got = 0;
-        // Blobs until the `Commit` that ends the batch.
-        while let BlobFrame::Blob { id, bytes: sealed } =
-            frame::read_blob(&mut stream).await.map_err(|e| failed(&e))?
-        {
-            if !asked.contains(&id) {
-                return Err(format!("the peer sent blob {id}, which was not asked for"));
+        // Blobs until the `Commit` that ends the batch, each asked for and sent once.
+        loop {
+            let frame = tokio::time::timeout(READ_TIMEOUT, frame::read_blob(&mut stream))
+                .await
+                .map_err(|_| failed(&"the peer went quiet"))?
+                .map_err(|e| failed(&e))?;
+            let BlobFrame::Blob { id, bytes: sealed } = frame else { break };
+            if !asked.remove(&id) {
+                return Err(format!("the peer sent blob {id}, which was not asked for (or twice)"));
             }
             let len = sealed.len() as u64;
             let blob = SealedBlob::verify(id, sealed)

@@ -41,9 +41,32 @@ pub struct Acknowledged {
     /// then each audit it passed. A later push that finds the same snapshot already there does
     /// not renew it: that is a claim, not a proof.
     pub at: i64,
-    /// It failed an audit: its copy counts for nothing until a push repairs it.
+    /// It failed its last audit: its copy counts for nothing until an audit passes again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bad: bool,
+    /// Audits failed in a row.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// A push repaired it since it failed (what it lacked was sent again); the next audit
+    /// says whether that worked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repaired: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Audits a copy may fail in a row and still be repaired; after that the device is not sent
+/// the copy again (another device takes it) until it passes an audit.
+pub const REPAIRS_MAX: u32 = 2;
+
+impl Acknowledged {
+    /// Whether a push to this device would make or mend its copy: it lacks the snapshot, or
+    /// its copy failed an audit and was not repaired yet (nor failed too often).
+    pub fn wants(&self, snapshot: BlobId) -> bool {
+        self.snapshot != snapshot || (self.bad && !self.repaired && self.failures < REPAIRS_MAX)
+    }
 }
 
 /// What is known of one peer's copies.
@@ -70,6 +93,10 @@ pub struct Ledger {
     /// time does (bit rot on the source disk), by folder (hex): they are not counted as copies.
     #[serde(default)]
     pub suspect: BTreeMap<String, Vec<String>>,
+    /// Local stores whose last scrub found damage (`store:<hex>`): not counted as copies until
+    /// a scrub is clean again.
+    #[serde(default)]
+    pub damaged: std::collections::BTreeSet<String>,
 }
 
 impl Ledger {
@@ -107,10 +134,24 @@ impl Ledger {
         }
         for &(folder, snapshot) in snapshots {
             let key = folder.to_hex();
-            // A new snapshot, or a repair of a copy that failed an audit, is a new proof.
-            let renewed = replica.folders.get(&key).is_none_or(|a| a.snapshot != snapshot || a.bad);
-            if renewed {
-                replica.folders.insert(key, Acknowledged { snapshot, at: now, bad: false });
+            match replica.folders.get_mut(&key) {
+                // A copy that failed an audit stays bad after the push that mends it, until
+                // an audit passes: the push sent only what the device said it lacked.
+                Some(a) if a.bad => {
+                    a.snapshot = snapshot;
+                    a.repaired = true;
+                }
+                Some(a) if a.snapshot == snapshot => {}
+                _ => {
+                    let fresh = Acknowledged {
+                        snapshot,
+                        at: now,
+                        bad: false,
+                        failures: 0,
+                        repaired: false,
+                    };
+                    replica.folders.insert(key, fresh);
+                }
             }
         }
     }
@@ -123,9 +164,12 @@ impl Ledger {
             if passed {
                 ack.at = ack.at.max(now);
                 ack.bad = false;
+                ack.failures = 0;
             } else {
                 ack.bad = true;
+                ack.failures += 1;
             }
+            ack.repaired = false;
         }
     }
 
@@ -143,7 +187,21 @@ impl Ledger {
 
     /// Writes down that the check named `key` passed at `now`.
     pub fn check_passed(&mut self, key: String, now: i64) {
+        self.damaged.remove(&key);
         self.local.insert(key, now);
+    }
+
+    /// Writes down that the check named `key` found damage.
+    pub fn check_failed(&mut self, key: String) {
+        self.damaged.insert(key);
+    }
+
+    /// Whether a copy of `device` that failed an audit was mended since, and waits for the
+    /// audit that says whether it holds again.
+    pub fn awaits_audit(&self, device: DeviceId) -> bool {
+        self.peers
+            .get(&device.to_hex())
+            .is_some_and(|r| r.folders.values().any(|a| a.bad && a.repaired))
     }
 
     /// Forgets a peer (it was removed from the vault).
@@ -172,17 +230,23 @@ mod tests {
         ledger.record(peer, stores.clone(), &[(folder, s1)], 200);
         assert_eq!(ledger.get(peer, folder).unwrap().1.at, 100);
         ledger.record(peer, stores.clone(), &[(folder, s2)], 300);
-        assert_eq!(
-            *ledger.get(peer, folder).unwrap().1,
-            Acknowledged { snapshot: s2, at: 300, bad: false }
-        );
-        // An audit renews the proof; a failed one makes the copy bad until a push repairs it.
+        let ack = ledger.get(peer, folder).unwrap().1.clone();
+        assert_eq!((ack.snapshot, ack.at, ack.bad), (s2, 300, false));
+        assert!(!ack.wants(s2) && ack.wants(s1));
+        // An audit renews the proof; a failed one makes the copy bad, and the push that mends
+        // it does not make it good: the next audit does.
         ledger.audited(peer, true, 350);
         assert_eq!(ledger.proof_of(peer), Some((350, false)));
         ledger.audited(peer, false, 360);
         assert_eq!(ledger.proof_of(peer), Some((350, true)));
+        assert!(ledger.get(peer, folder).unwrap().1.wants(s2), "a bad copy is mended");
         ledger.record(peer, stores.clone(), &[(folder, s2)], 370);
-        assert_eq!(ledger.proof_of(peer), Some((370, false)));
+        assert_eq!(ledger.proof_of(peer), Some((350, true)));
+        assert!(!ledger.get(peer, folder).unwrap().1.wants(s2), "mended once per failure");
+        ledger.audited(peer, false, 380);
+        assert!(!ledger.get(peer, folder).unwrap().1.wants(s2), "failed twice: not again");
+        ledger.audited(peer, true, 390);
+        assert_eq!(ledger.proof_of(peer), Some((390, false)));
         // New stores: nothing is known of them until they acknowledge.
         let other = vec![PeerStore { id: StoreId::from_bytes([4; 16]), media: Media::UsbHdd }];
         ledger.record(peer, other, &[], 400);

@@ -124,7 +124,10 @@ pub fn evaluate(
                 holder: Holder::Store { device: inputs.me, store: *store },
                 media: store_media.get(store).copied().unwrap_or(folder.media),
                 site: home_site.to_owned(),
-                proven: Some(proven_at(format!("store:{}", store.to_hex()))),
+                proven: {
+                    let key = format!("store:{}", store.to_hex());
+                    (!inputs.ledger.damaged.contains(&key)).then(|| proven_at(key))
+                },
             });
         }
         let source_proven = proven_at(format!("folder:{}", folder.id.to_hex()));

@@ -325,12 +325,14 @@ fn clamp(n: usize) -> u8 {
     u8::try_from(n).unwrap_or(u8::MAX)
 }
 
-/// Whether a device's copies are due for an audit: they were proven (and not found bad), and
-/// their last proof is at least half an audit window old, so that an audit renews them before
-/// they stop being verified.
+/// Whether a device's copies are due for an audit: their last proof is at least half an
+/// audit window old (so that an audit renews them before they stop being verified), or they
+/// failed the last one and were mended since (only a passing audit makes them count again).
+/// `proof` is the last proof and whether the copies wait for that verdict; `None` if the
+/// device holds none.
 pub fn audit_due(windows: Windows, proof: Option<(Timestamp, bool)>, now: Timestamp) -> bool {
     let half = i64::try_from(windows.audit_secs / 2).unwrap_or(i64::MAX);
-    proof.is_some_and(|(at, bad)| !bad && now.secs.saturating_sub(at.secs) >= half)
+    proof.is_some_and(|(at, mended)| mended || now.secs.saturating_sub(at.secs) >= half)
 }
 
 /// A device that could take a copy of a folder's current snapshot.

@@ -316,6 +316,15 @@ impl Store {
         Ok(self.location(id)?.is_some())
     }
 
+    /// Whether the blob is durably in the store: committed, and not removed since. A put not
+    /// yet committed does not count: it may still be dropped.
+    pub fn holds_committed(&self, id: BlobId) -> Result<bool, ReadError> {
+        if matches!(self.pending.get(&id), Some(Pending::Remove)) {
+            return Ok(false);
+        }
+        Ok(self.index.get(&id).map_err(|source| self.index_error(source))?.is_some())
+    }
+
     /// Appends the blob to the current pack. Buffered: neither durable nor acknowledged until
     /// [`Store::commit`] returns. Returns `false` (and writes nothing) if it was already present.
     pub fn put(&mut self, blob: &SealedBlob) -> Result<bool, WriteError> {

@@ -2,18 +2,22 @@
 //! the peer acknowledged, asks for them, and checks each slice against the blob's address
 //! (`triad_core::audit`); a pass proves every copy the peer holds again, a wrong or missing
 //! answer from a peer that is connected makes them count for nothing until a push repairs
-//! them. A peer that cannot be reached is offline, not failed. The audited side answers from
-//! its stores; when it finds a damaged blob it re-hashes every blob it holds (a scrub) and
-//! drops each damaged one from its index, so that the next push sends them all again.
+//! them. A peer that cannot be reached, or says it is busy, is offline, not failed. The
+//! audited side answers from its stores; a blob it finds rotten is dropped from the index of
+//! the store that holds it, and after answering it re-hashes every blob it holds (a scrub) and
+//! drops each rotten one, so that the next push sends them all again. A blob that merely
+//! cannot be read now (a disk gone, an I/O error) is answered `None` and dropped nowhere.
 
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
+use std::sync::Arc;
 use triad_core::audit::{self, Range};
 use triad_core::snapshot::FileEntry;
 use triad_core::{BlobId, DeviceId};
 use triad_proto::wire::{self, AuditRange, Response};
-use triad_store::ReadError;
+
+use triad_store::{Problem, ReadError};
 
 use super::{Shared, SyncFailure, error_chain, lock, now_secs, open_stores, request};
 use crate::catalog::Catalog;
@@ -23,67 +27,101 @@ const RANGES: usize = 64;
 /// File versions sampled per audit, one chunk of each (and their metadata).
 const FILES_SAMPLED: usize = 64;
 
-/// The audited side: a slice for each range, `None` for a blob that is not here or damaged.
-pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> Response {
-    let mut damaged = Vec::new();
+/// Whether a problem means the bytes on disk are bad (and not that they could not be read
+/// just now: an unplugged disk, too many open files).
+fn rotten(problem: &Problem) -> bool {
+    matches!(problem, Problem::Mismatch | Problem::Short | Problem::Header | Problem::Length)
+}
+
+/// The audited side: a slice for each range, `None` for a blob that is not here or cannot be
+/// read. A blob found rotten is dropped from the index of the store that holds it, so that the
+/// next push sends it again; returns whether any was, so that the caller scrubs the rest.
+pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> (Response, bool) {
+    let mut rotten_here: Vec<(usize, BlobId)> = Vec::new();
     let slices = {
         let stores = open_stores::read(work);
         ranges
             .iter()
             .map(|r| {
-                let range = Range { blob: r.blob, start: r.start, len: r.len.min(audit::SLICE_LEN) };
+                let range =
+                    Range { blob: r.blob, start: r.start, len: r.len.min(audit::SLICE_LEN) };
                 let mut found = None;
-                for store in stores.iter() {
+                for (i, store) in stores.iter().enumerate() {
                     match store.get(r.blob) {
                         Ok(blob) => {
                             found = Some(audit::slice(blob.as_bytes(), range));
                             break;
                         }
-                        Err(ReadError::Missing { .. }) => {}
-                        Err(e) => {
-                            tracing::warn!(blob = %r.blob, store = %store.path().display(), error = %e,
-                                "a blob is damaged here; dropping it so that a healthy copy is pushed again");
-                            damaged.push(r.blob);
+                        Err(ReadError::Corrupt { problem, .. }) if rotten(&problem) => {
+                            tracing::warn!(blob = %r.blob, store = %store.path().display(),
+                                %problem, "a blob is damaged here");
+                            rotten_here.push((i, r.blob));
                         }
+                        Err(_) => {}
                     }
                 }
                 found
             })
             .collect()
     };
-    if !damaged.is_empty() {
-        // Where one blob rotted, others may have: check them all (a scrub re-hashes every
-        // blob), so that the repair that follows sends back everything that is damaged.
+    let found = !rotten_here.is_empty();
+    drop_rotten(work, &rotten_here);
+    (Response::Audit { slices }, found)
+}
+
+/// Drops rotten blobs from the index of the store that holds each (a tombstone; the next
+/// push puts them again).
+fn drop_rotten(work: &open_stores::Work, rotten: &[(usize, BlobId)]) {
+    if rotten.is_empty() {
+        return;
+    }
+    let mut stores = open_stores::write(work);
+    let mut touched: Vec<usize> = Vec::new();
+    for &(i, id) in rotten {
+        if let Some(store) = stores.get_mut(i) {
+            let _ = store.remove(id);
+            touched.push(i);
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    for i in touched {
+        if let Err(e) = stores[i].commit() {
+            tracing::warn!(store = %stores[i].path().display(), error = %e, "cannot drop damaged blobs");
+        }
+    }
+    tracing::warn!(
+        blobs = rotten.len(),
+        "damaged blobs dropped from the index, to be pushed again"
+    );
+}
+
+/// Where one blob rotted, others may have: re-hashes every blob of every store (a scrub) and
+/// drops each rotten one, so that the repair that follows sends back all of them. Runs after
+/// the audit was answered.
+pub(super) async fn scrub_and_drop(shared: Arc<Shared>) {
+    let Ok(work) = shared.stores.work().await else { return };
+    tokio::task::block_in_place(|| {
+        let mut rotten_blobs = Vec::new();
         {
-            let stores = open_stores::read(work);
-            for store in stores.iter() {
+            let stores = open_stores::read(&work);
+            for (i, store) in stores.iter().enumerate() {
                 match store.scrub(&mut |_| {}) {
-                    Ok(report) => {
-                        damaged.extend(report.damaged.iter().filter_map(|d| d.blob));
-                    }
+                    Ok(report) => rotten_blobs.extend(
+                        report
+                            .damaged
+                            .iter()
+                            .filter(|d| rotten(&d.problem))
+                            .filter_map(|d| Some((i, d.blob?))),
+                    ),
                     Err(e) => {
                         tracing::warn!(store = %store.path().display(), error = %e, "cannot scrub")
                     }
                 }
             }
         }
-        damaged.sort_unstable();
-        damaged.dedup();
-        tracing::warn!(
-            blobs = damaged.len(),
-            "damaged blobs dropped from the index, to be pushed again"
-        );
-        let mut stores = open_stores::write(work);
-        for store in stores.iter_mut() {
-            for id in &damaged {
-                let _ = store.remove(*id);
-            }
-            if let Err(e) = store.commit() {
-                tracing::warn!(store = %store.path().display(), error = %e, "cannot drop damaged blobs");
-            }
-        }
-    }
-    Response::Audit { slices }
+        drop_rotten(&work, &rotten_blobs);
+    });
 }
 
 /// How an audit went.
@@ -191,6 +229,7 @@ pub(super) async fn audit(shared: &Shared, device: DeviceId) -> Outcome {
             }
         }
         Ok(_) => Outcome::Failed { reason: "an answer that is no audit".into() },
+        Err(SyncFailure::Refused(reason)) if reason == super::BUSY => Outcome::Unreachable,
         Err(SyncFailure::Refused(reason)) => {
             Outcome::Failed { reason: format!("denied: {reason}") }
         }

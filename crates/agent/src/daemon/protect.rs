@@ -165,9 +165,12 @@ async fn round(shared: &Arc<Shared>) -> bool {
     // failure makes its copies count for nothing, and the plan below repairs them.
     let windows = settings.policy.windows();
     for (name, candidate) in &candidates {
-        let proof = lock(&shared.ledger)
-            .proof_of(candidate.device)
-            .map(|(at, bad)| (Timestamp::new(at, 0), bad));
+        // A copy that failed is audited again once it was mended, not before.
+        let proof = {
+            let ledger = lock(&shared.ledger);
+            let mended = ledger.awaits_audit(candidate.device);
+            ledger.proof_of(candidate.device).map(|(at, _)| (Timestamp::new(at, 0), mended))
+        };
         if policy::audit_due(windows, proof, now()) {
             let outcome = super::audit::audit(shared, candidate.device).await;
             tracing::info!(device = %name, outcome = %outcome.to_json(), "audit");
@@ -199,9 +202,7 @@ async fn round(shared: &Arc<Shared>) -> bool {
         let open: Vec<Candidate> = candidates
             .iter()
             .map(|(_, c)| c)
-            .filter(|c| {
-                ledger.get(c.device, folder.id).is_none_or(|(_, a)| a.snapshot != snapshot || a.bad)
-            })
+            .filter(|c| ledger.get(c.device, folder.id).is_none_or(|(_, a)| a.wants(snapshot)))
             .cloned()
             .collect();
         let chosen = policy::plan(folder.policy, windows, &site, &files, &open, now());
@@ -246,6 +247,11 @@ async fn round(shared: &Arc<Shared>) -> bool {
             }
         }
     }
+    // A copy mended this round is audited at the next, soon: until then it does not count.
+    if candidates.iter().any(|(_, c)| lock(&shared.ledger).awaits_audit(c.device)) {
+        doing(shared, "checking the copies it just mended".into());
+        complete = false;
+    }
     complete
 }
 
@@ -262,12 +268,12 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
     let is_due = |key: &str| {
         lock(&shared.ledger).checked(key).is_none_or(|at| now_secs.saturating_sub(at) >= due)
     };
-    let Ok(work) = shared.stores.work().await else { return };
     for store in settings.stores.iter() {
         let key = format!("store:{}", store.id.to_hex());
         if !is_due(&key) {
             continue;
         }
+        let Ok(work) = shared.stores.work().await else { return };
         let report = tokio::task::block_in_place(|| {
             let stores = open_stores::read(&work);
             stores.iter().find(|s| s.id() == store.id).map(|s| s.scrub(&mut |_| {}))
@@ -276,9 +282,11 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
             Some(Ok(report)) if report.damaged.is_empty() => {
                 lock(&shared.ledger).check_passed(key, now_secs);
             }
-            Some(Ok(report)) => tracing::warn!(store = %store.path.display(),
-                damaged = report.damaged.len(),
-                "the store has damaged blobs: its copies no longer count; run `triad verify`"),
+            Some(Ok(report)) => {
+                tracing::warn!(store = %store.path.display(), damaged = report.damaged.len(),
+                    "the store has damaged blobs: its copies no longer count; run `triad verify`");
+                lock(&shared.ledger).check_failed(key);
+            }
             Some(Err(e)) => {
                 tracing::warn!(store = %store.path.display(), error = %e, "cannot scrub")
             }
@@ -293,6 +301,7 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
             continue;
         }
         // What each unchanged file should hash to, read under the stores' lock.
+        let Ok(work) = shared.stores.work().await else { return };
         let expected = tokio::task::block_in_place(|| -> Result<Vec<Expected>, String> {
             let stores = open_stores::read(&work);
             let catalog = Catalog::new(keys, &stores);
@@ -314,6 +323,7 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
             }
             Ok(out)
         });
+        drop(work);
         let expected = match expected {
             Ok(e) => e,
             Err(e) => {
@@ -347,7 +357,6 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
         ledger.check_passed(key, now_secs);
         ledger.suspect.insert(folder.id.to_hex(), suspect);
     }
-    drop(work);
     if let Err(e) = lock(&shared.ledger).save(&shared.home_path) {
         tracing::warn!(error = %e, "cannot save the replica ledger");
     }
