@@ -94,6 +94,25 @@ pub fn read(work: &Work) -> RwLockReadGuard<'_, Vec<Store>> {
     work.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Reads the stores of a piece of work if they can be had within `wait` (a backup holds them
+/// for a whole folder): `None` if not, so that a peer hears "busy" instead of timing out.
+pub fn read_within(
+    work: &Work,
+    wait: std::time::Duration,
+) -> Option<RwLockReadGuard<'_, Vec<Store>>> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match work.try_read() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
 /// Writes the stores of a piece of work (one put, or one commit).
 pub fn write(work: &Work) -> RwLockWriteGuard<'_, Vec<Store>> {
     work.write().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -39,7 +39,10 @@ fn rotten(problem: &Problem) -> bool {
 pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> (Response, bool) {
     let mut rotten_here: Vec<(usize, BlobId)> = Vec::new();
     let slices = {
-        let stores = open_stores::read(work);
+        let Some(stores) = open_stores::read_within(work, std::time::Duration::from_secs(10))
+        else {
+            return (Response::Refused { reason: super::BUSY.into() }, false);
+        };
         ranges
             .iter()
             .map(|r| {
