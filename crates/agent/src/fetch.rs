@@ -201,3 +201,45 @@ async fn copy_blobs(
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
     Ok((blobs, bytes))
 }
+
+/// Asks `peer` for `ids` on one `/triad/fetch/1` stream and returns them in order, each checked
+/// against its address (a test restore reads a file back this way).
+pub async fn fetch_blobs(
+    node: &Node,
+    peer: PeerId,
+    ids: &[BlobId],
+) -> Result<Vec<SealedBlob>, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("the copy from the peer broke off: {e}");
+    let mut stream = node.open(peer, FETCH_PROTOCOL).await.map_err(|e| failed(&e))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(FETCH_BATCH) {
+        frame::write(&mut stream, &Fetch { blobs: batch.to_vec() })
+            .await
+            .map_err(|e| failed(&e))?;
+        for want in batch {
+            let frame = tokio::time::timeout(READ_TIMEOUT, frame::read_blob(&mut stream))
+                .await
+                .map_err(|_| failed(&"the peer went quiet"))?
+                .map_err(|e| failed(&e))?;
+            let BlobFrame::Blob { id, bytes } = frame else {
+                return Err(format!("the peer does not hold blob {want}"));
+            };
+            if id != *want {
+                return Err(format!("the peer sent blob {id} for {want}"));
+            }
+            out.push(
+                SealedBlob::verify(id, bytes)
+                    .map_err(|e| format!("the peer sent a damaged blob: {e}"))?,
+            );
+        }
+        let end = tokio::time::timeout(READ_TIMEOUT, frame::read_blob(&mut stream))
+            .await
+            .map_err(|_| failed(&"the peer went quiet"))?
+            .map_err(|e| failed(&e))?;
+        if !matches!(end, BlobFrame::Commit) {
+            return Err("the peer sent more than was asked for".into());
+        }
+    }
+    let _ = futures::AsyncWriteExt::close(&mut stream).await;
+    Ok(out)
+}

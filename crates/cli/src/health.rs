@@ -374,7 +374,13 @@ pub(crate) fn audit(home_path: &Path, a: AuditArgs) -> Result<u8> {
         for r in &rows {
             let proven = r["last_proven"].as_i64().map_or("never".to_owned(), ago);
             let outcome = match r["audit"]["result"].as_str() {
-                Some("passed") => format!("audit passed ({} ranges proven)", r["audit"]["ranges"]),
+                Some("passed") => match r["audit"]["restored"]["path"].as_str() {
+                    Some(path) => format!(
+                        "audit passed ({} ranges proven; {path} read back whole and matched)",
+                        r["audit"]["ranges"]
+                    ),
+                    None => format!("audit passed ({} ranges proven)", r["audit"]["ranges"]),
+                },
                 Some("failed") => format!(
                     "AUDIT FAILED: {}; its copies no longer count and are being repaired",
                     r["audit"]["reason"].as_str().unwrap_or("?")

@@ -130,10 +130,12 @@ pub(super) async fn scrub_and_drop(shared: Arc<Shared>) {
 /// How an audit went.
 #[derive(Debug)]
 pub(super) enum Outcome {
-    /// Every range proven.
+    /// Every range proven, and a file read back whole.
     Passed {
         /// Ranges proven.
         ranges: usize,
+        /// The file read back from the device (a test restore), its size.
+        restored: Option<(String, u64)>,
     },
     /// A wrong or missing answer: the copies are bad.
     Failed {
@@ -149,7 +151,11 @@ pub(super) enum Outcome {
 impl Outcome {
     pub(super) fn to_json(&self) -> Value {
         match self {
-            Outcome::Passed { ranges } => json!({"result": "passed", "ranges": ranges}),
+            Outcome::Passed { ranges, restored } => json!({
+                "result": "passed",
+                "ranges": ranges,
+                "restored": restored.as_ref().map(|(path, bytes)| json!({"path": path, "bytes": bytes})),
+            }),
             Outcome::Failed { reason } => json!({"result": "failed", "reason": reason}),
             Outcome::Unreachable => json!({"result": "unreachable"}),
             Outcome::Nothing => json!({"result": "nothing to audit"}),
@@ -226,7 +232,10 @@ pub(super) async fn audit(shared: &Shared, device: DeviceId) -> Outcome {
                 .filter(|(r, s)| !s.as_ref().is_some_and(|s| audit::check(**r, s)))
                 .count();
             if wrong == 0 {
-                Outcome::Passed { ranges: ranges.len() }
+                match test_restore(shared, device, seed).await {
+                    Ok(restored) => Outcome::Passed { ranges: ranges.len(), restored },
+                    Err(reason) => Outcome::Failed { reason: format!("test restore: {reason}") },
+                }
             } else {
                 Outcome::Failed { reason: format!("{wrong} of {} ranges not proven", ranges.len()) }
             }
@@ -259,4 +268,75 @@ pub(super) async fn audit(shared: &Shared, device: DeviceId) -> Outcome {
         tracing::warn!(error = %e, "cannot save the replica ledger");
     }
     outcome
+}
+
+/// The largest file read back whole in one audit.
+const TEST_RESTORE_MAX: u64 = 64 << 20;
+
+/// A test restore: one file version the device holds (drawn with the audit's seed, among those
+/// up to 64 MiB), read back from it chunk by chunk, opened, and checked against the BLAKE3 of
+/// the whole file recorded at ingest. Storage-only devices cannot read, but this device can.
+async fn test_restore(
+    shared: &Shared,
+    device: DeviceId,
+    seed: [u8; 32],
+) -> Result<Option<(String, u64)>, String> {
+    let Ok(keys) = shared.home.keys() else { return Ok(None) };
+    let snapshots: Vec<BlobId> = {
+        let ledger = lock(&shared.ledger);
+        let settings = lock(&shared.settings);
+        settings
+            .folders
+            .iter()
+            .filter_map(|f| ledger.get(device, f.id).map(|(_, a)| a.snapshot))
+            .collect()
+    };
+    // Pick the file under the stores' lock; read it back without it.
+    let picked = {
+        let work = shared.stores.work().await?;
+        tokio::task::block_in_place(|| -> Result<Option<(String, FileEntry)>, String> {
+            let stores = open_stores::read(&work);
+            let catalog = Catalog::new(keys, &stores);
+            let mut files = Vec::new();
+            for snapshot in snapshots {
+                let list =
+                    crate::status::files_of(&catalog, snapshot).map_err(|e| error_chain(&e))?;
+                files.extend(list.into_iter().map(|(path, entry, _)| (path, entry)));
+            }
+            files.sort_unstable();
+            files.dedup_by_key(|f| f.1);
+            let ids: Vec<BlobId> = files.iter().map(|f| f.1).collect();
+            for range in audit::challenge(seed, &ids, ids.len().min(16)) {
+                let entry: FileEntry = catalog.load(range.blob).map_err(|e| error_chain(&e))?;
+                if entry.size <= TEST_RESTORE_MAX {
+                    let path = files
+                        .iter()
+                        .find(|f| f.1 == range.blob)
+                        .map(|f| f.0.clone())
+                        .unwrap_or_default();
+                    return Ok(Some((String::from_utf8_lossy(&path).into_owned(), entry)));
+                }
+            }
+            Ok(None)
+        })?
+    };
+    let Some((path, entry)) = picked else { return Ok(None) };
+    let ids: Vec<BlobId> = entry.chunks.iter().map(|c| c.blob).collect();
+    let blobs = crate::fetch::fetch_blobs(&shared.node, triad_net::peer_id(device), &ids).await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut size = 0u64;
+    for (blob, chunk) in blobs.into_iter().zip(&entry.chunks) {
+        let opened = triad_core::seal::open_owned(keys, blob, triad_core::seal::ObjectKind::Chunk)
+            .map_err(|e| format!("a chunk of {path} does not open: {e}"))?;
+        let opened = opened.as_bytes();
+        if opened.len() != chunk.len as usize {
+            return Err(format!("a chunk of {path} has the wrong length"));
+        }
+        hasher.update(opened);
+        size += opened.len() as u64;
+    }
+    if *hasher.finalize().as_bytes() != entry.hash || size != entry.size {
+        return Err(format!("{path} read back does not match what was backed up"));
+    }
+    Ok(Some((path, size)))
 }

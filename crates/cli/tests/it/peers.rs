@@ -768,6 +768,10 @@ fn an_audit_catches_a_corrupted_copy_and_the_agent_repairs_it() {
     wait_for_status(&laptop, "protected by the NAS", protected);
     let passed = json(&laptop.ok(&["audit", "--now", "--json"]));
     assert_eq!(passed["devices"][0]["audit"]["result"], "passed", "{passed}");
+    // A file was read back whole from the NAS and matched its BLAKE3 from the backup.
+    let restored = &passed["devices"][0]["audit"]["restored"];
+    assert!(restored["bytes"].as_u64().is_some_and(|b| b > 0), "{passed}");
+    assert!(restored["path"].as_str().is_some_and(|p| p.starts_with("IMG_")), "{passed}");
 
     // Bit rot on the NAS's disk: bytes flipped all through its packs.
     for pack in crate::support::packs(&nas.store) {
