@@ -227,16 +227,23 @@ pub fn run(
         progress(&Event::Skipped { path: s.rel.clone(), reason: s.reason.clone() });
     }
 
-    // The previous snapshot of this folder by this device, from any store.
-    let parent = {
+    // The previous snapshot of this folder by this device, from any store; for a folder this
+    // device took over from a lost one (the same folder id), the lost device's latest.
+    let (parent, parent_is_mine) = {
         let catalog = Catalog::new(keys, stores);
-        let head = catalog
-            .heads()?
-            .into_iter()
-            .find(|h| h.head.device == home.device_id() && h.head.folder == folder.id);
-        match head {
-            Some(h) => Some((h.head.snapshot, catalog.load::<Snapshot>(h.head.snapshot)?)),
-            None => None,
+        let heads = catalog.heads()?;
+        let mine =
+            heads.iter().find(|h| h.head.device == home.device_id() && h.head.folder == folder.id);
+        let taken_over = heads
+            .iter()
+            .filter(|h| h.head.folder == folder.id)
+            .max_by_key(|h| (h.head.time, h.head.sequence));
+        match mine.or(taken_over) {
+            Some(h) => (
+                Some((h.head.snapshot, catalog.load::<Snapshot>(h.head.snapshot)?)),
+                mine.is_some(),
+            ),
+            None => (None, false),
         }
     };
     let now_empty = scan.files.is_empty() && scan.root.children.is_empty();
@@ -315,7 +322,9 @@ pub fn run(
     let mut trees = TreeWriter { keys, stores, tally: &mut tally };
     let root = trees.write(&scan.root, Path::new("."), &scan.files, &entries, &mut stats)?;
 
-    let unchanged = parent.as_ref().is_some_and(|(_, p)| p.root == root);
+    // Unchanged only against this device's own snapshot: a folder taken over gets a head of
+    // this device at its first backup, even with nothing changed.
+    let unchanged = parent_is_mine && parent.as_ref().is_some_and(|(_, p)| p.root == root);
     let (snapshot_id, sequence) = if let Some((id, previous)) =
         parent.as_ref().filter(|_| unchanged)
     {

@@ -195,6 +195,13 @@ pub(crate) struct RestoreArgs {
     /// Replace files that already exist.
     #[arg(long)]
     pub(crate) overwrite: bool,
+    /// Take the restored folders over: this device protects them from now on, continuing
+    /// their history (after a recovery, for the lost device's folders).
+    #[arg(long)]
+    pub(crate) take_over: bool,
+    /// With --take-over, the kind of media the restored folders are on (default ssd).
+    #[arg(long, requires = "take_over")]
+    pub(crate) media: Option<Media>,
     /// Print a JSON summary.
     #[arg(long)]
     pub(crate) json: bool,

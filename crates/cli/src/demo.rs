@@ -358,7 +358,7 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
     let out = recover.wait_with_output()?;
     ensure!(out.status.success(), "recovery failed: {}", String::from_utf8_lossy(&out.stderr));
     let restored = root.join("restored");
-    ok(&fresh, &["restore", "latest", "--to", &restored.to_string_lossy()])?;
+    ok(&fresh, &["restore", "latest", "--to", &restored.to_string_lossy(), "--take-over"])?;
     let mut checked = 0u64;
     for f in &files {
         let original = fs::read(pictures.join(&f.rel))?;
@@ -377,7 +377,8 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     ensure!(!pi.join("vault.key").exists(), "the storage-only Pi holds a key");
-    println!("   The Pi never held a key: it stored ciphertext it cannot read.");
+    println!("   The new laptop protects the restored folder from now on; the Pi never held a key:");
+    println!("   it stored ciphertext it cannot read.");
     drop(pi_agent);
     Ok(())
 }

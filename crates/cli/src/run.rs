@@ -675,8 +675,31 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
         totals.failed.extend(report.failed);
     }
     bar.finish_and_clear();
+    let mut taken = Vec::new();
+    if a.take_over {
+        if a.path.is_some() {
+            bail!("--take-over restores whole folders: leave out the path");
+        }
+        let mut config = dev.config.clone();
+        for snap in &chosen {
+            if config.folders.iter().any(|f| f.id == snap.snapshot.folder) {
+                continue;
+            }
+            let path = dest.join(&snap.snapshot.folder_name);
+            config.folders.push(FolderConfig {
+                id: snap.snapshot.folder,
+                path: path.clone(),
+                media: a.media.unwrap_or(triad_core::Media::Ssd),
+                exclude: Vec::new(),
+                policy: None,
+            });
+            taken.push((path, snap.snapshot.device_name.clone()));
+        }
+        settings::save(home_path, &config)?;
+    }
     if a.json {
         output::json_line(&json!({
+            "taken_over": taken.iter().map(|(p, _)| p.to_string_lossy()).collect::<Vec<_>>(),
             "files": totals.files, "bytes": totals.bytes, "dirs": totals.dirs, "links": totals.links,
             "failed": totals.failed.iter().map(|(p, r)| json!({"path": p.to_string_lossy(), "reason": r})).collect::<Vec<_>>(),
             "to": dest.to_string_lossy(),
@@ -688,6 +711,12 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
             output::size(totals.bytes),
             dest.display()
         );
+        for (path, from) in &taken {
+            println!(
+                "This device protects {} from now on (taken over from {from}); start or restart `triad agent`.",
+                path.display()
+            );
+        }
         if !totals.failed.is_empty() {
             println!("{} files could NOT be restored:", totals.failed.len());
             for (p, r) in &totals.failed {

@@ -745,13 +745,32 @@ fn a_new_device_recovers_everything_from_the_phrase_and_the_storage_only_pi_alon
     assert!(out.status.success(), "{}", text(&out));
 
     let to = fresh.root().join("restored");
-    fresh.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
+    fresh.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8"), "--take-over"]);
     let files = crate::support::assert_same_tree(&laptop.folder, &to.join("shoot"));
     assert!(files >= 6, "{files} files restored");
     fresh.ok(&["verify", "--read-data"]);
     // The Pi now lists the new device, signed on by the recovery key.
     let view = json(&pi.ok(&["devices", "--json"]));
     assert!(view.to_string().contains("laptop2"), "{view}");
+
+    // The new laptop protects the lost one's folder from now on: its agent backs it up (its
+    // history continues) and the Pi holds the copy again, without any data sent twice.
+    let folders: Value =
+        serde_json::from_str(&fresh.ok(&["folder", "list", "--json"])).expect("JSON");
+    assert_eq!(folders.as_array().map(Vec::len), Some(1), "{folders}");
+    fresh.set_option("protect", "retry_secs", "1");
+    let _fresh_agent = start_agent_as_is(&fresh);
+    fresh.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+    let n = files as u64;
+    let answer = wait_for_status(&fresh, "protected again", |a| {
+        a["worst"] == "PROTECTED" && count(a, "PROTECTED") == n
+    });
+    assert_eq!(answer["survives_site_loss"], true, "{answer}");
+    let history = json(&fresh.ok(&["snapshots", "--json"]));
+    assert!(history.as_array().is_some_and(|s| s.len() >= 2), "the history continues: {history}");
+    // And the lost laptop is removed, for good, everywhere it can be told.
+    let removed = json(&fresh.ok(&["devices", "remove", "laptop", "--json"]));
+    assert_eq!(removed["told"], serde_json::json!(["pi"]), "{removed}");
 }
 
 #[test]
