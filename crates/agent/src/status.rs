@@ -52,6 +52,9 @@ pub struct FolderState {
     pub snapshot: Option<(BlobId, Timestamp)>,
     /// Every file of the latest snapshot.
     pub files: Vec<FileState>,
+    /// Earlier versions (in earlier snapshots, no longer current), each with the copies it
+    /// has: history, reported but not replicated further.
+    pub history: Vec<Evaluation>,
 }
 
 /// What the evaluation needs to know beyond the stores.
@@ -100,6 +103,7 @@ pub fn evaluate(
             policy,
             snapshot: None,
             files: Vec::new(),
+            history: Vec::new(),
         };
         let Some(head) =
             heads.iter().find(|h| h.head.device == inputs.me && h.head.folder == folder.id)
@@ -147,7 +151,9 @@ pub fn evaluate(
             let Some((stores, acked)) = inputs.ledger.get(entry.device, folder.id) else {
                 continue;
             };
-            let versions = walker.versions(acked.snapshot)?;
+            // A push sends every snapshot of the history, so the peer holds every version
+            // up to the one it acknowledged.
+            let versions = walker.history(acked.snapshot)?;
             let copies = stores
                 .iter()
                 .map(|s| Copy {
@@ -190,6 +196,24 @@ pub fn evaluate(
                 copies,
                 evaluation,
             });
+        }
+
+        // Earlier versions: in the local stores (they hold the whole history) and on each peer
+        // that acknowledged a snapshot after them; never the source (it changed).
+        let current: HashSet<BlobId> = state.files.iter().map(|f| f.entry).collect();
+        if let Some(parent) = snapshot.parent {
+            let earlier = walker.history(parent)?;
+            for version in earlier.difference(&current) {
+                let mut copies = local.clone();
+                for (versions, peer_copies) in &remote {
+                    if versions.contains(version) {
+                        copies.extend(peer_copies.iter().cloned());
+                    }
+                }
+                state
+                    .history
+                    .push(policy::evaluate(policy, windows, home_site, &copies, inputs.now));
+            }
         }
         out.push(state);
     }
@@ -242,6 +266,34 @@ impl Walker<'_, '_> {
             self.trees.insert(id, tree);
         }
         Ok(&self.trees[&id])
+    }
+
+    /// Every file version in the snapshot `id` and in every snapshot before it.
+    /// Each distinct tree is read once: snapshots share every directory that did not change.
+    fn history(&mut self, id: BlobId) -> Result<HashSet<BlobId>, CatalogError> {
+        let mut all = HashSet::new();
+        let mut seen: HashSet<BlobId> = HashSet::new();
+        let mut next = Some(id);
+        while let Some(id) = next {
+            let snapshot: Snapshot = self.catalog.load(id)?;
+            let mut trees = vec![snapshot.root];
+            while let Some(tree) = trees.pop() {
+                if !seen.insert(tree) {
+                    continue;
+                }
+                for node in &self.tree(tree)?.nodes {
+                    match node.kind {
+                        NodeKind::File { entry } => {
+                            all.insert(entry);
+                        }
+                        NodeKind::Dir { tree } => trees.push(tree),
+                        NodeKind::Symlink { .. } => {}
+                    }
+                }
+            }
+            next = snapshot.parent;
+        }
+        Ok(all)
     }
 
     /// Every file version (file entry blob) in the snapshot `id`.
@@ -364,6 +416,8 @@ pub struct FolderSummary {
     pub survives_site_loss: bool,
     /// The files asked for: (path, state, reasons).
     pub files: Vec<(String, &'static str, Vec<String>)>,
+    /// Earlier versions per state (every state listed); they do not count towards `worst`.
+    pub history: BTreeMap<&'static str, u64>,
 }
 
 /// Summarises `folder`; lists the files in `list` states.
@@ -404,5 +458,13 @@ pub fn summarise(folder: &FolderState, names: &Names<'_>, list: &[State]) -> Fol
         worst: worst.as_str(),
         survives_site_loss: survives,
         files,
+        history: {
+            let mut history: BTreeMap<&'static str, u64> =
+                State::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+            for e in &folder.history {
+                *history.entry(e.state.as_str()).or_default() += 1;
+            }
+            history
+        },
     }
 }

@@ -377,7 +377,9 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     ensure!(!pi.join("vault.key").exists(), "the storage-only Pi holds a key");
-    println!("   The new laptop protects the restored folder from now on; the Pi never held a key:");
+    println!(
+        "   The new laptop protects the restored folder from now on; the Pi never held a key:"
+    );
     println!("   it stored ciphertext it cannot read.");
     drop(pi_agent);
     Ok(())

@@ -116,6 +116,21 @@ fn print_status(value: &Value) {
                 }
             }
         }
+        let history: BTreeMap<String, u64> =
+            serde_json::from_value(folder["history"].clone()).unwrap_or_default();
+        let earlier: u64 = history.values().sum();
+        if earlier > 0 {
+            let parts: Vec<String> = State::ALL
+                .iter()
+                .filter_map(|s| {
+                    history.get(s.as_str()).filter(|n| **n > 0).map(|n| format!("{n} {s}"))
+                })
+                .collect();
+            println!(
+                "  earlier versions (history, kept as they are): {earlier}: {}",
+                parts.join(", ")
+            );
+        }
         for file in folder["files"].as_array().into_iter().flatten() {
             let reasons: Vec<&str> =
                 file[2].as_array().into_iter().flatten().filter_map(Value::as_str).collect();

@@ -697,6 +697,19 @@ fn new_files_become_protected_without_any_command() {
         a["doing"]["what"].as_str().is_some_and(|w| w.starts_with("watching the folders"))
     });
     assert!(laptop.ok(&["status"]).contains("triad is watching the folders"), "{said}");
+
+    // An edit: the new version is protected like the others; the old one is history, kept
+    // with the copies it has (a store here and the NAS), reported, and not the exit code.
+    write_noise(&laptop.folder.join("IMG_0000.CR3"), 512 << 10, 99);
+    let answer = wait_for_status(&laptop, "the edit protected, the old version history", |a| {
+        protected(6)(a) && a["folders"][0]["history"]["DEGRADED"] == 1
+    });
+    let history = &answer["folders"][0]["history"];
+    assert_eq!(
+        history.as_object().map(|h| h.values().filter_map(Value::as_u64).sum::<u64>()),
+        Some(1)
+    );
+    assert!(laptop.ok(&["status"]).contains("earlier versions"), "{answer}");
 }
 
 #[test]
