@@ -384,24 +384,21 @@ async fn answer_control(
             Response::Refused { reason: format!("at most {MISSING_BATCH_MAX} blobs per request") }
         }
         wire::Request::Missing { blobs } => match busy_or(shared.stores.work()).await {
-            Ok(work) => {
-                // The committed index only: a blob answered as present must be durable, not
-                // in a put that another push has yet to commit (and may lose).
-                let stores = open_stores::read(&work);
+            // The committed index only: a blob answered as present must be durable, not in a
+            // put that another push has yet to commit (and may lose).
+            Ok(work) => tokio::task::block_in_place(|| {
+                let Some(stores) = open_stores::read_within(&work, Duration::from_secs(10)) else {
+                    return Response::Refused { reason: BUSY.into() };
+                };
                 if stores.is_empty() {
-                    Response::Refused { reason: "this device has no store".into() }
-                } else {
-                    let missing = tokio::task::block_in_place(|| {
-                        blobs
-                            .into_iter()
-                            .filter(|id| {
-                                stores.iter().any(|s| !s.holds_committed(*id).unwrap_or(false))
-                            })
-                            .collect()
-                    });
-                    Response::Missing { blobs: missing }
+                    return Response::Refused { reason: "this device has no store".into() };
                 }
-            }
+                let missing = blobs
+                    .into_iter()
+                    .filter(|id| stores.iter().any(|s| !s.holds_committed(*id).unwrap_or(false)))
+                    .collect();
+                Response::Missing { blobs: missing }
+            }),
             Err(reason) => Response::Refused { reason },
         },
         wire::Request::Roster { roster } => match Roster::decode(&roster) {
@@ -1202,6 +1199,10 @@ async fn request(
         frame::read::<Response, _>(&mut stream, "control response", CONTROL_FRAME_MAX).await
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        // Busy is not a refusal: the peer is there but cannot take the request now.
+        Ok(Ok(Response::Refused { reason })) if reason == BUSY => {
+            Err(SyncFailure::Unreachable(format!("the peer is {reason}")))
+        }
         Ok(Ok(Response::Refused { reason })) => Err(SyncFailure::Refused(reason)),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(SyncFailure::Unreachable(error_chain(&e))),
