@@ -122,6 +122,9 @@ struct Shared {
     kick: mpsc::Sender<()>,
     /// What the agent's own work is doing, in words, and since when.
     doing: Mutex<(String, u64)>,
+    /// A scrub after a failed audit is dropping rotten blobs: until it is done, `Missing` says
+    /// busy, so that the repair that follows sees every blob that must come again.
+    scrubbing: std::sync::atomic::AtomicBool,
     window: Mutex<Option<Window>>,
     stores: OpenStores,
     /// Held while the roster is copied into the stores, so that the latest copy is the last.
@@ -247,6 +250,7 @@ pub async fn run(
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
         doing: Mutex::new(("starting".to_owned(), now_secs())),
+        scrubbing: std::sync::atomic::AtomicBool::new(false),
         home,
         home_path: home_path.to_path_buf(),
         config: config.clone(),
@@ -383,6 +387,11 @@ async fn answer_control(
         wire::Request::Missing { blobs } if blobs.len() > MISSING_BATCH_MAX => {
             Response::Refused { reason: format!("at most {MISSING_BATCH_MAX} blobs per request") }
         }
+        wire::Request::Missing { .. }
+            if shared.scrubbing.load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            Response::Refused { reason: BUSY.into() }
+        }
         wire::Request::Missing { blobs } => match busy_or(shared.stores.work()).await {
             // The committed index only: a blob answered as present must be durable, not in a
             // put that another push has yet to commit (and may lose).
@@ -463,7 +472,7 @@ async fn answer_control(
                 let (response, rotten) =
                     tokio::task::block_in_place(|| audit::answer(&work, &ranges));
                 drop(work);
-                if rotten {
+                if rotten && !shared.scrubbing.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     tokio::spawn(audit::scrub_and_drop(shared.clone()));
                 }
                 response

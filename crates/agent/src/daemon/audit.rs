@@ -27,10 +27,15 @@ const RANGES: usize = 64;
 /// File versions sampled per audit, one chunk of each (and their metadata).
 const FILES_SAMPLED: usize = 64;
 
-/// Whether a problem means the bytes on disk are bad (and not that they could not be read
-/// just now: an unplugged disk, too many open files).
-fn rotten(problem: &Problem) -> bool {
-    matches!(problem, Problem::Mismatch | Problem::Short | Problem::Header | Problem::Length)
+/// Whether a problem means the bytes on disk are bad or gone (and not that they could not be
+/// read just now: an unplugged disk, too many open files). A pack file that is missing while
+/// the store's own directory is there was deleted; with the directory gone, the disk is.
+fn rotten(problem: &Problem, store: &triad_store::Store) -> bool {
+    match problem {
+        Problem::Mismatch | Problem::Short | Problem::Header | Problem::Length => true,
+        Problem::PackMissing => store.path().join("packs").is_dir(),
+        _ => false,
+    }
 }
 
 /// The audited side: a slice for each range, `None` for a blob that is not here or cannot be
@@ -55,7 +60,7 @@ pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> (Respon
                             found = Some(audit::slice(blob.as_bytes(), range));
                             break;
                         }
-                        Err(ReadError::Corrupt { problem, .. }) if rotten(&problem) => {
+                        Err(ReadError::Corrupt { problem, .. }) if rotten(&problem, store) => {
                             tracing::warn!(blob = %r.blob, store = %store.path().display(),
                                 %problem, "a blob is damaged here");
                             rotten_here.push((i, r.blob));
@@ -82,8 +87,11 @@ fn drop_rotten(work: &open_stores::Work, rotten: &[(usize, BlobId)]) {
     let mut touched: Vec<usize> = Vec::new();
     for &(i, id) in rotten {
         if let Some(store) = stores.get_mut(i) {
-            let _ = store.remove(id);
-            touched.push(i);
+            match store.remove(id) {
+                Ok(_) => touched.push(i),
+                Err(e) => tracing::warn!(blob = %id, store = %store.path().display(), error = %e,
+                    "cannot drop a damaged blob; it will not be repaired in place"),
+            }
         }
     }
     touched.sort_unstable();
@@ -103,6 +111,11 @@ fn drop_rotten(work: &open_stores::Work, rotten: &[(usize, BlobId)]) {
 /// drops each rotten one, so that the repair that follows sends back all of them. Runs after
 /// the audit was answered.
 pub(super) async fn scrub_and_drop(shared: Arc<Shared>) {
+    scrub_and_drop_now(&shared).await;
+    shared.scrubbing.store(false, std::sync::atomic::Ordering::SeqCst);
+}
+
+async fn scrub_and_drop_now(shared: &Shared) {
     let Ok(work) = shared.stores.work().await else { return };
     tokio::task::block_in_place(|| {
         let mut rotten_blobs = Vec::new();
@@ -114,7 +127,7 @@ pub(super) async fn scrub_and_drop(shared: Arc<Shared>) {
                         report
                             .damaged
                             .iter()
-                            .filter(|d| rotten(&d.problem))
+                            .filter(|d| rotten(&d.problem, store))
                             .filter_map(|d| Some((i, d.blob?))),
                     ),
                     Err(e) => {

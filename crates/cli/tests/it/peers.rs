@@ -795,7 +795,7 @@ fn an_audit_catches_a_corrupted_copy_and_the_agent_repairs_it() {
         write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 300 << 10, i);
     }
     let _agent = start_agent_as_is(&laptop);
-    let (nas, _nas_agent) = paired_nas(&laptop, &[]);
+    let (nas, nas_agent) = paired_nas(&laptop, &[]);
     let protected = |a: &Value| a["worst"] == "PROTECTED" && count(a, "PROTECTED") == 6;
     wait_for_status(&laptop, "protected by the NAS", protected);
     let passed = json(&laptop.ok(&["audit", "--now", "--json"]));
@@ -822,6 +822,7 @@ fn an_audit_catches_a_corrupted_copy_and_the_agent_repairs_it() {
     wait_for_status(&laptop, "repaired", protected);
     let again = json(&laptop.ok(&["audit", "--now", "--json"]));
     assert_eq!(again["devices"][0]["audit"]["result"], "passed", "{again}");
+    drop(nas_agent);
 }
 
 #[test]
