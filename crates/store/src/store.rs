@@ -988,14 +988,21 @@ impl Store {
             && len + entry_len <= self.config.pack_len_target
         {
             let path = self.pack_path(seq);
-            let file: Arc<dyn File> =
-                Arc::from(self.fs.open(&path, true).map_err(|e| self.write_error(&path, e))?);
-            if file.len().map_err(|e| self.write_error(&path, e))? == len {
-                self.readers_mut().insert(seq, file.clone());
-                let out = Appender::open(&*self.fs, path.clone(), file, len)
-                    .map_err(|e| self.write_error(&path, e))?;
-                self.writer = Some(Writer { seq, committed: len, out });
-                return Ok(());
+            match self.fs.open(&path, true) {
+                Ok(file) => {
+                    let file: Arc<dyn File> = Arc::from(file);
+                    if file.len().map_err(|e| self.write_error(&path, e))? == len {
+                        self.readers_mut().insert(seq, file.clone());
+                        let out = Appender::open(&*self.fs, path.clone(), file, len)
+                            .map_err(|e| self.write_error(&path, e))?;
+                        self.writer = Some(Writer { seq, committed: len, out });
+                        return Ok(());
+                    }
+                }
+                // The pack was deleted from the disk: its blobs are lost (a scrub says which),
+                // and new entries go to a new pack.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.write_error(&path, e)),
             }
         }
         self.new_pack()

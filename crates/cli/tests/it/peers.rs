@@ -822,7 +822,19 @@ fn an_audit_catches_a_corrupted_copy_and_the_agent_repairs_it() {
     wait_for_status(&laptop, "repaired", protected);
     let again = json(&laptop.ok(&["audit", "--now", "--json"]));
     assert_eq!(again["devices"][0]["audit"]["result"], "passed", "{again}");
+
+    // Blobs deleted from the NAS's disk (a pack file gone) are caught and sent again too.
     drop(nas_agent);
+    let packs = crate::support::packs(&nas.store);
+    fs::remove_file(&packs[0]).expect("rm pack");
+    let nas_agent = start_agent(&nas);
+    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    let out = laptop.run(&["audit", "--now", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "deleted blobs fail the audit: {}", text(&out));
+    wait_for_status(&laptop, "repaired after a deletion", protected);
+    let last = json(&laptop.ok(&["audit", "--now", "--json"]));
+    assert_eq!(last["devices"][0]["audit"]["result"], "passed", "{last}");
+    nas.ok(&["verify", "--read-data"]);
 }
 
 #[test]
