@@ -3,7 +3,7 @@
 //! Three phases. The *scan* walks the folder and reuses the file entry of every file whose
 //! stat matches the metadata cache (and whose entry every target store holds). The *data*
 //! phase reads the other files through a pipeline: the calling thread reads and cuts chunks
-//! and hashes each file; sealing threads seal chunks; one writer thread owns the stores,
+//! and hashes each file; sealing threads seal chunks; one writer thread writes the stores,
 //! puts blobs, builds each file's entry once all its chunks are stored, and commits every
 //! `commit_bytes`. Channels
 //! between them are bounded, so memory stays flat whatever the file sizes. The *tree*
@@ -23,6 +23,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -196,17 +197,29 @@ impl From<CatalogError> for BackupError {
     }
 }
 
+/// The stores a backup writes to. Each operation takes the lock for itself alone (a look, a
+/// put, a commit), so that others (a push arriving, an audit) use the stores in between.
+pub type Stores = RwLock<Vec<Store>>;
+
+fn look(stores: &Stores) -> RwLockReadGuard<'_, Vec<Store>> {
+    stores.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(stores: &Stores) -> RwLockWriteGuard<'_, Vec<Store>> {
+    stores.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Backs a folder up into every store in `stores`, and writes `roster` beside its head.
 pub fn run(
     home: &Home,
     config: &Config,
     roster: &Roster,
-    stores: &mut [Store],
+    stores: &Stores,
     request: Request<'_>,
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<Report, BackupError> {
     let Request { folder, now, options } = request;
-    if stores.is_empty() {
+    if look(stores).is_empty() {
         return Err(BackupError::NoStore);
     }
     let keys = home.keys().map_err(|_| BackupError::StorageOnly)?;
@@ -230,7 +243,8 @@ pub fn run(
     // The previous snapshot of this folder by this device, from any store; for a folder this
     // device took over from a lost one (the same folder id), the lost device's latest.
     let (parent, parent_is_mine) = {
-        let catalog = Catalog::new(keys, stores);
+        let guard = look(stores);
+        let catalog = Catalog::new(keys, &guard);
         let heads = catalog.heads()?;
         let mine =
             heads.iter().find(|h| h.head.device == home.device_id() && h.head.folder == folder.id);
@@ -263,7 +277,7 @@ pub fn run(
     let mut to_read: Vec<usize> = Vec::new();
     for (i, file) in scan.files.iter().enumerate() {
         let reusable = match old_cache.lookup(&file.rel, &file.stat) {
-            Some(entry) => all_contain(stores, entry)?.then_some(entry),
+            Some(entry) => all_contain(&look(stores), entry)?.then_some(entry),
             None => None,
         };
         match reusable {
@@ -303,7 +317,7 @@ pub fn run(
             }
             Err(reason) => {
                 let kept = match old_cache.previous(&file.rel) {
-                    Some(prev) if all_contain(stores, prev)? => Some(prev),
+                    Some(prev) if all_contain(&look(stores), prev)? => Some(prev),
                     _ => None,
                 };
                 let reason = match kept {
@@ -356,7 +370,7 @@ pub fn run(
             time: now,
         }
         .sign(home.device_key());
-        for store in stores.iter_mut() {
+        for store in write(stores).iter_mut() {
             let path = store.path().to_path_buf();
             store
                 .write_head(&head)
@@ -408,13 +422,13 @@ fn all_contain(stores: &[Store], id: BlobId) -> Result<bool, BackupError> {
 }
 
 fn put_all(
-    stores: &mut [Store],
+    stores: &Stores,
     blob: &SealedBlob,
     tally: &mut Tally,
     data: bool,
 ) -> Result<(), BackupError> {
     let mut new = false;
-    for store in stores.iter_mut() {
+    for store in write(stores).iter_mut() {
         let path = store.path().to_path_buf();
         new |= store.put(blob).map_err(|source| BackupError::Store { path, source })?;
     }
@@ -430,10 +444,11 @@ fn put_all(
 }
 
 fn commit_all(
-    stores: &mut [Store],
+    stores: &Stores,
     tally: &mut Tally,
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<(), BackupError> {
+    let mut stores = write(stores);
     let bytes = stores.iter().map(Store::pending_bytes).max().unwrap_or(0);
     for store in stores.iter_mut() {
         let path = store.path().to_path_buf();
@@ -449,7 +464,7 @@ fn commit_all(
 
 struct TreeWriter<'a> {
     keys: &'a VaultKeys,
-    stores: &'a mut [Store],
+    stores: &'a Stores,
     tally: &'a mut Tally,
 }
 
@@ -534,7 +549,7 @@ fn read_files(
     folder: &Path,
     files: &[scan::FileRecord],
     to_read: &[usize],
-    stores: &mut [Store],
+    stores: &Stores,
     tally: &mut Tally,
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<Vec<ReadOutcome>, BackupError> {
@@ -717,7 +732,7 @@ struct Assembly {
 fn write_loop(
     keys: &VaultKeys,
     files: &[scan::FileRecord],
-    stores: &mut [Store],
+    stores: &Stores,
     tally: &mut Tally,
     done: Receiver<Done>,
     commit_bytes: u64,
@@ -780,7 +795,7 @@ fn write_loop(
             progress(&Event::FileStored { path: files[file].rel.clone(), bytes: stat.size });
             outcomes.push(ReadOutcome { file, result: Ok((blob.id(), stat)) });
         }
-        if stores.iter().map(Store::pending_bytes).max().unwrap_or(0) >= commit_bytes {
+        if look(stores).iter().map(Store::pending_bytes).max().unwrap_or(0) >= commit_bytes {
             commit_all(stores, tally, progress)?;
         }
     }

@@ -359,7 +359,7 @@ fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
     if folders.is_empty() {
         bail!("no folder to back up: add one with `triad folder add PATH`");
     }
-    let mut stores = dev.stores(Access::ReadWrite)?;
+    let stores = std::sync::RwLock::new(dev.stores(Access::ReadWrite)?);
     let roster = dev.home.roster()?;
     let mut code = EXIT_OK;
     for folder in folders {
@@ -388,7 +388,7 @@ fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
             now: output::now(),
             options: backup::Options { allow_empty: a.allow_empty },
         };
-        let report = backup::run(&dev.home, &dev.config, &roster, &mut stores, request, &progress)
+        let report = backup::run(&dev.home, &dev.config, &roster, &stores, request, &progress)
             .with_context(|| format!("while backing up {}", folder.path.display()))?;
         bar.finish_and_clear();
         if !report.skipped.is_empty() {

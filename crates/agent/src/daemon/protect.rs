@@ -110,8 +110,8 @@ async fn round(shared: &Arc<Shared>) -> bool {
     for folder in &settings.folders {
         let request = backup::Request { folder, now: now(), options: backup::Options::default() };
         let outcome = tokio::task::block_in_place(|| {
-            let mut stores = open_stores::write(&work);
-            backup::run(&shared.home, &settings, &roster, &mut stores, request, &|_| {})
+            // The stores are locked for each put and commit, not for the whole folder.
+            backup::run(&shared.home, &settings, &roster, &work, request, &|_| {})
         });
         match outcome {
             Ok(report) if report.unchanged => {}
