@@ -4,7 +4,6 @@
 //! peer holds into a new local store, each blob checked against its address on arrival.
 //! The files are then restored from that store like from any other.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use triad_core::head::SignedHead;
@@ -61,6 +60,9 @@ pub struct Recovered {
     pub bytes: u64,
     /// Signed heads copied.
     pub heads: usize,
+    /// Blobs the peer holds but could not read: the files that need them cannot be restored
+    /// from this copy (`triad verify` names them).
+    pub unreadable: Vec<BlobId>,
 }
 
 /// Recovers the vault from one peer into a new home and store. `progress(blobs, bytes)` is
@@ -118,7 +120,7 @@ pub async fn from_peer(
             break;
         }
     }
-    let (blobs, bytes) =
+    let (blobs, bytes, unreadable) =
         copy_blobs(&node, peer, &mut store, &wanted, progress).await.map_err(|e| {
             format!(
                 "{e}; the store {} holds a partial copy: remove it and recover again",
@@ -142,7 +144,7 @@ pub async fn from_peer(
     store.write_roster(&roster).map_err(|e| e.to_string())?;
     drop(store);
     node.close_all().await;
-    Ok(Recovered { home, config, blobs, bytes, heads: copied })
+    Ok(Recovered { home, config, blobs, bytes, heads: copied, unreadable })
 }
 
 async fn ask(node: &Node, peer: PeerId, request: &wire::Request) -> Result<Response, String> {
@@ -157,32 +159,36 @@ async fn ask(node: &Node, peer: PeerId, request: &wire::Request) -> Result<Respo
 }
 
 /// Copies `wanted` from `peer` into `store`, batch by batch, each blob checked against its
-/// address and committed before the next batch is asked for.
+/// address and committed before the next batch is asked for. The peer sends each batch in
+/// order and stops at a blob it cannot read; that one is set aside (returned) and the copy goes
+/// on with the rest, so that one bad blob costs the files that need it, not the recovery.
 async fn copy_blobs(
     node: &Node,
     peer: PeerId,
     store: &mut Store,
     wanted: &[BlobId],
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64, Vec<BlobId>), String> {
     let failed = |e: &dyn std::fmt::Display| format!("the copy from the peer broke off: {e}");
     let mut stream = node.open(peer, FETCH_PROTOCOL).await.map_err(|e| e.to_string())?;
     let (mut blobs, mut bytes) = (0u64, 0u64);
-    for batch in wanted.chunks(FETCH_BATCH.min(MISSING_BATCH_MAX)) {
+    let mut unreadable = Vec::new();
+    let mut queue = wanted;
+    while !queue.is_empty() {
+        let batch = &queue[..queue.len().min(FETCH_BATCH.min(MISSING_BATCH_MAX))];
         frame::write(&mut stream, &Fetch { blobs: batch.to_vec() })
             .await
             .map_err(|e| failed(&e))?;
-        let mut asked: HashSet<&BlobId> = batch.iter().collect();
         let mut got = 0;
-        // Blobs until the `Commit` that ends the batch, each asked for and sent once.
+        // Blobs in the order asked, until the `Commit` that ends the batch.
         loop {
             let frame = tokio::time::timeout(READ_TIMEOUT, frame::read_blob(&mut stream))
                 .await
                 .map_err(|_| failed(&"the peer went quiet"))?
                 .map_err(|e| failed(&e))?;
             let BlobFrame::Blob { id, bytes: sealed } = frame else { break };
-            if !asked.remove(&id) {
-                return Err(format!("the peer sent blob {id}, which was not asked for (or twice)"));
+            if batch.get(got) != Some(&id) {
+                return Err(format!("the peer sent blob {id}, which was not asked for there"));
             }
             let len = sealed.len() as u64;
             let blob = SealedBlob::verify(id, sealed)
@@ -191,15 +197,19 @@ async fn copy_blobs(
             got += 1;
             bytes += len;
         }
-        if got != batch.len() {
-            return Err(format!("the peer sent {got} of the {} blobs asked for", batch.len()));
-        }
         tokio::task::block_in_place(|| store.commit()).map_err(|e| e.to_string())?;
         blobs += got as u64;
         progress(blobs, bytes);
+        if got < batch.len() {
+            tracing::warn!(blob = %batch[got], "the peer cannot read this blob; going on without it");
+            unreadable.push(batch[got]);
+            queue = &queue[got + 1..];
+        } else {
+            queue = &queue[got..];
+        }
     }
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
-    Ok((blobs, bytes))
+    Ok((blobs, bytes, unreadable))
 }
 
 /// Asks `peer` for `ids` on one `/triad/fetch/1` stream and returns them in order, each checked

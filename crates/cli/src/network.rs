@@ -455,6 +455,12 @@ pub(crate) fn recover_from_peer(
         recovered.heads,
         store_path.display()
     );
+    if !recovered.unreadable.is_empty() {
+        println!(
+            "WARNING: {} blobs could not be read on {peer}; the files that need them cannot be restored from it. `triad verify` names them.",
+            recovered.unreadable.len()
+        );
+    }
     println!("Restore everything with `triad restore latest --to DIR`.");
-    Ok(EXIT_OK)
+    Ok(if recovered.unreadable.is_empty() { EXIT_OK } else { crate::EXIT_DAMAGE })
 }

@@ -874,3 +874,67 @@ fn own_copies_are_proven_again_by_the_agent_and_age_without_it() {
     let answer = wait_for_status(&laptop, "proofs aged", |a| count(a, "DEGRADED") == 3);
     assert!(answer["folders"][0]["reasons"].to_string().contains("last proven"), "{answer}");
 }
+
+#[test]
+fn a_recovery_goes_on_past_a_blob_the_peer_cannot_read() {
+    let laptop = Device::new();
+    for i in 0..4 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 1 << 20, i);
+    }
+    laptop.backup();
+    let agent = start_agent(&laptop);
+    let pi = Device::bare();
+    let (pairing, first) = open_pairing(&laptop, &["--storage-only"]);
+    let out = join(&pi, first["link"].as_str().expect("link"), "pi", "parents", None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pairing.finish().0.success());
+    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
+    let pi_agent = start_agent(&pi);
+    laptop.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+    laptop.ok(&["sync", "pi"]);
+    drop(agent);
+
+    // One byte rots in the middle of the Pi's pack: inside a chunk (data comes first).
+    drop(pi_agent);
+    let pack = crate::support::packs(&pi.store).remove(0);
+    let mut bytes = fs::read(&pack).expect("pack");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    fs::write(&pack, bytes).expect("pack");
+    let pi_agent = start_agent(&pi);
+
+    let fresh = Device::bare();
+    let mut child = fresh
+        .command(&[
+            "recover",
+            "--peer",
+            &pi_agent.addr,
+            "--store",
+            fresh.store.to_str().expect("utf-8"),
+            "--name",
+            "laptop2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("recover runs");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), laptop.phrase.as_bytes())
+        .expect("the phrase");
+    let out = child.wait_with_output().expect("recover ends");
+    assert_eq!(out.status.code(), Some(3), "damage, said: {}", text(&out));
+    assert!(text(&out).contains("could not be read"), "{}", text(&out));
+
+    // Everything else is there: three of the four files restore, byte for byte.
+    let to = fresh.root().join("restored");
+    let out = fresh.run(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(3), "one file cannot be restored: {}", text(&out));
+    let mut same = 0;
+    for i in 0..4 {
+        let name = format!("IMG_{i:04}.CR3");
+        if fs::read(to.join("shoot").join(&name)).ok() == fs::read(laptop.folder.join(&name)).ok() {
+            same += 1;
+        }
+    }
+    assert_eq!(same, 3, "{}", text(&out));
+}
