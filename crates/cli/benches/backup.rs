@@ -10,6 +10,8 @@
 //! `cargo bench -p triad-cli --bench backup`; `TRIAD_BENCH_GIB=N` changes the set's size.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,12 +21,7 @@ use triad_core::chunk::Chunker;
 use triad_core::keys::{VaultKeys, VaultSecret};
 use triad_core::seal::{self, ObjectKind};
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let key = blake3::hash(&seed.to_le_bytes());
-    blake3::Hasher::new_keyed(key.as_bytes()).finalize_xof().fill(&mut out);
-    out
-}
+use common::noise;
 
 /// What backup does to every byte, without I/O: cut, hash the file, seal each chunk.
 fn pipeline(keys: &VaultKeys, data: &[u8]) -> usize {

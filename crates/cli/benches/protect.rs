@@ -6,61 +6,13 @@
 //! `cargo bench -p triad-cli --bench protect`; `TRIAD_BENCH_MIB=N` changes the size.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let key = blake3::hash(&seed.to_le_bytes());
-    blake3::Hasher::new_keyed(key.as_bytes()).finalize_xof().fill(&mut out);
-    out
-}
-
-fn triad(home: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(args)
-        .env("TRIAD_HOME", home)
-        .env_remove("TRIAD_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("triad runs")
-}
-
-fn ok(home: &Path, args: &[&str]) {
-    let out = triad(home, args);
-    assert!(out.status.success(), "triad {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-struct Agent {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent(home: &Path) -> Agent {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"])
-        .env("TRIAD_HOME", home)
-        .env_remove("TRIAD_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-    let ready: serde_json::Value = serde_json::from_str(&line).expect("json");
-    let addr = ready["addrs"][0].as_str().expect("addr").split("/p2p/").next().expect("addr");
-    Agent { child, addr: addr.to_owned() }
-}
+use common::{agent, noise, ok, pair, triad};
 
 fn protected(home: &Path) -> Option<u64> {
     let out = triad(home, &["status", "--json"]);
@@ -90,28 +42,7 @@ fn main() {
     ok(&laptop, &["folder", "add", folder.to_str().expect("utf-8"), "--media", "ssd"]);
     let _laptop_agent = agent(&laptop);
 
-    let mut pair = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(["pair", "--json", "--yes"])
-        .env("TRIAD_HOME", &laptop)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pair");
-    let mut line = String::new();
-    BufReader::new(pair.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-    let first: serde_json::Value = serde_json::from_str(&line).expect("json");
-    ok(
-        &nas,
-        &[
-            "join",
-            first["link"].as_str().expect("link"),
-            "--name",
-            "nas",
-            "--site",
-            "studio",
-            "--yes",
-        ],
-    );
-    assert!(pair.wait().expect("pair").success());
+    pair(&laptop, &nas, "nas", "studio");
     ok(
         &nas,
         &["store", "add", dir.path().join("store-b").to_str().expect("utf-8"), "--media", "raid"],

@@ -6,36 +6,12 @@
 //! `cargo bench -p triad-cli --bench status`; `TRIAD_BENCH_FILES=N` changes the count.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-fn triad(home: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(args)
-        .env("TRIAD_HOME", home)
-        .env_remove("TRIAD_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("triad runs");
-    assert!(
-        out.status.code().is_some_and(|c| c <= 2),
-        "triad {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{agent, manual, ok, triad};
 
 fn main() {
     let files: usize =
@@ -51,30 +27,22 @@ fn main() {
         fs::write(sub.join(format!("IMG_{i:06}.xmp")), format!("<x:xmpmeta rating=\"{i}\"/>"))
             .expect("write");
     }
-    triad(&home, &["init", "--name", "laptop", "--site", "home", "--json"]);
-    triad(&home, &["store", "add", store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
-    triad(&home, &["folder", "add", folder.to_str().expect("utf-8"), "--media", "ssd"]);
+    ok(&home, &["init", "--name", "laptop", "--site", "home", "--json"]);
+    ok(&home, &["store", "add", store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
+    ok(&home, &["folder", "add", folder.to_str().expect("utf-8"), "--media", "ssd"]);
     let t = Instant::now();
-    triad(&home, &["backup", "--json"]);
+    ok(&home, &["backup", "--json"]);
     println!("backup of {files} files: {:.1} s", t.elapsed().as_secs_f64());
 
     manual(&home);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"])
-        .env("TRIAD_HOME", &home)
-        .env_remove("TRIAD_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).expect("ready");
-    let _agent = Agent(child);
+    let _agent = agent(&home);
 
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
+        // Exit 0 to 2 is a state (one store and the source: DEGRADED); 3 would be an error.
         let out = triad(&home, &["status", "--json"]);
+        assert!(out.status.code().is_some_and(|c| c <= 2), "status failed");
         times.push(t.elapsed().as_secs_f64());
         let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         let counted: u64 = answer["folders"][0]["counts"]
@@ -92,13 +60,4 @@ fn main() {
         times[times.len() / 2],
         times[times.len() - 1]
     );
-}
-
-/// Turns the agent's own backups and pushes off: the bench says what moves.
-fn manual(home: &Path) {
-    let path = home.join("config.toml");
-    let text = std::fs::read_to_string(&path).expect("config");
-    let text = text.replace("[protect]\nauto = true", "[protect]\nauto = false");
-    assert!(text.contains("auto = false"), "the config has a [protect] section");
-    std::fs::write(&path, text).expect("config");
 }

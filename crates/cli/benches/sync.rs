@@ -10,25 +10,22 @@
 //! `cargo bench -p triad-cli --bench sync`; `TRIAD_BENCH_GIB=N` changes the size.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{Agent, agent, manual, noise, ok, pair};
 
 const ROLE: &str = "TRIAD_SYNC_BENCH_ROLE";
 const CHUNK: usize = 1 << 20;
 
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let key = blake3::hash(&seed.to_le_bytes());
-    blake3::Hasher::new_keyed(key.as_bytes()).finalize_xof().fill(&mut out);
-    out
 }
 
 fn main() {
@@ -147,43 +144,9 @@ fn quinn_client() {
 
 // ---- Two agents -----------------------------------------------------------------------------
 
-fn triad(home: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(args)
-        .env("TRIAD_HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("triad");
-    assert!(out.status.success(), "triad {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-struct Agent {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent(home: &Path) -> Agent {
+fn start(home: &Path) -> Agent {
     manual(home);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"])
-        .env("TRIAD_HOME", home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-    let ready: serde_json::Value = serde_json::from_str(&line).expect("json");
-    let addr = ready["addrs"][0].as_str().expect("addr").split("/p2p/").next().expect("addr");
-    Agent { child, addr: addr.to_owned() }
+    agent(home)
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
@@ -212,28 +175,17 @@ fn agents(dir: &Path, total: u64) -> (u64, Duration, u64) {
         written += len;
         i += 1;
     }
-    triad(&a, &["init", "--name", "laptop", "--site", "home", "--json"]);
-    triad(&a, &["store", "add", dir.join("store-a").to_str().expect("utf-8"), "--media", "ssd"]);
-    triad(&a, &["folder", "add", folder.to_str().expect("utf-8")]);
-    triad(&a, &["backup"]);
+    ok(&a, &["init", "--name", "laptop", "--site", "home", "--json"]);
+    ok(&a, &["store", "add", dir.join("store-a").to_str().expect("utf-8"), "--media", "ssd"]);
+    ok(&a, &["folder", "add", folder.to_str().expect("utf-8")]);
+    ok(&a, &["backup"]);
     fs::remove_dir_all(&folder).expect("rm set");
-    let a_agent = agent(&a);
+    let a_agent = start(&a);
 
-    let mut pair = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(["pair", "--json", "--yes"])
-        .env("TRIAD_HOME", &a)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pair");
-    let mut line = String::new();
-    BufReader::new(pair.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-    let first: serde_json::Value = serde_json::from_str(&line).expect("json");
-    let link = first["link"].as_str().expect("link");
-    triad(&b, &["join", link, "--name", "nas", "--site", "studio", "--yes"]);
-    assert!(pair.wait().expect("pair").success());
-    triad(&b, &["store", "add", dir.join("store-b").to_str().expect("utf-8"), "--media", "raid"]);
-    let b_agent = agent(&b);
-    triad(&a, &["devices", "addr", "nas", &b_agent.addr]);
+    pair(&a, &b, "nas", "studio");
+    ok(&b, &["store", "add", dir.join("store-b").to_str().expect("utf-8"), "--media", "raid"]);
+    let b_agent = start(&b);
+    ok(&a, &["devices", "addr", "nas", &b_agent.addr]);
 
     let start = Instant::now();
     let mut sync = Command::new(env!("CARGO_BIN_EXE_triad"))
@@ -259,13 +211,4 @@ fn agents(dir: &Path, total: u64) -> (u64, Duration, u64) {
         serde_json::from_str(out.lines().last().expect("a line")).expect("json");
     drop(a_agent);
     (done["bytes_sent"].as_u64().expect("bytes"), elapsed, peak.max(vm_hwm_kib(b_agent.child.id())))
-}
-
-/// Turns the agent's own backups and pushes off: the bench says what moves.
-fn manual(home: &Path) {
-    let path = home.join("config.toml");
-    let text = std::fs::read_to_string(&path).expect("config");
-    let text = text.replace("[protect]\nauto = true", "[protect]\nauto = false");
-    assert!(text.contains("auto = false"), "the config has a [protect] section");
-    std::fs::write(&path, text).expect("config");
 }
