@@ -111,6 +111,37 @@ fn paired_nas(laptop: &Device, store_args: &[&str]) -> (Device, Agent) {
     (nas, agent)
 }
 
+/// The parents' Pi paired to `laptop` (whose agent runs) as storage-only, with a usb-hdd store
+/// and its agent running; the laptop knows its address.
+fn paired_pi(laptop: &Device) -> (Device, Agent) {
+    let pi = Device::bare();
+    let (pairing, first) = open_pairing(laptop, &["--storage-only"]);
+    let out = join(&pi, first["link"].as_str().expect("link"), "pi", "parents", None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pairing.finish().0.success());
+    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
+    let agent = start_agent(&pi);
+    laptop.ok(&["devices", "addr", "pi", dialable(&agent.addr)]);
+    (pi, agent)
+}
+
+/// `triad recover --peer ADDR` on the new device `fresh` (named laptop2), the phrase on its
+/// standard input.
+fn recover_from(fresh: &Device, addr: &str, phrase: &str) -> std::process::Output {
+    let store = fresh.store.to_str().expect("utf-8");
+    let args = ["recover", "--peer", addr, "--store", store, "--media", "ssd", "--name", "laptop2"];
+    let mut child = fresh
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("recover runs");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), phrase.as_bytes())
+        .expect("the phrase");
+    child.wait_with_output().expect("recover ends")
+}
+
 fn join(
     d: &Device,
     code: &str,
@@ -718,14 +749,7 @@ fn a_new_device_recovers_everything_from_the_phrase_and_the_storage_only_pi_alon
     crate::support::make_shoot(&laptop.folder, 6);
     laptop.backup();
     let agent = start_agent(&laptop);
-    let pi = Device::bare();
-    let (pairing, first) = open_pairing(&laptop, &["--storage-only"]);
-    let out = join(&pi, first["link"].as_str().expect("link"), "pi", "parents", None);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(pairing.finish().0.success());
-    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
-    let pi_agent = start_agent(&pi);
-    laptop.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+    let (pi, pi_agent) = paired_pi(&laptop);
     laptop.ok(&["sync", "pi"]);
 
     // The laptop is lost: its home, its keys and its store.
@@ -735,26 +759,7 @@ fn a_new_device_recovers_everything_from_the_phrase_and_the_storage_only_pi_alon
 
     // A new computer with the phrase and the Pi's address.
     let fresh = Device::bare();
-    let mut child = fresh
-        .command(&[
-            "recover",
-            "--peer",
-            &pi_agent.addr,
-            "--store",
-            fresh.store.to_str().expect("utf-8"),
-            "--media",
-            "ssd",
-            "--name",
-            "laptop2",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("recover runs");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), laptop.phrase.as_bytes())
-        .expect("the phrase");
-    let out = child.wait_with_output().expect("recover ends");
+    let out = recover_from(&fresh, &pi_agent.addr, &laptop.phrase);
     assert!(out.status.success(), "{}", text(&out));
 
     let to = fresh.root().join("restored");
@@ -883,14 +888,7 @@ fn a_recovery_goes_on_past_a_blob_the_peer_cannot_read() {
     }
     laptop.backup();
     let agent = start_agent(&laptop);
-    let pi = Device::bare();
-    let (pairing, first) = open_pairing(&laptop, &["--storage-only"]);
-    let out = join(&pi, first["link"].as_str().expect("link"), "pi", "parents", None);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(pairing.finish().0.success());
-    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
-    let pi_agent = start_agent(&pi);
-    laptop.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+    let (pi, pi_agent) = paired_pi(&laptop);
     laptop.ok(&["sync", "pi"]);
     drop(agent);
 
@@ -904,24 +902,7 @@ fn a_recovery_goes_on_past_a_blob_the_peer_cannot_read() {
     let pi_agent = start_agent(&pi);
 
     let fresh = Device::bare();
-    let mut child = fresh
-        .command(&[
-            "recover",
-            "--peer",
-            &pi_agent.addr,
-            "--store",
-            fresh.store.to_str().expect("utf-8"),
-            "--name",
-            "laptop2",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("recover runs");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), laptop.phrase.as_bytes())
-        .expect("the phrase");
-    let out = child.wait_with_output().expect("recover ends");
+    let out = recover_from(&fresh, &pi_agent.addr, &laptop.phrase);
     assert_eq!(out.status.code(), Some(3), "damage, said: {}", text(&out));
     assert!(text(&out).contains("could not be read"), "{}", text(&out));
 
