@@ -1534,15 +1534,8 @@ async fn check(shared: &Shared, hashes: &[String], card: Option<&Path>) -> Resul
     Ok(json!({ "done": true, "files": answers }))
 }
 
-fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
 }
 
 async fn audit_devices(shared: &Shared, now: bool) -> Result<Value, Failure> {

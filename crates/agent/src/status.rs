@@ -334,6 +334,16 @@ impl Walker<'_, '_> {
     }
 }
 
+/// A length of time in words a person reads at a glance: "40 s", "12 min", "5 h", "3 days".
+pub fn span(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        7200..172_800 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
 /// Names for the words of a reason.
 pub struct Names<'a> {
     /// The roster, for device names.
@@ -362,13 +372,7 @@ impl Names<'_> {
     }
 
     fn ago(&self, since: Timestamp) -> String {
-        let secs = u64::try_from(self.now.secs.saturating_sub(since.secs)).unwrap_or(0);
-        match secs {
-            0..120 => format!("{secs} s"),
-            120..7200 => format!("{} min", secs / 60),
-            7200..172_800 => format!("{} h", secs / 3600),
-            _ => format!("{} days", secs / 86_400),
-        }
+        span(u64::try_from(self.now.secs.saturating_sub(since.secs)).unwrap_or(0))
     }
 
     /// One reason in plain words.

@@ -48,12 +48,7 @@ fn exit_of(state: State) -> u8 {
 fn ago(secs: i64) -> String {
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let secs = now.saturating_sub(u64::try_from(secs).unwrap_or(0));
-    match secs {
-        0..120 => format!("{secs} s ago"),
-        120..7200 => format!("{} min ago", secs / 60),
-        7200..172_800 => format!("{} h ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86_400),
-    }
+    format!("{} ago", triad_agent::status::span(secs))
 }
 
 pub(crate) fn status(home_path: &Path, a: StatusArgs) -> Result<u8> {

@@ -43,10 +43,13 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
         let complete = round(&shared).await;
         let wait = if complete { settings.rescan_secs } else { settings.retry_secs };
         if complete {
-            doing(&shared, format!("watching the folders; next full rescan in {}", minutes(wait)));
+            doing(
+                &shared,
+                format!("watching the folders; next full rescan in {}", crate::status::span(wait)),
+            );
         } else {
             let why = lock(&shared.doing).0.clone();
-            doing(&shared, format!("{why}; trying again in {}", minutes(wait)));
+            doing(&shared, format!("{why}; trying again in {}", crate::status::span(wait)));
         }
         next = Instant::now() + Duration::from_secs(wait.max(1));
     }
@@ -80,10 +83,6 @@ fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
 /// Says what the agent's own work is doing (`triad status` shows it).
 fn doing(shared: &Shared, what: String) {
     *lock(&shared.doing) = (what, super::now_secs());
-}
-
-fn minutes(secs: u64) -> String {
-    if secs < 120 { format!("{secs} s") } else { format!("{} min", secs / 60) }
 }
 
 fn now() -> Timestamp {
