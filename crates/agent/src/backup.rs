@@ -35,7 +35,7 @@ use triad_core::seal::{self, ObjectKind, SealedBlob};
 use triad_core::snapshot::{
     ChunkRef, FileEntry, Node, NodeKind, Object, Snapshot, Stats, TooLarge, Tree,
 };
-use triad_core::{BlobId, Timestamp};
+use triad_core::{BlobId, StoreId, Timestamp};
 use triad_store::{Store, WriteError};
 
 use crate::cache::MetadataCache;
@@ -359,7 +359,7 @@ pub fn run(
             stats,
         };
         let blob = snapshot.seal(keys);
-        put_all(stores, &blob, &mut tally, false)?;
+        put_all(stores, &blob, &mut tally, false, &[])?;
         commit_all(stores, &mut tally, progress)?;
         let head = Head {
             vault: home.vault(),
@@ -421,14 +421,20 @@ fn all_contain(stores: &[Store], id: BlobId) -> Result<bool, BackupError> {
     Ok(true)
 }
 
+/// Puts `blob` into every store; a data chunk (`data`) into every store but the catalogs
+/// (`catalogs`), which hold metadata only.
 fn put_all(
     stores: &Stores,
     blob: &SealedBlob,
     tally: &mut Tally,
     data: bool,
+    catalogs: &[StoreId],
 ) -> Result<(), BackupError> {
     let mut new = false;
     for store in write(stores).iter_mut() {
+        if data && catalogs.contains(&store.id()) {
+            continue;
+        }
         let path = store.path().to_path_buf();
         new |= store.put(blob).map_err(|source| BackupError::Store { path, source })?;
     }
@@ -515,7 +521,7 @@ impl TreeWriter<'_> {
         let blob = tree
             .try_seal(self.keys)
             .map_err(|source| BackupError::TooLarge { path: rel.to_path_buf(), source })?;
-        put_all(self.stores, &blob, self.tally, false)?;
+        put_all(self.stores, &blob, self.tally, false, &[])?;
         Ok(blob.id())
     }
 }
@@ -563,6 +569,7 @@ fn read_files(
     let mut token = 0u64;
     let retries = config.backup.changed_file_retries;
     let commit_bytes = config.backup.commit_bytes;
+    let catalogs: Vec<StoreId> = config.stores.iter().filter(|s| s.catalog).map(|s| s.id).collect();
 
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -572,7 +579,8 @@ fn read_files(
         }
         drop(job_rx);
         let writer = scope.spawn(|| {
-            let result = write_loop(keys, files, stores, tally, done_rx, commit_bytes, progress);
+            let out = Out { stores, catalogs: &catalogs, commit_bytes };
+            let result = write_loop(keys, files, &out, tally, done_rx, progress);
             if result.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
@@ -728,16 +736,25 @@ struct Assembly {
     end: Option<(usize, u32, [u8; 32], FileStat)>,
 }
 
+/// Where the writer puts what it is handed.
+struct Out<'a> {
+    stores: &'a Stores,
+    /// The catalogs among them: no data chunks there.
+    catalogs: &'a [StoreId],
+    /// Commit whenever this many bytes are pending.
+    commit_bytes: u64,
+}
+
 /// The writer: the only thread that touches the stores during the data phase.
 fn write_loop(
     keys: &VaultKeys,
     files: &[scan::FileRecord],
-    stores: &Stores,
+    out: &Out<'_>,
     tally: &mut Tally,
     done: Receiver<Done>,
-    commit_bytes: u64,
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<Vec<ReadOutcome>, BackupError> {
+    let Out { stores, catalogs, commit_bytes } = *out;
     let mut assemblies: HashMap<u64, Assembly> = HashMap::new();
     // Attempts that failed: their late chunks are stored (harmless) but not assembled.
     let mut dead: HashSet<u64> = HashSet::new();
@@ -745,7 +762,7 @@ fn write_loop(
     for msg in done {
         let token = match msg {
             Done::Sealed { token, index, blob, len } => {
-                put_all(stores, &blob, tally, true)?;
+                put_all(stores, &blob, tally, true, catalogs)?;
                 if dead.contains(&token) {
                     continue;
                 }
@@ -789,7 +806,7 @@ fn write_loop(
                     continue;
                 }
             };
-            put_all(stores, &blob, tally, false)?;
+            put_all(stores, &blob, tally, false, &[])?;
             tally.files_read += 1;
             tally.bytes_read += stat.size;
             progress(&Event::FileStored { path: files[file].rel.clone(), bytes: stat.size });

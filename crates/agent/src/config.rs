@@ -137,6 +137,12 @@ pub struct StoreConfig {
     /// refused, saying so. `None`: the disk's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<u64>,
+    /// The home's catalog: it holds the metadata of this device's snapshots (file entries,
+    /// trees, snapshots, heads, the roster) and no file data. A device whose only store is its
+    /// catalog (a laptop) reads its files again and re-seals them when it pushes. A catalog
+    /// is never a copy, never offered to peers, and takes no pushes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catalog: bool,
 }
 
 /// One protected folder.
@@ -213,7 +219,20 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     ".triad-restore-*",
 ];
 
+/// Where the catalog of a device without a store lives, in its home.
+pub const CATALOG_DIR: &str = "catalog";
+
 impl Config {
+    /// Whether the store `id` is the home's catalog (metadata only).
+    pub fn is_catalog(&self, id: StoreId) -> bool {
+        self.stores.iter().any(|s| s.id == id && s.catalog)
+    }
+
+    /// The stores that hold file data: every store but the catalog.
+    pub fn data_stores(&self) -> impl Iterator<Item = &StoreConfig> {
+        self.stores.iter().filter(|s| !s.catalog)
+    }
+
     /// The policy of `folder`: its own, or the device's.
     pub fn policy_of(&self, folder: &FolderConfig) -> Policy {
         folder.policy.unwrap_or_else(|| self.policy.policy())
@@ -248,5 +267,27 @@ pub(crate) mod hex_id {
     {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Lists of ids as hex strings.
+pub(crate) mod hex_ids {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<T: Display, S: Serializer>(ids: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ids.iter().map(ToString::to_string))
+    }
+
+    pub(crate) fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts.iter().map(|t| t.parse().map_err(serde::de::Error::custom)).collect()
     }
 }

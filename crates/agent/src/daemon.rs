@@ -6,6 +6,7 @@
 //! The stores are opened once and shared by every transfer (see [`crate::open_stores`]); a
 //! `triad` command that needs them borrows them between transfers.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -17,11 +18,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
-use triad_core::DeviceId;
 use triad_core::head::SignedHead;
 use triad_core::policy::State;
 use triad_core::roster::{Entry, Role, Roster, Signer};
 use triad_core::seal::SealedBlob;
+use triad_core::{BlobId, DeviceId};
 use triad_net::frame::{self, FrameError};
 use triad_net::pair::{self, Secret};
 use triad_net::{Admission, Multiaddr, Node, NodeConfig, PeerId};
@@ -40,6 +41,7 @@ use crate::open_stores::{self, OpenStores};
 use crate::peers::Book;
 use crate::replicas::{Ledger, PeerStore};
 use crate::status::{self, Names};
+use crate::storeless::Origins;
 
 mod audit;
 mod protect;
@@ -375,10 +377,10 @@ async fn answer_control(
     let response = match request {
         wire::Request::Hello => {
             // From the settings: opening a store to describe it is not worth its lock.
+            // The catalog holds no data: not a place for anyone's copies.
             let stores = shared
                 .config
-                .stores
-                .iter()
+                .data_stores()
                 .map(|s| StoreInfo { id: s.id, media: s.media, free: free_bytes(&s.path, s.quota) })
                 .collect();
             let identity = shared.home.identity();
@@ -399,12 +401,14 @@ async fn answer_control(
                 let Some(stores) = open_stores::read_within(&work, Duration::from_secs(10)) else {
                     return Response::Refused { reason: BUSY.into() };
                 };
-                if stores.is_empty() {
-                    return Response::Refused { reason: "this device has no store".into() };
+                let data: Vec<&Store> =
+                    stores.iter().filter(|s| !shared.config.is_catalog(s.id())).collect();
+                if data.is_empty() {
+                    return Response::Refused { reason: NO_STORE.into() };
                 }
                 let missing = blobs
                     .into_iter()
-                    .filter(|id| stores.iter().any(|s| !s.holds_committed(*id).unwrap_or(false)))
+                    .filter(|id| data.iter().any(|s| !s.holds_committed(*id).unwrap_or(false)))
                     .collect();
                 Response::Missing { blobs: missing }
             }),
@@ -535,8 +539,9 @@ async fn on_blobs(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) 
 /// Receives blobs until the sender closes the stream; returns how many were acknowledged.
 async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result<u64, String> {
     let work = shared.stores.work().await?;
-    if open_stores::read(&work).is_empty() {
-        let refused = BlobAck::Refused { reason: "this device has no store".into() };
+    let has_data = open_stores::read(&work).iter().any(|s| !shared.config.is_catalog(s.id()));
+    if !has_data {
+        let refused = BlobAck::Refused { reason: NO_STORE.into() };
         let _ = frame::write(&mut stream, &refused).await;
         return Err("no store".into());
     }
@@ -571,7 +576,9 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                 }
                 let put = tokio::task::block_in_place(|| -> Result<(), WriteError> {
                     for store in open_stores::write(&work).iter_mut() {
-                        store.put(&blob)?;
+                        if !shared.config.is_catalog(store.id()) {
+                            store.put(&blob)?;
+                        }
                     }
                     Ok(())
                 });
@@ -593,7 +600,7 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                     }
                     // A commit that failed for another push dropped every uncommitted put,
                     // this push's too: acknowledge only what is durably here.
-                    for store in stores.iter() {
+                    for store in stores.iter().filter(|s| !shared.config.is_catalog(s.id())) {
                         for id in &pending {
                             if !store.holds_committed(*id).map_err(|e| e.to_string())? {
                                 return Err(format!(
@@ -1267,8 +1274,30 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
     missing.dedup();
     let already = needed.len().saturating_sub(missing.len());
     let (mut sent, mut bytes, mut acked) = (0u64, 0u64, 0u64);
+    // Chunks no data store here holds (this device may have none) are read again from the
+    // source files; those whose source changed cannot be, and what uses them is written down
+    // as lacking.
+    let mut unavailable = HashSet::new();
+    let mut origins = Arc::new(Origins::default());
     if !missing.is_empty() {
         let work = shared.stores.work().await?;
+        let found = tokio::task::block_in_place(|| {
+            let stores = open_stores::read(&work);
+            let wanted: HashSet<BlobId> = missing
+                .iter()
+                .copied()
+                .filter(|id| {
+                    !stores.iter().any(|s| {
+                        !shared.config.is_catalog(s.id()) && s.contains(*id).unwrap_or(false)
+                    })
+                })
+                .collect();
+            let catalog = Catalog::new(keys, &stores);
+            let settings = lock(&shared.settings).clone();
+            Origins::find(&catalog, &settings, shared.home.device_id(), &wanted)
+        });
+        origins = Arc::new(found.map_err(|e| error_chain(&e))?);
+        let keys = Arc::new(keys.clone());
         let stream = shared
             .node
             .open(peer, BLOBS_PROTOCOL)
@@ -1279,17 +1308,23 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         // the disk has several reads in flight; they are sent in the order they are read.
         let (blob_tx, mut blobs) = mpsc::channel(16);
         let ids = missing.clone();
+        let from_sources = origins.clone();
         let reading = tokio::task::spawn_blocking(move || {
             const READERS: usize = 3;
-            let work = &work;
+            let (work, origins, keys) = (&work, &from_sources, &keys);
             std::thread::scope(|scope| {
                 for k in 0..READERS {
                     let (ids, blob_tx) = (&ids, blob_tx.clone());
                     scope.spawn(move || {
                         for id in ids.iter().skip(k).step_by(READERS) {
-                            let blob = open_stores::read(work).iter().find_map(|s| s.get(*id).ok()).ok_or_else(|| {
-                                format!("blob {id} is not readable in any store here; run `triad verify`")
-                            });
+                            let stored = open_stores::read(work).iter().find_map(|s| s.get(*id).ok());
+                            let blob = match stored {
+                                Some(blob) => Ok((*id, Some(blob))),
+                                None if origins.knows(*id) => Ok((*id, origins.reseal(keys, *id))),
+                                None => Err(format!(
+                                    "blob {id} is not readable in any store here; run `triad verify`"
+                                )),
+                            };
                             if blob_tx.blocking_send(blob).is_err() {
                                 return;
                             }
@@ -1306,9 +1341,14 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             && (shared.config.sync.limit_lan
                 || !shared.node.connected(&peer).as_ref().is_some_and(is_lan));
         let mut pace = limited.then(|| Pace::new(shared.config.sync.limit_bytes_per_sec));
-        for i in 0..missing.len() {
-            let blob =
+        let mut uncommitted = 0u64;
+        for _ in 0..missing.len() {
+            let (id, blob) =
                 blobs.recv().await.ok_or_else(|| "reading the stores stopped".to_owned())??;
+            let Some(blob) = blob else {
+                unavailable.insert(id);
+                continue;
+            };
             let len = blob.as_bytes().len() as u64;
             frame::write_blob(&mut writer, &blob.id(), blob.as_bytes())
                 .await
@@ -1316,14 +1356,16 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             sent += 1;
             bytes += len;
             since_commit += len;
+            uncommitted += 1;
             if let Some(pace) = &mut pace {
                 pace.sent(len).await;
             }
-            if since_commit >= shared.config.sync.commit_bytes || i + 1 == missing.len() {
+            if since_commit >= shared.config.sync.commit_bytes {
                 frame::write(&mut writer, &BlobFrame::Commit)
                     .await
                     .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
                 since_commit = 0;
+                uncommitted = 0;
             }
             while let Ok(ack) = acks.try_recv() {
                 acked += ack?;
@@ -1331,6 +1373,11 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             }
         }
         let _ = reading.await;
+        if uncommitted > 0 {
+            frame::write(&mut writer, &BlobFrame::Commit)
+                .await
+                .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
+        }
         // Every commit is answered once; wait for the answers still to come.
         while acked < sent {
             let Some(ack) = acks.recv().await else { break };
@@ -1350,21 +1397,42 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         .map(|h| (h.head.folder, h.head.snapshot))
         .collect();
     request(shared, peer, &wire::Request::Heads { heads }).await?;
-    // Every blob of these snapshots is durable there and each head is stored: a copy.
-    {
-        let stores = stores.iter().map(|s| PeerStore { id: s.id, media: s.media }).collect();
+    // Every blob of these snapshots is durable there, but for the file versions that could not
+    // be read again, and each head is stored: a copy.
+    let lacking = origins.lacking(&unavailable);
+    let stores: Vec<PeerStore> =
+        stores.iter().map(|s| PeerStore { id: s.id, media: s.media }).collect();
+    let lost = {
         let mut ledger = lock(&shared.ledger);
-        ledger.record(entry.device, stores, &acknowledged, now_secs() as i64);
+        // Said once: a version already known to be lacking there is not news.
+        let lost: usize = lacking
+            .iter()
+            .map(|(folder, versions)| {
+                let before = ledger
+                    .get(entry.device, *folder)
+                    .filter(|(known, _)| *known == stores.as_slice())
+                    .map(|(_, a)| a.lacking.clone())
+                    .unwrap_or_default();
+                versions.iter().filter(|v| !before.contains(v)).count()
+            })
+            .sum();
+        if lost > 0 {
+            tracing::warn!(device = %name, versions = lost,
+                "file versions could not be sent: their files changed before any other device held them");
+        }
+        ledger.record(entry.device, stores, &acknowledged, &lacking, now_secs() as i64);
         if let Err(e) = ledger.save(&shared.home_path) {
             tracing::warn!(error = %e, "cannot save the replica ledger");
         }
-    }
+        lost
+    };
     Ok(json!({
         "done": true,
         "device": name,
         "blobs_sent": sent,
         "bytes_sent": bytes,
         "blobs_already_there": already,
+        "versions_not_sent": lost,
     }))
 }
 
@@ -1597,6 +1665,9 @@ impl Pace {
 /// The stores are lent or held by long work: the peer hears "busy" rather than waiting until
 /// its request times out (an auditor takes "busy" for offline, not for a failed audit).
 pub(crate) const BUSY: &str = "busy: the stores are in use; ask again later";
+
+/// What a device without a store (only its catalog) answers to a push.
+const NO_STORE: &str = "this device has no store to hold copies";
 
 async fn busy_or(
     work: impl std::future::Future<Output = Result<open_stores::Work, String>>,

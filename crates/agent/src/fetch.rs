@@ -101,7 +101,13 @@ pub async fn from_peer(
     let mut config = Config::default();
     let mut store = Store::create(path, vault, media, id, r.now, &config.store)
         .map_err(|e| format!("cannot make the store {}: {e}", path.display()))?;
-    config.stores.push(StoreConfig { id, path: path.to_path_buf(), media, quota: None });
+    config.stores.push(StoreConfig {
+        id,
+        path: path.to_path_buf(),
+        media,
+        quota: None,
+        catalog: false,
+    });
 
     let Response::Heads { heads } = ask(&node, peer, &wire::Request::ListHeads).await? else {
         return Err("the peer answered something else than its heads".into());

@@ -31,6 +31,7 @@ pub mod replicas;
 pub mod restore;
 pub mod scan;
 pub mod status;
+pub mod storeless;
 pub mod verify;
 
 pub use config::Config;

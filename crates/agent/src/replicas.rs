@@ -18,8 +18,9 @@ use triad_core::{BlobId, DeviceId, FolderId, Media, StoreId};
 use crate::home::{HomeError, write_atomic};
 
 const FILE: &str = "replicas.json";
-/// The ledger's format version.
-const VERSION: u32 = 1;
+/// The ledger's format version. Version 2 added `lacking`; a version 1 ledger is read as
+/// lacking nothing, which is what it meant (every push then sent everything).
+const VERSION: u32 = 2;
 
 /// One store of a peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +52,10 @@ pub struct Acknowledged {
     /// says whether that worked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repaired: bool,
+    /// File versions of the snapshot's history that it does not hold: their source files
+    /// changed before they could be sent (a device without a store re-seals from its files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::config::hex_ids")]
+    pub lacking: Vec<BlobId>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -105,7 +110,7 @@ impl Ledger {
         std::fs::read(home.join(FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Ledger>(&bytes).ok())
-            .filter(|l| l.version == VERSION)
+            .filter(|l| (1..=VERSION).contains(&l.version))
             .unwrap_or_default()
     }
 
@@ -118,12 +123,13 @@ impl Ledger {
     }
 
     /// Writes down that `device`, with `stores`, acknowledged `snapshots` (folder, snapshot)
-    /// at `now`.
+    /// at `now`, with every file version of their history but those in `lacking` (by folder).
     pub fn record(
         &mut self,
         device: DeviceId,
         stores: Vec<PeerStore>,
         snapshots: &[(FolderId, BlobId)],
+        lacking: &BTreeMap<FolderId, Vec<BlobId>>,
         now: i64,
     ) {
         let replica = self.peers.entry(device.to_hex()).or_default();
@@ -134,14 +140,17 @@ impl Ledger {
         }
         for &(folder, snapshot) in snapshots {
             let key = folder.to_hex();
+            // What it lacks now: the push asked it what it misses of the whole history.
+            let lacks = lacking.get(&folder).cloned().unwrap_or_default();
             match replica.folders.get_mut(&key) {
                 // A copy that failed an audit stays bad after the push that mends it, until
                 // an audit passes: the push sent only what the device said it lacked.
                 Some(a) if a.bad => {
                     a.snapshot = snapshot;
                     a.repaired = true;
+                    a.lacking = lacks;
                 }
-                Some(a) if a.snapshot == snapshot => {}
+                Some(a) if a.snapshot == snapshot => a.lacking = lacks,
                 _ => {
                     let fresh = Acknowledged {
                         snapshot,
@@ -149,6 +158,7 @@ impl Ledger {
                         bad: false,
                         failures: 0,
                         repaired: false,
+                        lacking: lacks,
                     };
                     replica.folders.insert(key, fresh);
                 }
@@ -221,15 +231,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_version_1_ledger_is_read_as_lacking_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (peer, folder) = (DeviceId::from_bytes([1; 32]), FolderId::from_bytes([2; 16]));
+        let snapshot = BlobId::of(b"one");
+        let v1 = serde_json::json!({
+            "version": 1,
+            "peers": {peer.to_hex(): {
+                "stores": [{"id": StoreId::from_bytes([3; 16]).to_hex(), "media": "raid"}],
+                "folders": {folder.to_hex(): {"snapshot": snapshot.to_hex(), "at": 100}},
+            }},
+        });
+        std::fs::write(dir.path().join(FILE), v1.to_string()).unwrap();
+        let ledger = Ledger::load(dir.path());
+        let (_, ack) = ledger.get(peer, folder).expect("the v1 entry is read");
+        assert_eq!((ack.snapshot, ack.at, ack.lacking.len()), (snapshot, 100, 0));
+    }
+
+    #[test]
     fn a_push_of_the_same_snapshot_does_not_renew_its_proof() {
         let (peer, folder) = (DeviceId::from_bytes([1; 32]), FolderId::from_bytes([2; 16]));
         let stores = vec![PeerStore { id: StoreId::from_bytes([3; 16]), media: Media::Raid }];
         let (s1, s2) = (BlobId::of(b"one"), BlobId::of(b"two"));
         let mut ledger = Ledger::default();
-        ledger.record(peer, stores.clone(), &[(folder, s1)], 100);
-        ledger.record(peer, stores.clone(), &[(folder, s1)], 200);
+        ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), 100);
+        ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), 200);
         assert_eq!(ledger.get(peer, folder).unwrap().1.at, 100);
-        ledger.record(peer, stores.clone(), &[(folder, s2)], 300);
+        ledger.record(peer, stores.clone(), &[(folder, s2)], &BTreeMap::new(), 300);
         let ack = ledger.get(peer, folder).unwrap().1.clone();
         assert_eq!((ack.snapshot, ack.at, ack.bad), (s2, 300, false));
         assert!(!ack.wants(s2) && ack.wants(s1));
@@ -240,7 +268,7 @@ mod tests {
         ledger.audited(peer, false, 360);
         assert_eq!(ledger.proof_of(peer), Some((350, true)));
         assert!(ledger.get(peer, folder).unwrap().1.wants(s2), "a bad copy is mended");
-        ledger.record(peer, stores.clone(), &[(folder, s2)], 370);
+        ledger.record(peer, stores.clone(), &[(folder, s2)], &BTreeMap::new(), 370);
         assert_eq!(ledger.proof_of(peer), Some((350, true)));
         assert!(!ledger.get(peer, folder).unwrap().1.wants(s2), "mended once per failure");
         ledger.audited(peer, false, 380);
@@ -249,11 +277,13 @@ mod tests {
         assert_eq!(ledger.proof_of(peer), Some((390, false)));
         // New stores: nothing is known of them until they acknowledge.
         let other = vec![PeerStore { id: StoreId::from_bytes([4; 16]), media: Media::UsbHdd }];
-        ledger.record(peer, other, &[], 400);
+        ledger.record(peer, other, &[], &BTreeMap::new(), 400);
         assert!(ledger.get(peer, folder).is_none());
 
         let dir = tempfile::tempdir().unwrap();
-        ledger.record(peer, stores, &[(folder, s1)], 500);
+        let lacking = BTreeMap::from([(folder, vec![BlobId::of(b"a version")])]);
+        ledger.record(peer, stores, &[(folder, s1)], &lacking, 500);
+        assert_eq!(ledger.get(peer, folder).unwrap().1.lacking, lacking[&folder]);
         ledger.save(dir.path()).unwrap();
         assert_eq!(Ledger::load(dir.path()).peers, ledger.peers);
     }

@@ -5,9 +5,10 @@
 //! - the source file, while it is unchanged on disk since the snapshot that recorded it (same
 //!   modification time), proven when that snapshot was taken;
 //! - each local store that holds the folder's latest snapshot (a backup writes every store),
-//!   proven when the snapshot was committed;
+//!   proven when the snapshot was committed; never the home's catalog, which holds no data;
 //! - each store of a peer on the roster that acknowledged a snapshot of the folder naming the
-//!   same file version (the replica ledger), proven when it acknowledged it.
+//!   same file version (the replica ledger), proven when it acknowledged it, unless the push
+//!   could not send that version (its source changed first: see `crate::storeless`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -87,7 +88,8 @@ pub fn evaluate(
     let heads = catalog.heads()?;
     // Which local stores hold which snapshot as a head.
     let mut held_by: HashMap<BlobId, Vec<StoreId>> = HashMap::new();
-    for store in catalog.stores() {
+    // The catalog holds no data: never a copy.
+    for store in catalog.stores().iter().filter(|s| !config.is_catalog(s.id())) {
         for head in store.heads().unwrap_or_default() {
             held_by.entry(head.head.snapshot).or_default().push(store.id());
         }
@@ -152,8 +154,11 @@ pub fn evaluate(
                 continue;
             };
             // A push sends every snapshot of the history, so the peer holds every version
-            // up to the one it acknowledged.
-            let versions = walker.history(acked.snapshot)?;
+            // up to the one it acknowledged, but those that could not be read again.
+            let mut versions = walker.history(acked.snapshot)?;
+            for version in &acked.lacking {
+                versions.remove(version);
+            }
             let copies = stores
                 .iter()
                 .map(|s| Copy {

@@ -9,18 +9,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 
-use triad_core::BlobId;
 use triad_core::snapshot::{FileEntry, NodeKind, Snapshot, Tree};
+use triad_core::{BlobId, StoreId};
 use triad_store::Store;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::restore::DisplayChain;
 
 /// Options of one verification.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Re-read and re-hash every blob in every store.
     pub read_data: bool,
+    /// Stores that hold metadata only (the home's catalog): no chunk is looked for there.
+    pub catalogs: Vec<StoreId>,
 }
 
 /// What verification reports while it works.
@@ -98,7 +100,7 @@ pub enum VerifyError {
 /// Verifies every snapshot reachable from the heads in `catalog`'s stores.
 pub fn verify(
     catalog: &Catalog<'_>,
-    options: Options,
+    options: &Options,
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<Report, VerifyError> {
     let stores = catalog.stores();
@@ -138,6 +140,7 @@ pub fn verify(
     let mut walker = Walker {
         catalog,
         stores,
+        catalogs: &options.catalogs,
         trees: HashSet::new(),
         entries: HashSet::new(),
         chunks: HashSet::new(),
@@ -193,6 +196,7 @@ type Findings = BTreeMap<BlobId, (&'static str, Vec<(PathBuf, String)>)>;
 struct Walker<'a, 'b> {
     catalog: &'a Catalog<'a>,
     stores: &'a [Store],
+    catalogs: &'a [StoreId],
     trees: HashSet<BlobId>,
     entries: HashSet<BlobId>,
     chunks: HashSet<BlobId>,
@@ -209,6 +213,9 @@ impl Walker<'_, '_> {
     /// Checks that every store holds `blob`.
     fn present(&mut self, blob: BlobId, kind: &'static str) {
         for store in self.stores {
+            if kind == "chunk" && self.catalogs.contains(&store.id()) {
+                continue;
+            }
             let problem = match store.contains(blob) {
                 Ok(true) => None,
                 Ok(false) => Some("missing".to_owned()),

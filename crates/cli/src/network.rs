@@ -16,7 +16,9 @@ use triad_net::pair::Secret;
 use crate::cli::{
     AgentArgs, DevicesArgs, DevicesCommand, JoinArgs, PairArgs, RecoverArgs, SyncArgs,
 };
-use crate::{EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, output, run, settings};
+use crate::{
+    EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED, EXIT_UNREACHABLE, output, run, settings,
+};
 
 /// The default listen port, UDP (QUIC) and TCP.
 const DEFAULT_PORT: u16 = 41641;
@@ -29,7 +31,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub(crate) fn agent(home_path: &Path, a: AgentArgs) -> Result<u8> {
-    let config = settings::load(home_path)?;
+    let mut config = settings::load(home_path)?;
+    if !config.folders.is_empty()
+        && let Ok(home) = triad_agent::home::Home::open(home_path)
+        && triad_agent::storeless::ensure_catalog(&home, &mut config, output::now())
+            .map_err(|e| anyhow!(e))?
+    {
+        settings::save(home_path, &config)?;
+    }
     let listen: Vec<Multiaddr> = if a.listen.is_empty() {
         vec![
             format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1").parse()?,
@@ -403,16 +412,30 @@ pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {
             _ => EXIT_ERROR,
         });
     }
+    let not_sent = outcome["versions_not_sent"].as_u64().unwrap_or(0);
     if !a.json {
-        println!(
-            "{} has everything: {} blobs sent ({}), {} were already there.",
-            a.device,
+        let sent = format!(
+            "{} blobs sent ({}), {} were already there",
             outcome["blobs_sent"].as_u64().unwrap_or(0),
             output::size(outcome["bytes_sent"].as_u64().unwrap_or(0)),
             outcome["blobs_already_there"].as_u64().unwrap_or(0)
         );
+        if not_sent == 0 {
+            println!("{} has everything: {sent}.", a.device);
+        } else {
+            let versions = if not_sent == 1 {
+                "1 file version could not be sent: its file".to_owned()
+            } else {
+                format!("{not_sent} file versions could not be sent: their files")
+            };
+            println!(
+                "{} has everything this device could send: {sent}. {versions} changed before any \
+                 other device held it (`triad status` reports what is LOST).",
+                a.device
+            );
+        }
     }
-    Ok(EXIT_OK)
+    Ok(if not_sent == 0 { EXIT_OK } else { EXIT_PARTIAL })
 }
 
 /// `triad recover --peer`: a new device with only the phrase copies the vault from one

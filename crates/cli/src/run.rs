@@ -104,6 +104,18 @@ impl Device {
         Ok(())
     }
 
+    /// Gives a device with no store its catalog in the home (see `triad_agent::storeless`);
+    /// returns whether one was made.
+    pub(crate) fn ensure_catalog(&mut self) -> Result<bool> {
+        let made =
+            triad_agent::storeless::ensure_catalog(&self.home, &mut self.config, output::now())
+                .map_err(|e| anyhow!(e))?;
+        if made {
+            settings::save(self.home.path(), &self.config)?;
+        }
+        Ok(made)
+    }
+
     /// Opens every store. Writers need `Access::ReadWrite`; readers fall back to a read-only
     /// open when the store's file system is read-only.
     pub(crate) fn stores(&self, access: Access) -> Result<Vec<Store>> {
@@ -170,7 +182,7 @@ fn init(home_path: &Path, a: InitArgs) -> Result<u8> {
         phrase::confirm(&phrase, [first, second])?;
     }
     println!(
-        "\nNext: `triad store add PATH --media MEDIA`, then `triad folder add PATH`, then `triad backup`."
+        "\nNext: `triad folder add PATH`, then `triad backup`; `triad store add PATH --media MEDIA` keeps a copy of the data on this device too."
     );
     Ok(EXIT_OK)
 }
@@ -190,7 +202,13 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
             store
                 .write_roster(&dev.home.roster()?)
                 .with_context(|| format!("while writing the roster to {}", path.display()))?;
-            dev.config.stores.push(StoreConfig { id, path: path.clone(), media, quota });
+            dev.config.stores.push(StoreConfig {
+                id,
+                path: path.clone(),
+                media,
+                quota,
+                catalog: false,
+            });
             settings::save(home_path, &dev.config)?;
             println!("Added store {} ({media}) at {}.", id.short(), path.display());
         }
@@ -204,7 +222,7 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                     }
                     Err(e) => json!({"state": "unavailable", "error": format!("{e:#}")}),
                 };
-                rows.push(json!({"id": s.id.to_hex(), "path": s.path.to_string_lossy(), "media": s.media.as_str(), "status": state}));
+                rows.push(json!({"id": s.id.to_hex(), "path": s.path.to_string_lossy(), "media": s.media.as_str(), "catalog": s.catalog, "status": state}));
             }
             if json {
                 output::json_line(&json!(rows))?;
@@ -222,12 +240,10 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                     } else {
                         format!("UNAVAILABLE: {}", status["error"].as_str().unwrap_or(""))
                     };
-                    println!(
-                        "{}  {:<8} {}  {detail}",
-                        s.id.short(),
-                        s.media.as_str(),
-                        s.path.display()
-                    );
+                    let what = if s.catalog { "catalog" } else { s.media.as_str() };
+                    let note =
+                        if s.catalog { " (metadata only: the catalog in the home)" } else { "" };
+                    println!("{}  {what:<8} {}  {detail}{note}", s.id.short(), s.path.display());
                 }
             }
         }
@@ -321,6 +337,14 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
                 "Protecting {} ({media}). Run `triad backup` to take its first snapshot.",
                 path.display()
             );
+            if dev.ensure_catalog()? {
+                println!(
+                    "This device has no store: it keeps the catalog of its snapshots in {} and reads \
+                     the files again when it sends them to your other devices. Add a store \
+                     (`triad store add PATH --media MEDIA`) to keep a copy here as well.",
+                    home_path.join(triad_agent::config::CATALOG_DIR).display()
+                );
+            }
         }
         FolderCommand::List { json } => {
             if json {
@@ -347,7 +371,8 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
 }
 
 fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
-    let dev = Device::open(home_path)?;
+    let mut dev = Device::open(home_path)?;
+    dev.ensure_catalog()?;
     let folders: Vec<&FolderConfig> = match &a.folder {
         Some(name) => vec![
             dev.config
@@ -793,7 +818,14 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
             bar.inc(bytes.saturating_sub(before));
         }
     };
-    let report = verify::verify(&catalog, verify::Options { read_data: a.read_data }, &progress)?;
+    let report = verify::verify(
+        &catalog,
+        &verify::Options {
+            read_data: a.read_data,
+            catalogs: dev.config.stores.iter().filter(|s| s.catalog).map(|s| s.id).collect(),
+        },
+        &progress,
+    )?;
     bar.finish_and_clear();
     if a.json {
         output::json_line(&json!({
@@ -888,6 +920,7 @@ fn recover(home_path: &Path, a: RecoverArgs) -> Result<u8> {
         path: store_path.clone(),
         media,
         quota: None,
+        catalog: false,
     });
     settings::save(home_path, &config)?;
     let stores = vec![store];

@@ -181,10 +181,10 @@ impl Outcome {
 async fn sample(shared: &Shared, device: DeviceId, seed: [u8; 32]) -> Result<Vec<BlobId>, String> {
     let ledger = lock(&shared.ledger).clone();
     let settings = lock(&shared.settings).clone();
-    let snapshots: Vec<BlobId> = settings
+    let snapshots: Vec<(BlobId, Vec<BlobId>)> = settings
         .folders
         .iter()
-        .filter_map(|f| ledger.get(device, f.id).map(|(_, a)| a.snapshot))
+        .filter_map(|f| ledger.get(device, f.id).map(|(_, a)| (a.snapshot, a.lacking.clone())))
         .collect();
     if snapshots.is_empty() {
         return Ok(Vec::new());
@@ -195,11 +195,13 @@ async fn sample(shared: &Shared, device: DeviceId, seed: [u8; 32]) -> Result<Vec
         let stores = open_stores::read(&work);
         let catalog = Catalog::new(keys, &stores);
         let mut out = Vec::new();
-        for snapshot in snapshots {
+        for (snapshot, lacking) in snapshots {
             out.push(snapshot);
             let entries =
                 crate::status::versions(&catalog, snapshot).map_err(|e| error_chain(&e))?;
-            let mut entries: Vec<BlobId> = entries.into_iter().collect();
+            // Not the versions it was never sent.
+            let mut entries: Vec<BlobId> =
+                entries.into_iter().filter(|e| !lacking.contains(e)).collect();
             entries.sort_unstable();
             // The sample is drawn with the audit's seed: the peer cannot know it in advance.
             let picks: HashSet<BlobId> = audit::challenge(seed, &entries, FILES_SAMPLED)
@@ -295,14 +297,15 @@ async fn test_restore(
     seed: [u8; 32],
 ) -> Result<Option<(String, u64)>, String> {
     let Ok(keys) = shared.home.keys() else { return Ok(None) };
-    let snapshots: Vec<BlobId> = {
+    let (snapshots, lacking): (Vec<BlobId>, HashSet<BlobId>) = {
         let ledger = lock(&shared.ledger);
         let settings = lock(&shared.settings);
-        settings
-            .folders
-            .iter()
-            .filter_map(|f| ledger.get(device, f.id).map(|(_, a)| a.snapshot))
-            .collect()
+        let acked: Vec<_> =
+            settings.folders.iter().filter_map(|f| ledger.get(device, f.id)).collect();
+        (
+            acked.iter().map(|(_, a)| a.snapshot).collect(),
+            acked.iter().flat_map(|(_, a)| a.lacking.iter().copied()).collect(),
+        )
     };
     // Pick the file under the stores' lock; read it back without it.
     let picked = {
@@ -316,6 +319,7 @@ async fn test_restore(
                     crate::status::files_of(&catalog, snapshot).map_err(|e| error_chain(&e))?;
                 files.extend(list.into_iter().map(|(path, entry, _)| (path, entry)));
             }
+            files.retain(|f| !lacking.contains(&f.1));
             files.sort_unstable();
             files.dedup_by_key(|f| f.1);
             let ids: Vec<BlobId> = files.iter().map(|f| f.1).collect();

@@ -56,7 +56,13 @@ async fn start() -> Setup {
     Store::create(&store_path, home.vault(), Media::Raid, id, Timestamp::new(1, 0), &store_config)
         .expect("store");
     let config = Config {
-        stores: vec![StoreConfig { id, path: store_path, media: Media::Raid, quota: None }],
+        stores: vec![StoreConfig {
+            id,
+            path: store_path,
+            media: Media::Raid,
+            quota: None,
+            catalog: false,
+        }],
         ..Config::default()
     };
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -3,6 +3,8 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use serde_json::Value;
+
 use crate::support::Device;
 
 #[test]
@@ -45,14 +47,22 @@ fn commands_without_a_vault_say_what_to_do() {
 }
 
 #[test]
-fn a_device_without_a_store_or_folder_is_told_how_to_add_one() {
+fn a_device_without_a_folder_is_told_how_to_add_one_and_without_a_store_keeps_a_catalog() {
     let d = Device::bare();
     d.ok(&["init", "--name", "laptop", "--site", "home", "--json"]);
     let text = d.code(&["backup"], 1);
     assert!(text.contains("triad folder add"), "{text}");
-    d.ok(&["folder", "add", d.folder.to_str().expect("utf-8")]);
-    let text = d.code(&["backup"], 1);
-    assert!(text.contains("triad store add"), "{text}");
+    let said = d.ok(&["folder", "add", d.folder.to_str().expect("utf-8")]);
+    assert!(said.contains("no store") && said.contains("triad store add"), "{said}");
+    crate::support::write_noise(&d.folder.join("IMG_0001.CR3"), 300 << 10, 1);
+    // The snapshot's metadata goes into the catalog in the home; the file's data stays where
+    // it is, to be sent from there.
+    let summary = d.backup();
+    assert_eq!((summary["files"].clone(), summary["new_data_blobs"].clone()), (1.into(), 0.into()));
+    let report: Value = serde_json::from_str(&d.ok(&["verify", "--json"])).expect("JSON");
+    assert_eq!((report["ok"].clone(), report["files"].clone()), (true.into(), 1.into()));
+    let listed = d.ok(&["snapshots"]);
+    assert!(listed.contains("shoot"), "{listed}");
 }
 
 /// Reads a child's output on a thread, so the test can wait for text with a deadline.

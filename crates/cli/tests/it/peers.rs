@@ -919,3 +919,67 @@ fn a_recovery_goes_on_past_a_blob_the_peer_cannot_read() {
     }
     assert_eq!(same, 3, "{}", text(&out));
 }
+
+#[test]
+fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_lost() {
+    let laptop = Device::storeless();
+    laptop.set_option("protect", "settle_ms", "200");
+    laptop.set_option("protect", "retry_secs", "1");
+    let agent = start_agent_as_is(&laptop);
+    let (nas, nas_agent) = paired_nas(&laptop, &[]);
+    let (pi, pi_agent) = paired_pi(&laptop);
+
+    // The source files on the laptop, the NAS at the studio and the Pi at the parents': three
+    // copies on three kinds of media, one away from home, with no store on the laptop.
+    for i in 0..5 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 700 << 10, i);
+    }
+    let protected =
+        |n: u64| move |a: &Value| a["worst"] == "PROTECTED" && count(a, "PROTECTED") == n;
+    let answer = wait_for_status(&laptop, "five files protected", protected(5));
+    assert_eq!(answer["survives_site_loss"], true, "{answer}");
+    for peer in [&nas, &pi] {
+        let report = json(&peer.ok(&["verify", "--read-data", "--json"]));
+        assert_eq!(report["ok"], true, "{report}");
+    }
+    let report = json(&nas.ok(&["verify", "--json"]));
+    assert_eq!(report["files"], 5, "{report}");
+    // The laptop's catalog holds metadata only: a small fraction of the files' bytes.
+    let stores = json(&laptop.ok(&["store", "list", "--json"]));
+    assert_eq!(stores.as_array().map(Vec::len), Some(1), "{stores}");
+    assert_eq!(stores[0]["catalog"], true, "{stores}");
+    let held = stores[0]["status"]["bytes"].as_u64().expect("bytes");
+    assert!(held < 64 << 10, "the catalog holds {held} bytes");
+    drop(agent);
+
+    // A new file is backed up, then edited before any other device had it: that version
+    // exists nowhere any more, and status says so.
+    let agent = start_agent(&laptop);
+    let edited = laptop.folder.join("IMG_0005.CR3");
+    write_noise(&edited, 700 << 10, 5);
+    laptop.backup();
+    write_noise(&edited, 800 << 10, 55);
+    let (code, answer) = status(&laptop, &["--files", "lost"]);
+    assert_eq!((code, count(&answer, "LOST")), (2, 1), "{answer}");
+    assert_eq!(answer["folders"][0]["files"][0][0], "IMG_0005.CR3", "{answer}");
+    let out = laptop.run(&["sync", "nas", "--json"]);
+    assert_eq!(out.status.code(), Some(4), "a partial push: {}", text(&out));
+    let pushed = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(pushed["versions_not_sent"], 1, "{pushed}");
+
+    // The edit is backed up and sent: every current file is protected again; the version
+    // that was lost is reported with the history, LOST.
+    // The NAS heard of it already; the Pi hears of it now.
+    laptop.backup();
+    laptop.ok(&["sync", "nas"]);
+    assert_eq!(laptop.run(&["sync", "pi"]).status.code(), Some(4));
+    laptop.ok(&["sync", "pi"]);
+    let (code, answer) = status(&laptop, &[]);
+    assert_eq!((code, count(&answer, "PROTECTED")), (0, 6), "{answer}");
+    assert_eq!(answer["folders"][0]["history"]["LOST"], 1, "{answer}");
+    assert!(laptop.ok(&["status"]).contains("1 LOST"), "{answer}");
+    // An audit of the NAS does not ask for what it was never sent.
+    let audit = json(&laptop.ok(&["audit", "--now", "--json"]));
+    assert!(!audit.to_string().contains("failed"), "{audit}");
+    drop((agent, nas_agent, pi_agent));
+}

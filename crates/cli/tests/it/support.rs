@@ -48,6 +48,18 @@ impl Device {
         d
     }
 
+    /// A laptop with a vault and a protected folder but no store: it keeps its catalog in its
+    /// home and sends its files from the folder.
+    pub(crate) fn storeless() -> Device {
+        let mut d = Device::bare();
+        let out = d.ok(&["init", "--name", "laptop", "--site", "home", "--json"]);
+        let v: Value = serde_json::from_str(out.trim()).expect("init --json prints JSON");
+        d.phrase = v["phrase"].as_str().expect("phrase").to_owned();
+        let said = d.ok(&["folder", "add", d.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+        assert!(said.contains("no store"), "{said}");
+        d
+    }
+
     pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
