@@ -86,6 +86,14 @@ pub enum Request {
         /// A multiaddress.
         addr: String,
     },
+    /// Fetch these blobs from the other devices into a new store at `into` (for a restore on a
+    /// device that holds no copy of them); answers how many came and from whom.
+    Fetch {
+        /// The blobs, in hex.
+        blobs: Vec<String>,
+        /// Where to make the store; must not exist yet.
+        into: PathBuf,
+    },
 }
 
 /// The agent is not running, or the connection failed.

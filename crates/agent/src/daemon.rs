@@ -958,6 +958,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
             Ok(json!({ "done": true }))
         }
         control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
+        control::Request::Fetch { blobs, into } => fetch_into(shared, &blobs, &into).await,
     };
     match result {
         Ok(value) => s.say(value).await,
@@ -1433,6 +1434,84 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         "bytes_sent": bytes,
         "blobs_already_there": already,
         "versions_not_sent": lost,
+    }))
+}
+
+/// Blobs fetched per request to a peer while fetching for a restore.
+const FETCH_FOR_RESTORE_BATCH: usize = 16;
+
+/// Fetches `blobs` from the other devices (those that acknowledged copies first) into a new
+/// store at `into`, for a restore on this device. Verified on arrival, committed at the end.
+async fn fetch_into(shared: &Shared, blobs: &[String], into: &Path) -> Result<Value, Failure> {
+    let mut remaining: Vec<BlobId> = blobs
+        .iter()
+        .map(|b| b.parse().map_err(|_| format!("{b:?} is not a blob id")))
+        .collect::<Result<_, _>>()?;
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| format!("no randomness for a store id: {e}"))?;
+    let now = triad_core::Timestamp::new(now_secs() as i64, 0);
+    let mut store = tokio::task::block_in_place(|| {
+        Store::create(
+            into,
+            shared.home.vault(),
+            triad_core::Media::Ssd,
+            triad_core::StoreId::from_bytes(id),
+            now,
+            &shared.config.store,
+        )
+    })
+    .map_err(|e| error_chain(&e))?;
+    // The devices that acknowledged copies of this device's folders first, then the others.
+    let me = shared.home.device_id();
+    let mut devices: Vec<Entry> =
+        lock(&shared.roster).devices().into_iter().filter(|e| e.device != me).cloned().collect();
+    {
+        let ledger = lock(&shared.ledger);
+        devices.sort_by_key(|e| !ledger.peers.contains_key(&e.device.to_hex()));
+    }
+    let mut from = Vec::new();
+    // In batches first; then what is left one by one (a batch fails whole if one of its blobs
+    // is on no device).
+    let mut tries: Vec<(usize, Entry)> = Vec::new();
+    for size in [FETCH_FOR_RESTORE_BATCH, 1] {
+        tries.extend(devices.iter().map(|d| (size, d.clone())));
+    }
+    for (size, device) in tries {
+        if remaining.is_empty() {
+            break;
+        }
+        let peer = triad_net::peer_id(device.device);
+        let mut still = Vec::new();
+        let mut got = 0usize;
+        for batch in remaining.chunks(size) {
+            match crate::fetch::fetch_blobs(&shared.node, peer, batch).await {
+                Ok(fetched) => {
+                    tokio::task::block_in_place(|| -> Result<(), WriteError> {
+                        for blob in &fetched {
+                            store.put(blob)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| error_chain(&e))?;
+                    got += fetched.len();
+                }
+                Err(reason) => {
+                    tracing::info!(device = %device.name, %reason, "cannot fetch from this device");
+                    still.extend_from_slice(batch);
+                }
+            }
+        }
+        if got > 0 && !from.contains(&device.name) {
+            from.push(device.name.clone());
+        }
+        remaining = still;
+    }
+    tokio::task::block_in_place(|| store.commit()).map_err(|e| error_chain(&e))?;
+    Ok(json!({
+        "done": true,
+        "fetched": blobs.len() - remaining.len(),
+        "missing": remaining.len(),
+        "from": from,
     }))
 }
 

@@ -7,6 +7,7 @@
 //! be restored (a chunk missing or damaged in every store) is reported and the rest go on.
 //! Chunks are fetched and opened on several threads; the file is written in order.
 
+use std::collections::HashSet;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -17,10 +18,10 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::bounded;
 
-use triad_core::Timestamp;
 use triad_core::keys::VaultKeys;
 use triad_core::seal::{self, ObjectKind, Opened};
 use triad_core::snapshot::{ChunkRef, FileEntry, Node, NodeKind, Tree};
+use triad_core::{BlobId, Timestamp};
 use triad_store::{Appender, RealFs};
 
 use crate::catalog::{Catalog, CatalogError, SnapshotInfo};
@@ -123,6 +124,32 @@ pub fn restore(
         }
     }
     Ok(run.report)
+}
+
+/// Every chunk that restoring `rel` (`None`: everything) of `snapshot` reads, each once.
+pub fn chunks_of(
+    catalog: &Catalog<'_>,
+    snapshot: &SnapshotInfo,
+    rel: Option<&Path>,
+) -> Result<Vec<BlobId>, RestoreError> {
+    let rel = rel.filter(|r| r.components().next().is_some());
+    let mut nodes: Vec<Node> = match rel.map(|r| catalog.find(snapshot, r)).transpose()?.flatten() {
+        Some(node) => vec![node],
+        None => catalog.load::<Tree>(snapshot.snapshot.root)?.nodes,
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    while let Some(node) = nodes.pop() {
+        match node.kind {
+            NodeKind::Dir { tree } => nodes.extend(catalog.load::<Tree>(tree)?.nodes),
+            NodeKind::File { entry } => {
+                let entry: FileEntry = catalog.load(entry)?;
+                out.extend(entry.chunks.iter().map(|c| c.blob).filter(|b| seen.insert(*b)));
+            }
+            NodeKind::Symlink { .. } => {}
+        }
+    }
+    Ok(out)
 }
 
 fn create_dirs(path: &Path) -> Result<(), RestoreError> {

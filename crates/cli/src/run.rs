@@ -665,9 +665,21 @@ fn mode_string(mode: u32) -> String {
 
 fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
-    let stores = dev.stores(Access::ReadOnly)?;
+    let mut stores = dev.stores(Access::ReadOnly)?;
+    let chosen = choose(
+        &Catalog::new(dev.home.keys()?, &stores),
+        &a.snapshot,
+        a.folder.as_deref(),
+        a.path.as_deref(),
+    )?;
+    let fetched = fetch_missing(&dev, &stores, &chosen, a.path.as_deref(), a.json)?;
+    if let Some(fetched) = &fetched {
+        let store =
+            Store::open(&fetched.0, None, dev.home.vault(), Access::ReadOnly, &dev.config.store)
+                .with_context(|| format!("while opening {}", fetched.0.display()))?;
+        stores.push(store);
+    }
     let catalog = Catalog::new(dev.home.keys()?, &stores);
-    let chosen = choose(&catalog, &a.snapshot, a.folder.as_deref(), a.path.as_deref())?;
     let dest = settings::absolute(&a.to);
     let total: u64 = chosen.iter().map(|s| s.snapshot.stats.bytes).sum();
     let bar = output::bar(total, "restoring");
@@ -750,6 +762,71 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
         }
     }
     Ok(if totals.failed.is_empty() { EXIT_OK } else { EXIT_DAMAGE })
+}
+
+/// A store of blobs fetched for one restore, removed when the restore is done.
+struct Fetched(PathBuf);
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Has the agent fetch, from the other devices, the chunks of what is restored that no store
+/// of this device holds (a device without a store holds none). `None` if every one is here.
+fn fetch_missing(
+    dev: &Device,
+    stores: &[Store],
+    chosen: &[SnapshotInfo],
+    path: Option<&Path>,
+    json: bool,
+) -> Result<Option<Fetched>> {
+    let catalog = Catalog::new(dev.home.keys()?, stores);
+    let mut seen = std::collections::HashSet::new();
+    let mut missing = Vec::new();
+    for snap in chosen {
+        for id in restore::chunks_of(&catalog, snap, path)? {
+            let here = stores
+                .iter()
+                .any(|s| !dev.config.is_catalog(s.id()) && s.contains(id).unwrap_or(false));
+            if !here && seen.insert(id) {
+                missing.push(id.to_hex());
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let mut client = match Client::connect(dev.home.path()) {
+        Ok(client) => client,
+        Err(ClientError::NotRunning { .. }) => bail!(
+            "{} pieces of these files are in no store of this device (it keeps no copy of their \
+             data); start `triad agent` so that it fetches them from your other devices",
+            missing.len()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let into = dev.home.path().join(format!("restore-{}", hex::encode(random_array::<8>()?)));
+    let asked = missing.len();
+    client.send(&ControlRequest::Fetch { blobs: missing, into: into.clone() })?;
+    let fetched = Fetched(into);
+    let answer = client.receive()?;
+    if let Some(e) = answer.get("error") {
+        bail!("cannot fetch from the other devices: {}", e.as_str().unwrap_or_default());
+    }
+    if !json {
+        let from: Vec<&str> = answer["from"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        eprintln!(
+            "Fetched {} of {asked} pieces from {}.",
+            answer["fetched"].as_u64().unwrap_or(0),
+            if from.is_empty() { "no device".to_owned() } else { from.join(", ") }
+        );
+    }
+    Ok(Some(fetched))
 }
 
 /// A storage-only device cannot open snapshots; it can re-hash every blob it holds against

@@ -981,5 +981,25 @@ fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_
     // An audit of the NAS does not ask for what it was never sent.
     let audit = json(&laptop.ok(&["audit", "--now", "--json"]));
     assert!(!audit.to_string().contains("failed"), "{audit}");
+
+    // A photo deleted by mistake comes back from the other devices: the laptop holds none of
+    // its data.
+    let kept = laptop.root().join("IMG_0003.kept");
+    fs::copy(laptop.folder.join("IMG_0003.CR3"), &kept).expect("copy");
+    fs::remove_file(laptop.folder.join("IMG_0003.CR3")).expect("rm");
+    let to = laptop.root().join("back");
+    let out =
+        laptop.run(&["restore", "latest", "IMG_0003.CR3", "--to", to.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Fetched"), "{}", text(&out));
+    let back = fs::read(to.join("shoot").join("IMG_0003.CR3")).expect("restored");
+    assert!(back == fs::read(&kept).expect("kept"), "the restored photo differs");
+    // Nothing fetched is left behind in the home.
+    let left: Vec<_> = fs::read_dir(&laptop.home)
+        .expect("home")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("restore-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     drop((agent, nas_agent, pi_agent));
 }
