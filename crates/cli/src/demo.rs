@@ -1,7 +1,7 @@
 //! `triad demo`: three devices on this machine, end to end, with a few lines per step. Each
 //! device is its own home and store in a temporary folder, and its agent a real `triad agent`
-//! process on loopback QUIC: a laptop (its folder on the internal SSD, a store on a USB SSD,
-//! at home), the studio NAS (RAID, at the studio) and the parents' Raspberry Pi (a USB disk,
+//! process on loopback QUIC: a laptop (its folder on the internal SSD, at home, and no store:
+//! it keeps its catalog in its home and sends from the folder), the studio NAS (RAID, at the studio) and the parents' Raspberry Pi (a USB disk,
 //! at the parents', storage-only). They pair; a shoot lands on the laptop and the agents make
 //! it PROTECTED by themselves; bit rot on the Pi is caught by an audit and repaired; then the
 //! laptop and the NAS are lost and a fresh device gets everything back from the recovery
@@ -249,7 +249,6 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
     let t = Instant::now();
     let init = last_json(&ok(&laptop, &["init", "--name", "laptop", "--site", "home", "--json"])?)?;
     let phrase = init["phrase"].as_str().ok_or_else(|| anyhow!("no phrase"))?.to_owned();
-    ok(&laptop, &["store", "add", &root.join("usb-ssd").to_string_lossy(), "--media", "usb-ssd"])?;
     ok(&laptop, &["folder", "add", &pictures.to_string_lossy(), "--media", "ssd"])?;
     // Two copies away from home: the studio and the parents' house.
     ok(&laptop, &["policy", "set", "copies=3", "media=2", "offsite=2"])?;
@@ -261,10 +260,10 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
     let nas_agent = pair(&laptop, &nas, "nas", "studio", (&root.join("raid"), "raid"), false)?;
     let pi_agent = pair(&laptop, &pi, "pi", "parents", (&root.join("usb-hdd"), "usb-hdd"), true)?;
     println!(
-        "1. A vault on the laptop (folder on its SSD, a store on a USB SSD, at home); the NAS"
+        "1. A vault on the laptop (folder on its SSD, at home; no store: it sends from the folder);"
     );
     println!(
-        "   (RAID, studio) and the Pi (USB disk, parents, storage-only) joined by pairing. [{:.1} s]",
+        "   the NAS (RAID, studio) and the Pi (USB disk, parents, storage-only) join. [{:.1} s]",
         t.elapsed().as_secs_f64()
     );
     println!("   Policy: 3 copies, 2 kinds of media, 2 of them away from home.");
@@ -281,7 +280,7 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
     until_protected(&laptop, files.len() as u64, t)?;
     let answer = status(&laptop)?;
     println!(
-        "   PROTECTED: the file, the USB SSD, the NAS and the Pi; survives losing any one site: {}.",
+        "   PROTECTED: the file on the laptop, the NAS and the Pi; survives losing any one site: {}.",
         if answer["survives_site_loss"] == true { "yes" } else { "no" }
     );
 
@@ -322,14 +321,14 @@ fn steps(root: &Path, scale: u32) -> Result<()> {
         again["devices"].as_array().into_iter().flatten().all(|d| d["audit"]["result"] == "passed");
     ensure!(passed, "the audit after the repair failed: {again}");
     println!(
-        "   Repaired from the laptop; audited again, every device passes. [{:.1} s]",
+        "   Repaired from the laptop's own files; audited again, every device passes. [{:.1} s]",
         t.elapsed().as_secs_f64()
     );
 
     // 4. The laptop and the NAS are lost.
     drop(laptop_agent);
     drop(nas_agent);
-    for gone in [&laptop, &nas, &root.join("usb-ssd"), &root.join("raid")] {
+    for gone in [&laptop, &nas, &root.join("raid")] {
         fs::remove_dir_all(gone)?;
     }
     let t = Instant::now();
