@@ -798,13 +798,18 @@ fn fetch_missing(
     if missing.is_empty() {
         return Ok(None);
     }
+    // Without the agent, everything that is here is restored and the rest is reported.
     let mut client = match Client::connect(dev.home.path()) {
         Ok(client) => client,
-        Err(ClientError::NotRunning { .. }) => bail!(
-            "{} pieces of these files are in no store of this device (it keeps no copy of their \
-             data); start `triad agent` so that it fetches them from your other devices",
-            missing.len()
-        ),
+        Err(ClientError::NotRunning { .. }) => {
+            eprintln!(
+                "note: {} pieces of these files are in no store of this device; the files that \
+                 need them are not restored. Start `triad agent` and restore again: it fetches \
+                 them from your other devices.",
+                missing.len()
+            );
+            return Ok(None);
+        }
         Err(e) => return Err(e.into()),
     };
     let into = dev.home.path().join(format!("restore-{}", hex::encode(random_array::<8>()?)));
@@ -813,7 +818,12 @@ fn fetch_missing(
     let fetched = Fetched(into);
     let answer = client.receive()?;
     if let Some(e) = answer.get("error") {
-        bail!("cannot fetch from the other devices: {}", e.as_str().unwrap_or_default());
+        eprintln!(
+            "note: cannot fetch from the other devices ({}); the files that need what is \
+             missing are not restored.",
+            e.as_str().unwrap_or_default()
+        );
+        return Ok(None);
     }
     if !json {
         let from: Vec<&str> = answer["from"]
