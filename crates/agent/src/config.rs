@@ -46,6 +46,9 @@ pub struct ProtectConfig {
     pub retry_secs: u64,
     /// Give up one push after this long (seconds); it resumes at the next try.
     pub push_timeout_secs: u64,
+    /// Re-hash the source files (to keep them proven as copies) at most this fast, in bytes
+    /// per second, so that the check stays in the background; 0: no limit.
+    pub rehash_bytes_per_sec: u64,
 }
 
 impl Default for ProtectConfig {
@@ -57,6 +60,7 @@ impl Default for ProtectConfig {
             rescan_secs: 15 * 60,
             retry_secs: 60,
             push_timeout_secs: 6 * 3600,
+            rehash_bytes_per_sec: 64 * 1024 * 1024,
         }
     }
 }

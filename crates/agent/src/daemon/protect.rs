@@ -330,17 +330,29 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
                 continue;
             }
         };
-        // Re-hashed without the lock.
+        // Re-hashed without the lock, at a bounded rate.
         let root = folder.path.clone();
+        let rate = settings.protect.rehash_bytes_per_sec;
         let suspect = tokio::task::spawn_blocking(move || {
             let mut suspect = Vec::new();
+            let (started, mut read) = (std::time::Instant::now(), 0u64);
+            let mut buf = vec![0u8; 1 << 20];
             for (rel, hash) in expected {
                 let path = root.join(std::ffi::OsStr::from_bytes(&rel));
                 let Ok(mut file) = std::fs::File::open(&path) else { continue };
                 let mut hasher = blake3::Hasher::new();
-                if std::io::copy(&mut file, &mut hasher).is_ok()
-                    && *hasher.finalize().as_bytes() != hash
-                {
+                let whole = loop {
+                    match std::io::Read::read(&mut file, &mut buf) {
+                        Ok(0) => break true,
+                        Ok(n) => {
+                            hasher.update(&buf[..n]);
+                            read += n as u64;
+                            std::thread::sleep(ahead(read, rate, started.elapsed()));
+                        }
+                        Err(_) => break false,
+                    }
+                };
+                if whole && *hasher.finalize().as_bytes() != hash {
                     suspect.push(String::from_utf8_lossy(&rel).into_owned());
                 }
             }
@@ -358,5 +370,31 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
     }
     if let Err(e) = lock(&shared.ledger).save(&shared.home_path) {
         tracing::warn!(error = %e, "cannot save the replica ledger");
+    }
+}
+
+/// How long to wait, after `read` bytes in `elapsed`, to keep to `rate` bytes per second
+/// (0: no limit).
+fn ahead(read: u64, rate: u64, elapsed: Duration) -> Duration {
+    if rate == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(read as f64 / rate as f64).saturating_sub(elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rehash_keeps_to_its_rate() {
+        let mib = 1024 * 1024;
+        assert_eq!(ahead(64 * mib, 0, Duration::ZERO), Duration::ZERO, "no limit");
+        assert_eq!(ahead(64 * mib, 64 * mib, Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            ahead(64 * mib, 64 * mib, Duration::from_millis(400)),
+            Duration::from_millis(600)
+        );
+        assert_eq!(ahead(64 * mib, 64 * mib, Duration::from_secs(2)), Duration::ZERO, "behind");
     }
 }
