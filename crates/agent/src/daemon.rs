@@ -505,7 +505,8 @@ fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> R
         if lock(&shared.roster).device(head.head.device).is_none() {
             return Err(format!("head of device {} which is not on the roster", head.head.device));
         }
-        for store in stores.iter() {
+        // Not into the catalog: a push puts nothing there.
+        for store in stores.iter().filter(|s| !shared.config.is_catalog(s.id())) {
             if !store.holds_committed(head.head.snapshot).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "head names snapshot {} which is not here",
@@ -1427,8 +1428,10 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         }
         lost
     };
+    let lacking_total: usize = lacking.values().map(Vec::len).sum();
     Ok(json!({
         "done": true,
+        "versions_lacking": lacking_total,
         "device": name,
         "blobs_sent": sent,
         "bytes_sent": bytes,

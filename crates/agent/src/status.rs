@@ -203,13 +203,24 @@ pub fn evaluate(
             });
         }
 
-        // Earlier versions: in the local stores (they hold the whole history) and on each peer
-        // that acknowledged a snapshot after them; never the source (it changed).
+        // Earlier versions: in each local store that holds the version's file entry (a backup
+        // puts a file's chunks before its entry, and a store added later holds no earlier
+        // history), and on each peer that acknowledged a snapshot after them; never the
+        // source (it changed).
         let current: HashSet<BlobId> = state.files.iter().map(|f| f.entry).collect();
         if let Some(parent) = snapshot.parent {
             let earlier = walker.history(parent)?;
             for version in earlier.difference(&current) {
-                let mut copies = local.clone();
+                let mut copies: Vec<Copy> = local
+                    .iter()
+                    .filter(|c| {
+                        let Holder::Store { store, .. } = c.holder else { return false };
+                        catalog.stores().iter().any(|s| {
+                            s.id() == store && s.holds_committed(*version).unwrap_or(false)
+                        })
+                    })
+                    .cloned()
+                    .collect();
                 for (versions, peer_copies) in &remote {
                     if versions.contains(version) {
                         copies.extend(peer_copies.iter().cloned());

@@ -60,6 +60,12 @@ pub fn ensure_catalog(home: &Home, config: &mut Config, now: Timestamp) -> Resul
     Ok(true)
 }
 
+/// A folder whose snapshots are walked.
+struct Folder {
+    id: FolderId,
+    path: PathBuf,
+}
+
 /// Where one chunk can be read again: a range of a source file.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -91,12 +97,16 @@ impl Origins {
         }
         let heads = catalog.heads()?;
         let mut entries: HashMap<BlobId, FileEntry> = HashMap::new();
-        for folder in &config.folders {
-            let Some(head) =
-                heads.iter().find(|h| h.head.device == me && h.head.folder == folder.id)
-            else {
-                continue;
-            };
+        // Every folder this device has snapshots of, those no longer protected too (a push
+        // sends their history as well): where the settings do not say, where the snapshot was
+        // taken.
+        for head in heads.iter().filter(|h| h.head.device == me) {
+            let latest: Snapshot = catalog.load(head.head.snapshot)?;
+            let path = config.folders.iter().find(|f| f.id == head.head.folder).map_or_else(
+                || PathBuf::from(std::ffi::OsStr::from_bytes(&latest.folder_path)),
+                |f| f.path.clone(),
+            );
+            let folder = Folder { id: head.head.folder, path };
             let mut seen_trees = HashSet::new();
             let mut seen_files: HashSet<(Vec<u8>, BlobId)> = HashSet::new();
             let mut next = Some(head.head.snapshot);
@@ -171,6 +181,10 @@ impl Origins {
     /// holds it any more (changed, moved or deleted since it was backed up).
     pub fn reseal(&self, keys: &VaultKeys, id: BlobId) -> Option<SealedBlob> {
         self.chunks.get(&id)?.iter().find_map(|origin| {
+            // A regular file only: never a FIFO or a device that a read would wait on.
+            if !std::fs::symlink_metadata(&origin.path).ok()?.is_file() {
+                return None;
+            }
             let file = File::open(&origin.path).ok()?;
             let mut plain = vec![0u8; origin.len as usize];
             file.read_exact_at(&mut plain, origin.offset).ok()?;

@@ -420,8 +420,15 @@ pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {
             output::size(outcome["bytes_sent"].as_u64().unwrap_or(0)),
             outcome["blobs_already_there"].as_u64().unwrap_or(0)
         );
-        if not_sent == 0 {
+        let lacking = outcome["versions_lacking"].as_u64().unwrap_or(0);
+        if not_sent == 0 && lacking == 0 {
             println!("{} has everything: {sent}.", a.device);
+        } else if not_sent == 0 {
+            println!(
+                "{} has everything this device can send: {sent}. It lacks {lacking} earlier file \
+                 versions whose files changed before any device held them (`triad status`).",
+                a.device
+            );
         } else {
             let versions = if not_sent == 1 {
                 "1 file version could not be sent: its file".to_owned()
