@@ -569,7 +569,7 @@ fn read_files(
     let mut token = 0u64;
     let retries = config.backup.changed_file_retries;
     let commit_bytes = config.backup.commit_bytes;
-    let catalogs: Vec<StoreId> = config.stores.iter().filter(|s| s.catalog).map(|s| s.id).collect();
+    let catalogs = config.catalog_ids();
 
     std::thread::scope(|scope| {
         for _ in 0..threads {

@@ -237,6 +237,19 @@ impl Config {
         self.stores.iter().filter(|s| !s.catalog)
     }
 
+    /// The ids of the catalogs (metadata only) among the stores.
+    pub fn catalog_ids(&self) -> Vec<StoreId> {
+        self.stores.iter().filter(|s| s.catalog).map(|s| s.id).collect()
+    }
+
+    /// Of the open `stores`, those that hold file data: every one but the catalog.
+    pub fn holding_data<'s>(
+        &self,
+        stores: &'s [triad_store::Store],
+    ) -> impl Iterator<Item = &'s triad_store::Store> {
+        stores.iter().filter(|s| !self.is_catalog(s.id()))
+    }
+
     /// The policy of `folder`: its own, or the device's.
     pub fn policy_of(&self, folder: &FolderConfig) -> Policy {
         folder.policy.unwrap_or_else(|| self.policy.policy())

@@ -401,8 +401,7 @@ async fn answer_control(
                 let Some(stores) = open_stores::read_within(&work, Duration::from_secs(10)) else {
                     return Response::Refused { reason: BUSY.into() };
                 };
-                let data: Vec<&Store> =
-                    stores.iter().filter(|s| !shared.config.is_catalog(s.id())).collect();
+                let data: Vec<&Store> = shared.config.holding_data(&stores).collect();
                 if data.is_empty() {
                     return Response::Refused { reason: NO_STORE.into() };
                 }
@@ -506,7 +505,7 @@ fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> R
             return Err(format!("head of device {} which is not on the roster", head.head.device));
         }
         // Not into the catalog: a push puts nothing there.
-        for store in stores.iter().filter(|s| !shared.config.is_catalog(s.id())) {
+        for store in shared.config.holding_data(&stores) {
             if !store.holds_committed(head.head.snapshot).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "head names snapshot {} which is not here",
@@ -540,8 +539,7 @@ async fn on_blobs(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) 
 /// Receives blobs until the sender closes the stream; returns how many were acknowledged.
 async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result<u64, String> {
     let work = shared.stores.work().await?;
-    let has_data = open_stores::read(&work).iter().any(|s| !shared.config.is_catalog(s.id()));
-    if !has_data {
+    if shared.config.holding_data(&open_stores::read(&work)).next().is_none() {
         let refused = BlobAck::Refused { reason: NO_STORE.into() };
         let _ = frame::write(&mut stream, &refused).await;
         return Err("no store".into());
@@ -601,7 +599,7 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                     }
                     // A commit that failed for another push dropped every uncommitted put,
                     // this push's too: acknowledge only what is durably here.
-                    for store in stores.iter().filter(|s| !shared.config.is_catalog(s.id())) {
+                    for store in shared.config.holding_data(&stores) {
                         for id in &pending {
                             if !store.holds_committed(*id).map_err(|e| e.to_string())? {
                                 return Err(format!(
@@ -1289,9 +1287,7 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
                 .iter()
                 .copied()
                 .filter(|id| {
-                    !stores.iter().any(|s| {
-                        !shared.config.is_catalog(s.id()) && s.contains(*id).unwrap_or(false)
-                    })
+                    !shared.config.holding_data(&stores).any(|s| s.contains(*id).unwrap_or(false))
                 })
                 .collect();
             let catalog = Catalog::new(keys, &stores);

@@ -89,7 +89,7 @@ pub fn evaluate(
     // Which local stores hold which snapshot as a head.
     let mut held_by: HashMap<BlobId, Vec<StoreId>> = HashMap::new();
     // The catalog holds no data: never a copy.
-    for store in catalog.stores().iter().filter(|s| !config.is_catalog(s.id())) {
+    for store in config.holding_data(catalog.stores()) {
         for head in store.heads().unwrap_or_default() {
             held_by.entry(head.head.snapshot).or_default().push(store.id());
         }

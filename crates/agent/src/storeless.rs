@@ -101,11 +101,13 @@ impl Origins {
         // sends their history as well): where the settings do not say, where the snapshot was
         // taken.
         for head in heads.iter().filter(|h| h.head.device == me) {
-            let latest: Snapshot = catalog.load(head.head.snapshot)?;
-            let path = config.folders.iter().find(|f| f.id == head.head.folder).map_or_else(
-                || PathBuf::from(std::ffi::OsStr::from_bytes(&latest.folder_path)),
-                |f| f.path.clone(),
-            );
+            let path = match config.folders.iter().find(|f| f.id == head.head.folder) {
+                Some(f) => f.path.clone(),
+                None => {
+                    let latest: Snapshot = catalog.load(head.head.snapshot)?;
+                    PathBuf::from(std::ffi::OsStr::from_bytes(&latest.folder_path))
+                }
+            };
             let folder = Folder { id: head.head.folder, path };
             let mut seen_trees = HashSet::new();
             let mut seen_files: HashSet<(Vec<u8>, BlobId)> = HashSet::new();

@@ -121,7 +121,7 @@ fn setup(root: &Path, folder: &Path) -> PathBuf {
 }
 
 fn main() {
-    let gib: u64 = std::env::var("TRIAD_BENCH_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let gib: u64 = common::env_number("TRIAD_BENCH_GIB", 2);
     let ceiling = ceiling();
 
     let base = std::env::var_os("TRIAD_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);

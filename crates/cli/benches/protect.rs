@@ -24,8 +24,7 @@ fn protected(home: &Path) -> Option<u64> {
 }
 
 fn main() {
-    let mib: usize =
-        std::env::var("TRIAD_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let mib: usize = common::env_number("TRIAD_BENCH_MIB", 100);
     let dir = tempfile::tempdir().expect("tempdir");
     let (laptop, nas, folder) =
         (dir.path().join("a"), dir.path().join("b"), dir.path().join("shoot"));

@@ -14,8 +14,7 @@ use std::time::Instant;
 use common::{agent, manual, ok, triad};
 
 fn main() {
-    let files: usize =
-        std::env::var("TRIAD_BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let files: usize = common::env_number("TRIAD_BENCH_FILES", 100_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let (home, folder, store) =
         (dir.path().join("home"), dir.path().join("shoot"), dir.path().join("store"));

@@ -34,7 +34,7 @@ fn main() {
         Ok("client") => return quinn_client(),
         _ => {}
     }
-    let gib: u64 = std::env::var("TRIAD_BENCH_GIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let gib: u64 = common::env_number("TRIAD_BENCH_GIB", 2);
     let total = gib << 30;
     let base = std::env::var_os("TRIAD_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let tmp = tempfile::Builder::new().prefix("triad-sync-bench-").tempdir_in(base).expect("tmp");

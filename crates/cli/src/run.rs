@@ -787,9 +787,7 @@ fn fetch_missing(
     let mut missing = Vec::new();
     for snap in chosen {
         for id in restore::chunks_of(&catalog, snap, path)? {
-            let here = stores
-                .iter()
-                .any(|s| !dev.config.is_catalog(s.id()) && s.contains(id).unwrap_or(false));
+            let here = dev.config.holding_data(stores).any(|s| s.contains(id).unwrap_or(false));
             if !here && seen.insert(id) {
                 missing.push(id.to_hex());
             }
@@ -907,10 +905,7 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
     };
     let report = verify::verify(
         &catalog,
-        &verify::Options {
-            read_data: a.read_data,
-            catalogs: dev.config.stores.iter().filter(|s| s.catalog).map(|s| s.id).collect(),
-        },
+        &verify::Options { read_data: a.read_data, catalogs: dev.config.catalog_ids() },
         &progress,
     )?;
     bar.finish_and_clear();

@@ -6,6 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+/// The number in the environment variable `name` (a bench's size), or `default`.
+pub(crate) fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// `len` incompressible, deterministic bytes.
 pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut out = vec![0u8; len];
