@@ -4,6 +4,7 @@
 //! peer holds into a new local store, each blob checked against its address on arrival.
 //! The files are then restored from that store like from any other.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use triad_core::head::SignedHead;
@@ -19,6 +20,7 @@ use triad_proto::wire::{
 };
 use triad_store::Store;
 
+use crate::catalog::Catalog;
 use crate::config::{Config, StoreConfig};
 use crate::home::{Home, NewDevice};
 
@@ -63,6 +65,10 @@ pub struct Recovered {
     /// Blobs the peer holds but could not read: the files that need them cannot be restored
     /// from this copy (`triad verify` names them).
     pub unreadable: Vec<BlobId>,
+    /// Files, in any snapshot, that cannot be restored from this copy: (folder, path). Some of
+    /// their data could not be read, or was never on the peer (a version whose file changed
+    /// before a device without a store could send it).
+    pub incomplete: Vec<(String, String)>,
 }
 
 /// Recovers the vault from one peer into a new home and store. `progress(blobs, bytes)` is
@@ -148,9 +154,22 @@ pub async fn from_peer(
     let (home, roster) =
         Home::recover(r.home, r.phrase, roster, device).map_err(|e| e.to_string())?;
     store.write_roster(&roster).map_err(|e| e.to_string())?;
+    // What the copy can give back: every snapshot checked for blobs that are not here.
+    let incomplete = tokio::task::block_in_place(|| {
+        let keys = home.keys().map_err(|e| e.to_string())?;
+        let catalog = Catalog::new(keys, std::slice::from_ref(&store));
+        let report = crate::verify::verify(&catalog, &crate::verify::Options::default(), &|_| {})
+            .map_err(|e| e.to_string())?;
+        let files: BTreeSet<(String, String)> = report
+            .problems
+            .iter()
+            .flat_map(|p| p.used_by.iter().map(|(folder, path, _)| (folder.clone(), path.clone())))
+            .collect();
+        Ok::<_, String>(files.into_iter().collect())
+    })?;
     drop(store);
     node.close_all().await;
-    Ok(Recovered { home, config, blobs, bytes, heads: copied, unreadable })
+    Ok(Recovered { home, config, blobs, bytes, heads: copied, unreadable, incomplete })
 }
 
 async fn ask(node: &Node, peer: PeerId, request: &wire::Request) -> Result<Response, String> {

@@ -491,6 +491,19 @@ pub(crate) fn recover_from_peer(
             recovered.unreadable.len()
         );
     }
+    if !recovered.incomplete.is_empty() {
+        println!(
+            "WARNING: {} files (in the latest or earlier snapshots) cannot be restored from {peer}: part of their data is not there:",
+            recovered.incomplete.len()
+        );
+        for (folder, path) in recovered.incomplete.iter().take(20) {
+            println!("  {folder}/{path}");
+        }
+        if recovered.incomplete.len() > 20 {
+            println!("  ... `triad verify` names them all.");
+        }
+    }
     println!("Restore everything with `triad restore latest --to DIR`.");
-    Ok(if recovered.unreadable.is_empty() { EXIT_OK } else { crate::EXIT_DAMAGE })
+    let whole = recovered.unreadable.is_empty() && recovered.incomplete.is_empty();
+    Ok(if whole { EXIT_OK } else { crate::EXIT_DAMAGE })
 }

@@ -985,8 +985,7 @@ fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_
     // A photo deleted by mistake comes back from the other devices: the laptop holds none of
     // its data.
     let kept = laptop.root().join("IMG_0003.kept");
-    fs::copy(laptop.folder.join("IMG_0003.CR3"), &kept).expect("copy");
-    fs::remove_file(laptop.folder.join("IMG_0003.CR3")).expect("rm");
+    fs::rename(laptop.folder.join("IMG_0003.CR3"), &kept).expect("out of the folder");
     let to = laptop.root().join("back");
     let out =
         laptop.run(&["restore", "latest", "IMG_0003.CR3", "--to", to.to_str().expect("utf-8")]);
@@ -1001,5 +1000,21 @@ fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_
         .filter(|e| e.file_name().to_string_lossy().starts_with("restore-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    drop((agent, nas_agent, pi_agent));
+
+    // The laptop and the NAS are lost. A recovery from the Pi says which file cannot come back
+    // (the version that was never sent); every current file does, byte for byte.
+    drop((agent, nas_agent));
+    fs::rename(&kept, laptop.folder.join("IMG_0003.CR3")).expect("put back");
+    let fresh = Device::bare();
+    let out = recover_from(&fresh, &pi_agent.addr, &laptop.phrase);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 files") && text(&out).contains("IMG_0005.CR3"),
+        "{}",
+        text(&out)
+    );
+    let to = fresh.root().join("restored");
+    fresh.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
+    crate::support::assert_same_tree(&laptop.folder, &to.join("shoot"));
+    drop(pi_agent);
 }
