@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock as AsyncRwLock, RwLockWriteGuard as AsyncWrite};
 use triad_core::VaultId;
-use triad_store::{Access, Store};
+use triad_store::{Access, ReadError, ScrubReport, Store};
 
 use crate::config::Config;
 
@@ -116,4 +116,22 @@ pub fn read_within(
 /// Writes the stores of a piece of work (one put, or one commit).
 pub fn write(work: &Work) -> RwLockWriteGuard<'_, Vec<Store>> {
     work.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Bytes a scrub checks under one hold of the read lock.
+const SCRUB_PIECE: u64 = 16 * 1024 * 1024;
+
+/// Scrubs the store at `index` a piece at a time, holding the read lock for one piece only, so
+/// that puts, commits and answers to peers go on in between. `None` if there is no such store.
+pub fn scrub(work: &Work, index: usize) -> Option<Result<ScrubReport, ReadError>> {
+    let mut scrubbing = match read(work).get(index)?.start_scrub() {
+        Ok(scrubbing) => scrubbing,
+        Err(e) => return Some(Err(e)),
+    };
+    loop {
+        let stores = read(work);
+        if stores.get(index)?.scrub_some(&mut scrubbing, SCRUB_PIECE) {
+            return Some(Ok(scrubbing.finish()));
+        }
+    }
 }

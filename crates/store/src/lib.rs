@@ -48,4 +48,6 @@ pub use append::Appender;
 pub use error::{CreateError, OpenError, Problem, ReadError, WriteError};
 pub use fs::{Fs, RealFs};
 pub use index::{Index, IndexError, Location, MemIndex, RedbIndex, SledIndex};
-pub use store::{Access, BlobInfo, Config, Damage, RebuildReport, ScrubReport, Stats, Store};
+pub use store::{
+    Access, BlobInfo, Config, Damage, RebuildReport, ScrubReport, Scrubbing, Stats, Store,
+};

@@ -142,6 +142,24 @@ pub struct ScrubReport {
     pub damaged: Vec<Damage>,
 }
 
+/// A scrub under way (see [`Store::start_scrub`]).
+#[derive(Debug)]
+pub struct Scrubbing {
+    blobs: Vec<BlobInfo>,
+    next: usize,
+    report: ScrubReport,
+    /// The pack being read, and its file (`None`: the pack is missing).
+    current: Option<(u32, Option<Arc<dyn File>>)>,
+    buf: Vec<u8>,
+}
+
+impl Scrubbing {
+    /// What the scrub found so far (everything, once it is done).
+    pub fn finish(self) -> ScrubReport {
+        self.report
+    }
+}
+
 /// The result of rebuilding the index from the packs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RebuildReport {
@@ -558,44 +576,63 @@ impl Store {
     /// header, calling `progress(bytes_done)` now and then. Damage is listed, never a panic; only
     /// a failure to read the index is an error.
     pub fn scrub(&self, progress: &mut dyn FnMut(u64)) -> Result<ScrubReport, ReadError> {
-        let blobs = self.blobs()?;
-        let mut report = ScrubReport::default();
-        let mut reported = 0u64;
-        let mut buf = Vec::new();
-        let mut current: Option<(u32, Option<Arc<dyn File>>)> = None;
-        for info in blobs {
+        let mut scrubbing = self.start_scrub()?;
+        while !self.scrub_some(&mut scrubbing, PROGRESS_EVERY) {
+            progress(scrubbing.report.bytes);
+        }
+        progress(scrubbing.report.bytes);
+        let report = scrubbing.finish();
+        info!(store = %self.marker.store, blobs = report.blobs, bytes = report.bytes,
+            damaged = report.damaged.len(), "scrub done");
+        Ok(report)
+    }
+
+    /// Starts a scrub to be done a piece at a time ([`Store::scrub_some`]), so that whoever
+    /// shares the store gets it in between. It checks the blobs committed now; packs are only
+    /// appended to, so what it checks stays where it was.
+    pub fn start_scrub(&self) -> Result<Scrubbing, ReadError> {
+        Ok(Scrubbing {
+            blobs: self.blobs()?,
+            next: 0,
+            report: ScrubReport::default(),
+            current: None,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Checks the next blobs of `scrubbing`, about `bytes` of them (at least one); returns
+    /// whether the scrub is done.
+    pub fn scrub_some(&self, scrubbing: &mut Scrubbing, bytes: u64) -> bool {
+        let until = scrubbing.report.bytes.saturating_add(bytes.max(1));
+        while scrubbing.report.bytes < until {
+            let Some(info) = scrubbing.blobs.get(scrubbing.next).copied() else { return true };
+            scrubbing.next += 1;
             let location = info.location;
             let pack_path = self.pack_path(location.pack);
-            if current.as_ref().is_none_or(|(seq, _)| *seq != location.pack) {
+            if scrubbing.current.as_ref().is_none_or(|(seq, _)| *seq != location.pack) {
+                let report = &mut scrubbing.report;
                 let file = self.check_pack_header(location.pack, &pack_path, &mut report.damaged);
-                current = Some((location.pack, file));
+                scrubbing.current = Some((location.pack, file));
             }
-            let file = current.as_ref().and_then(|(_, file)| file.as_ref());
-            report.blobs += 1;
-            report.bytes += u64::from(location.len);
+            let file = scrubbing.current.as_ref().and_then(|(_, file)| file.as_ref());
+            scrubbing.report.blobs += 1;
+            scrubbing.report.bytes += u64::from(location.len);
             let problem = match file {
                 None => Some(Problem::PackMissing),
-                Some(file) => check_entry(file.as_ref(), info.id, location, &mut buf),
+                Some(file) => check_entry(file.as_ref(), info.id, location, &mut scrubbing.buf),
             };
             if let Some(problem) = problem {
                 warn!(blob = %info.id, pack = location.pack, offset = location.offset,
                     %problem, "scrub found a damaged blob");
-                report.damaged.push(Damage {
+                scrubbing.report.damaged.push(Damage {
                     blob: Some(info.id),
                     pack: pack_path,
                     offset: location.offset,
                     problem,
                 });
             }
-            if report.bytes - reported >= PROGRESS_EVERY {
-                reported = report.bytes;
-                progress(reported);
-            }
         }
-        progress(report.bytes);
-        info!(store = %self.marker.store, blobs = report.blobs, bytes = report.bytes,
-            damaged = report.damaged.len(), "scrub done");
-        Ok(report)
+        scrubbing.next >= scrubbing.blobs.len()
     }
 
     /// Counts of committed blobs, their bytes, and packs.

@@ -119,20 +119,21 @@ async fn scrub_and_drop_now(shared: &Shared) {
     let Ok(work) = shared.stores.work().await else { return };
     tokio::task::block_in_place(|| {
         let mut rotten_blobs = Vec::new();
-        {
+        let count = open_stores::read(&work).len();
+        for i in 0..count {
+            let Some(scrubbed) = open_stores::scrub(&work, i) else { continue };
             let stores = open_stores::read(&work);
-            for (i, store) in stores.iter().enumerate() {
-                match store.scrub(&mut |_| {}) {
-                    Ok(report) => rotten_blobs.extend(
-                        report
-                            .damaged
-                            .iter()
-                            .filter(|d| rotten(&d.problem, store))
-                            .filter_map(|d| Some((i, d.blob?))),
-                    ),
-                    Err(e) => {
-                        tracing::warn!(store = %store.path().display(), error = %e, "cannot scrub")
-                    }
+            let store = &stores[i];
+            match scrubbed {
+                Ok(report) => rotten_blobs.extend(
+                    report
+                        .damaged
+                        .iter()
+                        .filter(|d| rotten(&d.problem, store))
+                        .filter_map(|d| Some((i, d.blob?))),
+                ),
+                Err(e) => {
+                    tracing::warn!(store = %store.path().display(), error = %e, "cannot scrub")
                 }
             }
         }

@@ -274,8 +274,8 @@ async fn check_local(shared: &Shared, settings: &crate::config::Config) {
         }
         let Ok(work) = shared.stores.work().await else { return };
         let report = tokio::task::block_in_place(|| {
-            let stores = open_stores::read(&work);
-            stores.iter().find(|s| s.id() == store.id).map(|s| s.scrub(&mut |_| {}))
+            let index = open_stores::read(&work).iter().position(|s| s.id() == store.id)?;
+            open_stores::scrub(&work, index)
         });
         match report {
             Some(Ok(report)) if report.damaged.is_empty() => {

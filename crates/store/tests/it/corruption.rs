@@ -136,3 +136,30 @@ fn a_missing_pack_is_reported() {
     assert!(report.damaged.iter().any(|d| d.blob == Some(blob(0).id())));
     assert!(report.damaged.iter().all(|d| d.pack == pack));
 }
+
+#[test]
+fn a_scrub_in_pieces_finds_what_a_whole_scrub_finds_and_blobs_put_meanwhile_do_not_upset_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let config = small_packs();
+    let mut store = create(&path, &config);
+    fill(&mut store, 0..12);
+    let info = info_of(&store, 7);
+    flip(&pack_path(&store, &info), info.location.offset + 9);
+
+    let whole = store.scrub(&mut |_| {}).expect("scrub");
+    let mut scrubbing = store.start_scrub().expect("start");
+    let mut pieces = 1;
+    // One blob per piece; a put and a commit between two pieces, as the agent allows.
+    while !store.scrub_some(&mut scrubbing, 1) {
+        if pieces == 4 {
+            fill(&mut store, 100..102);
+        }
+        pieces += 1;
+    }
+    let report = scrubbing.finish();
+    assert_eq!(pieces, 12, "one blob per piece");
+    assert_eq!(report, whole);
+    assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
+    assert_eq!(report.damaged[0].blob, Some(blob(7).id()));
+}
