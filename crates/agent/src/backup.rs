@@ -40,9 +40,9 @@ use triad_store::{Store, WriteError};
 
 use crate::cache::MetadataCache;
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::{Config, DEFAULT_EXCLUDES, FolderConfig};
+use crate::config::{Config, FolderConfig};
 use crate::home::Home;
-use crate::scan::{self, Child, DirNode, Excludes, FileStat, ScanError, Skipped};
+use crate::scan::{self, Child, DirNode, FileStat, ScanError, Skipped};
 
 /// What the engine reports while it works, in order.
 #[derive(Debug, Clone)]
@@ -229,12 +229,7 @@ pub fn run(
         .map_or_else(|| "folder".to_owned(), |n| n.to_string_lossy().into_owned());
     let _span = tracing::info_span!("backup", folder = %folder.id.short()).entered();
 
-    let mut patterns: Vec<&str> = config.backup.exclude.iter().map(String::as_str).collect();
-    patterns.extend(folder.exclude.iter().map(String::as_str));
-    if config.backup.default_excludes {
-        patterns.extend(DEFAULT_EXCLUDES.iter().copied());
-    }
-    let excludes = Excludes::new(patterns)?;
+    let excludes = config.excludes(folder)?;
     let scan = scan::scan(&folder.path, &excludes)?;
     for s in &scan.skipped {
         progress(&Event::Skipped { path: s.rel.clone(), reason: s.reason.clone() });

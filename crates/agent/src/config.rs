@@ -250,6 +250,20 @@ impl Config {
         stores.iter().filter(|s| !self.is_catalog(s.id()))
     }
 
+    /// What a backup of `folder` leaves out: the device's patterns, the folder's, and the
+    /// defaults unless they are turned off.
+    pub fn excludes(
+        &self,
+        folder: &FolderConfig,
+    ) -> Result<crate::scan::Excludes, crate::scan::ScanError> {
+        let mut patterns: Vec<&str> = self.backup.exclude.iter().map(String::as_str).collect();
+        patterns.extend(folder.exclude.iter().map(String::as_str));
+        if self.backup.default_excludes {
+            patterns.extend(DEFAULT_EXCLUDES.iter().copied());
+        }
+        crate::scan::Excludes::new(patterns)
+    }
+
     /// The policy of `folder`: its own, or the device's.
     pub fn policy_of(&self, folder: &FolderConfig) -> Policy {
         folder.policy.unwrap_or_else(|| self.policy.policy())

@@ -122,6 +122,9 @@ struct Shared {
     settings: Mutex<Config>,
     /// Wakes the agent's own work (a folder changed, a device joined, the policy changed).
     kick: mpsc::Sender<()>,
+    /// Paths (relative to their folder) the file watcher saw change since the folder's last
+    /// backup began: `status` reports those not in the snapshot as not backed up yet.
+    unsaved: Mutex<std::collections::HashMap<triad_core::FolderId, HashSet<PathBuf>>>,
     /// What the agent's own work is doing, in words, and since when.
     doing: Mutex<(String, u64)>,
     /// A scrub after a failed audit is dropping rotten blobs: until it is done, `Missing` says
@@ -248,6 +251,7 @@ pub async fn run(
     let (kick, kicked) = mpsc::channel(1);
     let shared = Arc::new(Shared {
         kick,
+        unsaved: Mutex::new(std::collections::HashMap::new()),
         book: Mutex::new(Book::load(home_path)),
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
@@ -1582,7 +1586,9 @@ fn evaluate_folders(
     let settings = lock(&shared.settings).clone();
     let stores = open_stores::read(work);
     let catalog = Catalog::new(keys, &stores);
+    let unsaved = lock(&shared.unsaved).clone();
     let inputs = status::Inputs {
+        unsaved: &unsaved,
         config: &settings,
         roster: &roster,
         me: shared.home.device_id(),

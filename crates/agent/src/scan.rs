@@ -167,6 +167,11 @@ impl Excludes {
     pub fn is_excluded(&self, rel: &Path) -> bool {
         self.0.is_match(rel) || rel.file_name().is_some_and(|name| self.0.is_match(name))
     }
+
+    /// Whether a scan leaves `rel` out: it, or a directory it is in, is excluded.
+    pub fn leaves_out(&self, rel: &Path) -> bool {
+        rel.ancestors().filter(|a| !a.as_os_str().is_empty()).any(|a| self.is_excluded(a))
+    }
 }
 
 /// Walks `folder`.

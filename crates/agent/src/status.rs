@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use triad_core::policy::{self, Copy, Evaluation, Holder, Policy, Reason, State};
@@ -56,6 +56,9 @@ pub struct FolderState {
     /// Earlier versions (in earlier snapshots, no longer current), each with the copies it
     /// has: history, reported but not replicated further.
     pub history: Vec<Evaluation>,
+    /// Files on disk that are new or changed since the latest snapshot (seen by the file
+    /// watcher): their only copy is the source file until the next backup.
+    pub unsaved: Vec<String>,
 }
 
 /// What the evaluation needs to know beyond the stores.
@@ -72,6 +75,8 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// Whether to read every file entry for its content hash (for `triad check`).
     pub hashes: bool,
+    /// Per folder, paths (relative) seen to change since its last backup began.
+    pub unsaved: &'a HashMap<FolderId, HashSet<PathBuf>>,
 }
 
 /// Evaluates every folder of the device.
@@ -106,10 +111,15 @@ pub fn evaluate(
             snapshot: None,
             files: Vec::new(),
             history: Vec::new(),
+            unsaved: Vec::new(),
         };
+        let unsaved = inputs.unsaved.get(&folder.id).filter(|paths| !paths.is_empty());
         let Some(head) =
             heads.iter().find(|h| h.head.device == inputs.me && h.head.folder == folder.id)
         else {
+            if let Some(paths) = unsaved {
+                state.unsaved = not_in(&folder.path, paths, &HashMap::new(), config, folder);
+            }
             out.push(state);
             continue;
         };
@@ -173,6 +183,11 @@ pub fn evaluate(
 
         let mut files = Vec::new();
         walker.files(snapshot.root, &mut Vec::new(), &mut files)?;
+        if let Some(paths) = unsaved {
+            let recorded: HashMap<&[u8], Timestamp> =
+                files.iter().map(|(path, _, mtime)| (path.as_slice(), *mtime)).collect();
+            state.unsaved = not_in(&folder.path, paths, &recorded, config, folder);
+        }
         for (path, entry, mtime) in files {
             let mut copies = Vec::new();
             let path_text = String::from_utf8_lossy(&path);
@@ -234,6 +249,30 @@ pub fn evaluate(
         out.push(state);
     }
     Ok(out)
+}
+
+/// Of `paths` (relative to `root`), the regular files that a backup would take and that are
+/// not in the snapshot as they are now (`recorded`: path to modification time), sorted.
+fn not_in(
+    root: &Path,
+    paths: &HashSet<PathBuf>,
+    recorded: &HashMap<&[u8], Timestamp>,
+    config: &Config,
+    folder: &crate::config::FolderConfig,
+) -> Vec<String> {
+    let Ok(excludes) = config.excludes(folder) else { return Vec::new() };
+    let mut out: Vec<String> = paths
+        .iter()
+        .filter(|rel| !excludes.leaves_out(rel))
+        .filter(|rel| {
+            let Ok(meta) = std::fs::symlink_metadata(root.join(rel)) else { return false };
+            let now = Timestamp::new(meta.mtime(), u32::try_from(meta.mtime_nsec()).unwrap_or(0));
+            meta.is_file() && recorded.get(rel.as_os_str().as_bytes()) != Some(&now)
+        })
+        .map(|rel| rel.to_string_lossy().into_owned())
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// Every file of the snapshot `snapshot`: its path, version and modification time.
@@ -463,6 +502,23 @@ pub fn summarise(folder: &FolderState, names: &Names<'_>, list: &[State]) -> Fol
     }
     let mut reasons: Vec<(&'static str, String, u64)> =
         reasons.into_iter().map(|((s, w), n)| (s.as_str(), w, n)).collect();
+    if !folder.unsaved.is_empty() {
+        // New or changed on disk since the latest snapshot: only the source file so far.
+        let n = folder.unsaved.len() as u64;
+        *counts.entry(State::AtRisk.as_str()).or_default() += n;
+        worst = worst.max(State::AtRisk);
+        survives = false;
+        reasons.push((State::AtRisk.as_str(), "not backed up yet: only on this device".into(), n));
+        if list.contains(&State::AtRisk) {
+            for path in &folder.unsaved {
+                files.push((
+                    path.clone(),
+                    State::AtRisk.as_str(),
+                    vec!["not backed up yet".into()],
+                ));
+            }
+        }
+    }
     if folder.snapshot.is_none() {
         // Whatever the folder holds is only on its own disk.
         worst = State::AtRisk;

@@ -58,11 +58,25 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
 /// Watches every folder; each change kicks the agent. `None` if no watcher could start (the
 /// periodic rescan still runs).
 fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
-    let kick = shared.kick.clone();
+    let folders: Vec<_> =
+        lock(&shared.settings).folders.iter().map(|f| (f.id, f.path.clone())).collect();
+    let seen = shared.clone();
     let handler = move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = kick.try_send(());
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
         }
+        {
+            let mut unsaved = lock(&seen.unsaved);
+            for path in &event.paths {
+                for (id, root) in &folders {
+                    if let Ok(rel) = path.strip_prefix(root) {
+                        unsaved.entry(*id).or_default().insert(rel.to_path_buf());
+                    }
+                }
+            }
+        }
+        let _ = seen.kick.try_send(());
     };
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
@@ -107,11 +121,24 @@ async fn round(shared: &Arc<Shared>) -> bool {
     let Ok(work) = shared.stores.work().await else { return false };
     let roster = lock(&shared.roster).clone();
     for folder in &settings.folders {
+        // What changed before this backup began is in it (or reported by it); what changes
+        // from now on is not.
+        let seen = lock(&shared.unsaved).remove(&folder.id);
         let request = backup::Request { folder, now: now(), options: backup::Options::default() };
         let outcome = tokio::task::block_in_place(|| {
             // The stores are locked for each put and commit, not for the whole folder.
             backup::run(&shared.home, &settings, &roster, &work, request, &|_| {})
         });
+        if let Ok(report) = &outcome
+            && !report.skipped.is_empty()
+        {
+            // Not in the snapshot: still to be backed up.
+            let mut unsaved = lock(&shared.unsaved);
+            unsaved
+                .entry(folder.id)
+                .or_default()
+                .extend(report.skipped.iter().map(|s| s.rel.clone()));
+        }
         match outcome {
             Ok(report) if report.unchanged => {}
             Ok(report) => tracing::info!(folder = %folder.path.display(),
@@ -121,6 +148,9 @@ async fn round(shared: &Arc<Shared>) -> bool {
                 tracing::warn!(folder = %folder.path.display(), error = %super::error_chain(&e),
                     "backup failed");
                 complete = false;
+                if let Some(seen) = seen {
+                    lock(&shared.unsaved).entry(folder.id).or_default().extend(seen);
+                }
             }
         }
     }

@@ -1018,3 +1018,29 @@ fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_
     crate::support::assert_same_tree(&laptop.folder, &to.join("shoot"));
     drop(pi_agent);
 }
+
+#[test]
+fn a_file_not_backed_up_yet_is_at_risk_until_it_is() {
+    let laptop = Device::new();
+    // The agent watches, but waits long for the folder to settle: nothing is backed up by it.
+    laptop.set_option("protect", "settle_ms", "600000");
+    let _agent = start_agent_as_is(&laptop);
+    wait_for_status(&laptop, "the first round done", |a| {
+        a["doing"]["what"].as_str().is_some_and(|w| w.starts_with("watching the folders"))
+    });
+
+    write_noise(&laptop.folder.join("IMG_0001.CR3"), 200 << 10, 1);
+    write_noise(&laptop.folder.join("IMG_0001.CR3.tmp"), 10 << 10, 2);
+    let answer = wait_for_status(&laptop, "the new file seen", |a| count(a, "AT-RISK") == 1);
+    assert_eq!(answer["worst"], "AT-RISK", "{answer}");
+    assert!(answer.to_string().contains("not backed up yet"), "{answer}");
+    let (code, listed) = status(&laptop, &["--files", "at-risk"]);
+    assert_eq!(code, 2, "{listed}");
+    assert_eq!(listed["folders"][0]["files"][0][0], "IMG_0001.CR3", "{listed}");
+    assert_eq!(listed["folders"][0]["files"].as_array().map(Vec::len), Some(1), "{listed}");
+
+    // Backed up by hand: the file is in the snapshot as it is on disk; two copies at home.
+    laptop.backup();
+    let (_, answer) = status(&laptop, &[]);
+    assert_eq!((count(&answer, "AT-RISK"), count(&answer, "DEGRADED")), (0, 1), "{answer}");
+}
