@@ -113,8 +113,8 @@ impl PolicyConfig {
 pub struct SyncConfig {
     /// A push asks the receiver to commit (and acknowledge) after this many bytes.
     pub commit_bytes: u64,
-    /// The most bytes per second one push may send to a device that is not on this network
-    /// (a parent's uplink stays usable); 0: no limit.
+    /// The most bytes per second sent to one device that is not on this network, all pushes
+    /// to it together (a parent's uplink stays usable); 0: no limit.
     pub limit_bytes_per_sec: u64,
     /// Whether the limit applies to devices on this network too.
     pub limit_lan: bool,

@@ -125,6 +125,8 @@ struct Shared {
     /// Paths (relative to their folder) the file watcher saw change since the folder's last
     /// backup began: `status` reports those not in the snapshot as not backed up yet.
     unsaved: Mutex<std::collections::HashMap<triad_core::FolderId, HashSet<PathBuf>>>,
+    /// The bandwidth limit of each device off this network, shared by every push to it.
+    paces: Mutex<std::collections::HashMap<DeviceId, Arc<Pace>>>,
     /// What the agent's own work is doing, in words, and since when.
     doing: Mutex<(String, u64)>,
     /// A scrub after a failed audit is dropping rotten blobs: until it is done, `Missing` says
@@ -252,6 +254,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         kick,
         unsaved: Mutex::new(std::collections::HashMap::new()),
+        paces: Mutex::new(std::collections::HashMap::new()),
         book: Mutex::new(Book::load(home_path)),
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
@@ -1342,7 +1345,13 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         let limited = shared.config.sync.limit_bytes_per_sec > 0
             && (shared.config.sync.limit_lan
                 || !shared.node.connected(&peer).as_ref().is_some_and(is_lan));
-        let mut pace = limited.then(|| Pace::new(shared.config.sync.limit_bytes_per_sec));
+        let pace = limited.then(|| {
+            let limit = shared.config.sync.limit_bytes_per_sec;
+            lock(&shared.paces)
+                .entry(entry.device)
+                .or_insert_with(|| Arc::new(Pace::new(limit)))
+                .clone()
+        });
         let mut uncommitted = 0u64;
         for _ in 0..missing.len() {
             let (id, blob) =
@@ -1359,7 +1368,7 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             bytes += len;
             since_commit += len;
             uncommitted += 1;
-            if let Some(pace) = &mut pace {
+            if let Some(pace) = &pace {
                 pace.sent(len).await;
             }
             if since_commit >= shared.config.sync.commit_bytes {
@@ -1727,22 +1736,31 @@ pub(crate) fn is_lan(addr: &Multiaddr) -> bool {
     })
 }
 
-/// Keeps a push at or under a rate: after each blob, waits until the bytes sent so far are due.
+/// The pace of every push to one device: together they send at most `bytes_per_sec`. Each
+/// blob sent books the link for as long as its bytes take at that rate, after whatever was
+/// booked before; the sender waits until its booking ends. Time the link was idle is not
+/// saved up for a burst later.
 struct Pace {
     bytes_per_sec: u64,
-    start: tokio::time::Instant,
-    sent: u64,
+    free_at: Mutex<tokio::time::Instant>,
 }
 
 impl Pace {
     fn new(bytes_per_sec: u64) -> Pace {
-        Pace { bytes_per_sec: bytes_per_sec.max(1), start: tokio::time::Instant::now(), sent: 0 }
+        Pace {
+            bytes_per_sec: bytes_per_sec.max(1),
+            free_at: Mutex::new(tokio::time::Instant::now()),
+        }
     }
 
-    async fn sent(&mut self, bytes: u64) {
-        self.sent += bytes;
-        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_sec as f64);
-        tokio::time::sleep_until(self.start + due).await;
+    async fn sent(&self, bytes: u64) {
+        let until = {
+            let mut free_at = lock(&self.free_at);
+            let start = (*free_at).max(tokio::time::Instant::now());
+            *free_at = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+            *free_at
+        };
+        tokio::time::sleep_until(until).await;
     }
 }
 
@@ -1766,11 +1784,32 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_paced_push_takes_as_long_as_its_limit_says() {
         let start = tokio::time::Instant::now();
-        let mut pace = Pace::new(1_000_000);
+        let pace = Pace::new(1_000_000);
         for _ in 0..50 {
             pace.sent(100_000).await;
         }
         // 5 MB at 1 MB/s: five seconds of (virtual) time, not less.
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        // Idle time is not saved up: after a pause, the next blob still takes its time.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let again = tokio::time::Instant::now();
+        pace.sent(500_000).await;
+        assert_eq!(again.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_pushes_to_one_device_share_its_limit() {
+        let start = tokio::time::Instant::now();
+        let pace = Arc::new(Pace::new(1_000_000));
+        let push = |pace: Arc<Pace>| async move {
+            for _ in 0..25 {
+                pace.sent(100_000).await;
+            }
+        };
+        let (a, b) = (tokio::spawn(push(pace.clone())), tokio::spawn(push(pace.clone())));
+        a.await.expect("push a");
+        b.await.expect("push b");
+        // 2 × 2.5 MB at 1 MB/s together: five seconds, as one push of 5 MB.
         assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 
