@@ -60,12 +60,6 @@ pub fn ensure_catalog(home: &Home, config: &mut Config, now: Timestamp) -> Resul
     Ok(true)
 }
 
-/// A folder whose snapshots are walked.
-struct Folder {
-    id: FolderId,
-    path: PathBuf,
-}
-
 /// Where one chunk can be read again: a range of a source file.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -83,8 +77,9 @@ pub struct Origins {
 }
 
 impl Origins {
-    /// Finds, in every snapshot `me` made of the folders of `config`, the file versions that use
-    /// any chunk in `wanted`, and where in their source files those chunks were read from.
+    /// Finds, in every snapshot `me` made (of any folder, protected now or not; `config` says
+    /// where each folder is), the file versions that use any chunk in `wanted`, and where in
+    /// their source files those chunks were read from.
     pub fn find(
         catalog: &Catalog<'_>,
         config: &Config,
@@ -108,7 +103,6 @@ impl Origins {
                     PathBuf::from(std::ffi::OsStr::from_bytes(&latest.folder_path))
                 }
             };
-            let folder = Folder { id: head.head.folder, path };
             let mut seen_trees = HashSet::new();
             let mut seen_files: HashSet<(Vec<u8>, BlobId)> = HashSet::new();
             let mut next = Some(head.head.snapshot);
@@ -133,7 +127,7 @@ impl Origins {
                                     Entry::Occupied(known) => known.into_mut(),
                                     Entry::Vacant(slot) => slot.insert(catalog.load(entry)?),
                                 };
-                                out.add(&folder.path, folder.id, &rel, entry, file, wanted);
+                                out.add(&path, head.head.folder, &rel, entry, file, wanted);
                             }
                             NodeKind::File { .. } | NodeKind::Symlink { .. } => {}
                         }
