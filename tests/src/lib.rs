@@ -1,0 +1,269 @@
+//! Devices in temporary folders, driven through the real `triad` binary.
+//!
+//! The tests under `tests/` in this package and the CLI package's own tests share these
+//! helpers. The binary is built once per test process with the same cargo that runs the
+//! tests, into the same target directory, and found beside the test executable.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The binary under test, built first if this process has not built it yet.
+///
+/// # Panics
+/// If the binary cannot be built: no test can run without it.
+pub fn triad_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable has a path");
+        // A test executable lives in `<target>/<profile>/deps/`; the binary in `<profile>/`.
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable is inside a target directory");
+        let bin = profile_dir.join("triad");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let target_dir = profile_dir.parent().expect("a target directory");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "triad-cli", "--bin", "triad"]);
+        build.arg("--target-dir").arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the triad binary failed");
+        bin.to_str().expect("a UTF-8 target path").to_owned()
+    })
+}
+
+/// One device: a home, a store and a folder under one temporary directory.
+pub struct Device {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub store: PathBuf,
+    pub folder: PathBuf,
+    pub phrase: String,
+}
+
+impl Device {
+    /// A device with no vault yet.
+    pub fn bare() -> Device {
+        let dir = tempfile::Builder::new().prefix("triad-e2e-").tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let folder = root.join("Pictures").join("shoot");
+        fs::create_dir_all(&folder).expect("mkdir");
+        Device {
+            home: root.join("home"),
+            store: root.join("disk").join("triad"),
+            folder,
+            dir,
+            phrase: String::new(),
+        }
+    }
+
+    /// A device with a vault, a store and a (still empty) protected folder.
+    pub fn new() -> Device {
+        let mut d = Device::bare();
+        let out = d.ok(&["init", "--name", "laptop", "--site", "home", "--json"]);
+        let v: Value = serde_json::from_str(out.trim()).expect("init --json prints JSON");
+        d.phrase = v["phrase"].as_str().expect("phrase").to_owned();
+        d.ok(&["store", "add", d.store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
+        d.ok(&["folder", "add", d.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+        d
+    }
+
+    /// A laptop with a vault and a protected folder but no store: it keeps its catalog in its
+    /// home and sends its files from the folder.
+    pub fn storeless() -> Device {
+        let mut d = Device::bare();
+        let out = d.ok(&["init", "--name", "laptop", "--site", "home", "--json"]);
+        let v: Value = serde_json::from_str(out.trim()).expect("init --json prints JSON");
+        d.phrase = v["phrase"].as_str().expect("phrase").to_owned();
+        let said = d.ok(&["folder", "add", d.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+        assert!(said.contains("no store"), "{said}");
+        d
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(triad_bin());
+        cmd.args(args).env("TRIAD_HOME", &self.home).env_remove("TRIAD_LOG").stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("triad runs")
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "triad {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs and asserts the exit code; returns stdout + stderr.
+    pub fn code(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(code), "triad {args:?}: {text}");
+        text
+    }
+
+    /// `triad backup --json`, returning the summary object.
+    pub fn backup(&self) -> Value {
+        let out = self.ok(&["backup", "--json"]);
+        summary(&out)
+    }
+
+    /// Sets a `[backup]` key in the device's config.toml.
+    pub fn set_backup_option(&self, key: &str, value: &str) {
+        self.set_option("backup", key, value);
+    }
+
+    /// Sets a key of a section in the device's config.toml.
+    pub fn set_option(&self, section: &str, key: &str, value: &str) {
+        let path = self.home.join("config.toml");
+        let text = fs::read_to_string(&path).expect("config");
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let header = format!("[{section}]");
+        let at = lines.iter().position(|l| l.trim() == header).expect("the section");
+        let end = lines[at + 1..]
+            .iter()
+            .position(|l| l.starts_with('['))
+            .map_or(lines.len(), |n| at + 1 + n);
+        let prefix = format!("{key} =");
+        if let Some(old) = lines[at + 1..end].iter().position(|l| l.starts_with(&prefix)) {
+            lines.remove(at + 1 + old);
+        }
+        lines.insert(at + 1, format!("{key} = {value}"));
+        fs::write(&path, lines.join("\n") + "\n").expect("write config");
+    }
+}
+
+/// The summary line of `backup --json` output.
+pub fn summary(out: &str) -> Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in {out}"))
+}
+
+/// Writes `len` deterministic incompressible bytes.
+pub fn write_noise(path: &Path, len: usize, seed: u64) {
+    let mut bytes = vec![0u8; len];
+    let key = blake3::hash(&seed.to_le_bytes());
+    blake3::Hasher::new_keyed(key.as_bytes()).finalize_xof().fill(&mut bytes);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("mkdir");
+    }
+    fs::write(path, bytes).expect("write");
+}
+
+/// A small shoot: raw-like files of several chunks, JPEG-like files, and XMP sidecars.
+pub fn make_shoot(folder: &Path, frames: usize) {
+    for i in 0..frames {
+        let day = if i % 2 == 0 { "day1" } else { "day2" };
+        write_noise(
+            &folder.join(format!("{day}/raw/IMG_{i:04}.CR3")),
+            2_500_000 + i * 1000,
+            i as u64,
+        );
+        write_noise(
+            &folder.join(format!("{day}/jpg/IMG_{i:04}.JPG")),
+            300_000 + i,
+            1000 + i as u64,
+        );
+        fs::write(folder.join(format!("{day}/raw/IMG_{i:04}.xmp")), sidecar(i, 3)).expect("write");
+    }
+}
+
+/// An XMP sidecar with a rating.
+pub fn sidecar(i: usize, rating: u32) -> String {
+    format!(
+        "<x:xmpmeta><rdf:Description xmp:Label=\"IMG_{i:04}\" xmp:Rating=\"{rating}\"/></x:xmpmeta>\n"
+    )
+}
+
+/// Asserts two trees hold the same files: content, mode and mtime; links by target.
+pub fn assert_same_tree(original: &Path, restored: &Path) -> usize {
+    let mut count = 0;
+    let mut names: Vec<_> =
+        fs::read_dir(original).expect("list").map(|e| e.expect("entry").file_name()).collect();
+    names.sort();
+    for name in names {
+        let (a, b) = (original.join(&name), restored.join(&name));
+        let ma = fs::symlink_metadata(&a).expect("stat original");
+        let mb =
+            fs::symlink_metadata(&b).unwrap_or_else(|_| panic!("{} was not restored", b.display()));
+        if ma.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&a).expect("link"), fs::read_link(&b).expect("link"));
+            continue;
+        }
+        assert_eq!(
+            ma.permissions().mode() & 0o7777,
+            mb.permissions().mode() & 0o7777,
+            "mode of {}",
+            b.display()
+        );
+        if ma.is_dir() {
+            count += assert_same_tree(&a, &b);
+            continue;
+        }
+        assert!(
+            fs::read(&a).expect("read") == fs::read(&b).expect("read"),
+            "{} differs",
+            b.display()
+        );
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            b.display()
+        );
+        count += 1;
+    }
+    count
+}
+
+/// Every pack file of a store, sorted.
+pub fn packs(store: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(store.join("packs"))
+        .expect("packs dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether this process may make mount namespaces (root, with `unshare`).
+pub fn can_unshare() -> bool {
+    let ok = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: this test needs root and `unshare -m` to mount a file system");
+    }
+    ok
+}
