@@ -5,10 +5,13 @@
 //! tests, into the same target directory, and found beside the test executable.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -42,10 +45,15 @@ pub fn triad_bin() -> &'static str {
 
 /// One device: a home, a store and a folder under one temporary directory.
 pub struct Device {
+    /// The temporary directory everything lives in; removed when the device is dropped.
     pub dir: tempfile::TempDir,
+    /// `TRIAD_HOME`.
     pub home: PathBuf,
+    /// Where its store goes, if it gets one.
     pub store: PathBuf,
+    /// Its protected folder, `Pictures/shoot`.
     pub folder: PathBuf,
+    /// Its recovery phrase, once it made a vault.
     pub phrase: String,
 }
 
@@ -66,6 +74,7 @@ impl Device {
     }
 
     /// A device with a vault, a store and a (still empty) protected folder.
+    #[allow(clippy::new_without_default)] // it runs `triad`: not a default value
     pub fn new() -> Device {
         let mut d = Device::bare();
         let out = d.ok(&["init", "--name", "laptop", "--site", "home", "--json"]);
@@ -88,16 +97,19 @@ impl Device {
         d
     }
 
+    /// The temporary directory.
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
 
+    /// `triad ARGS` for this device, not yet started.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(triad_bin());
         cmd.args(args).env("TRIAD_HOME", &self.home).env_remove("TRIAD_LOG").stdin(Stdio::null());
         cmd
     }
 
+    /// Runs `triad ARGS` for this device to the end.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("triad runs")
     }
@@ -266,4 +278,151 @@ pub fn can_unshare() -> bool {
         eprintln!("skipped: this test needs root and `unshare -m` to mount a file system");
     }
     ok
+}
+
+/// How long a test waits for a line, a state or an answer.
+/// How long a test waits for a line, a state or an answer.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A `triad` process whose JSON lines on stdout are read as they come.
+pub struct Running {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    /// Starts `cmd`, its standard error into the file `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> Running {
+        let log = fs::File::create(log).expect("log file");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("triad starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = sync_channel(1024);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next JSON line, waiting for it.
+    pub fn line(&self) -> Value {
+        let line = self.lines.recv_timeout(WAIT).expect("a line in time");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    /// The next line as it is, waiting for it.
+    pub fn text_line(&self) -> String {
+        self.lines.recv_timeout(WAIT).expect("a line in time")
+    }
+
+    /// Waits for the process to end; returns its status and its remaining lines.
+    pub fn finish(mut self) -> (ExitStatus, Vec<Value>) {
+        let mut rest = Vec::new();
+        // The reader thread ends when the process closes stdout, which it does at exit.
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            rest.push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+        let status = self.child.wait().expect("wait");
+        (status, rest)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running agent and its first address.
+pub struct Agent {
+    /// Killed (SIGKILL) when dropped.
+    pub process: Running,
+    /// The first address it listens on.
+    pub addr: String,
+}
+
+/// Starts the agent with its own backups and pushes off: the test says when to push.
+pub fn start_agent(d: &Device) -> Agent {
+    d.set_option("protect", "auto", "false");
+    start_agent_as_is(d)
+}
+
+/// Starts the agent with the device's settings as they are, on loopback QUIC without mDNS.
+pub fn start_agent_as_is(d: &Device) -> Agent {
+    let cmd =
+        d.command(&["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"]);
+    let process = Running::spawn(cmd, &d.root().join("agent.log"));
+    let ready = process.line();
+    assert_eq!(ready["event"], "listening", "{ready}");
+    let addr = ready["addrs"][0].as_str().expect("an address").to_owned();
+    Agent { process, addr }
+}
+
+/// Starts `triad pair --json --yes` on `inviter`; returns the process and its first line.
+pub fn open_pairing(inviter: &Device, extra: &[&str]) -> (Running, Value) {
+    let mut args = vec!["pair", "--json", "--yes"];
+    args.extend_from_slice(extra);
+    let process = Running::spawn(inviter.command(&args), &inviter.root().join("pair.log"));
+    let first = process.line();
+    assert!(first["code"].is_string() && first["link"].is_string(), "{first}");
+    (process, first)
+}
+
+/// A NAS paired to `laptop` (whose agent runs) by the link, with a store (`store_args` added
+/// to `store add`) and its agent running; the laptop knows its address.
+pub fn paired_nas(laptop: &Device, store_args: &[&str]) -> (Device, Agent) {
+    let nas = Device::bare();
+    let (pairing, first) = open_pairing(laptop, &[]);
+    let out = join(&nas, first["link"].as_str().expect("link"), "nas", "studio", None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    let mut args = vec!["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"];
+    args.extend_from_slice(store_args);
+    nas.ok(&args);
+    let agent = start_agent(&nas);
+    laptop.ok(&["devices", "addr", "nas", dialable(&agent.addr)]);
+    (nas, agent)
+}
+
+/// The parents' Pi paired to `laptop` (whose agent runs) as storage-only, with a usb-hdd store
+/// and its agent running; the laptop knows its address.
+pub fn paired_pi(laptop: &Device) -> (Device, Agent) {
+    let pi = Device::bare();
+    let (pairing, first) = open_pairing(laptop, &["--storage-only"]);
+    let out = join(&pi, first["link"].as_str().expect("link"), "pi", "parents", None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pairing.finish().0.success());
+    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
+    let agent = start_agent(&pi);
+    laptop.ok(&["devices", "addr", "pi", dialable(&agent.addr)]);
+    (pi, agent)
+}
+
+/// `triad join CODE --name NAME --site SITE --yes`, waiting up to 20 s, through `peer` if given.
+pub fn join(
+    d: &Device,
+    code: &str,
+    name: &str,
+    site: &str,
+    peer: Option<&str>,
+) -> std::process::Output {
+    let mut args = vec!["join", code, "--name", name, "--site", site, "--yes", "--wait", "20s"];
+    if let Some(peer) = peer {
+        args.extend_from_slice(&["--peer", peer]);
+    }
+    d.run(&args)
+}
+
+/// What a finished command printed, stdout then stderr.
+pub fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Strips `/p2p/<peer>` so the address can be given to `devices addr`.
+pub fn dialable(addr: &str) -> &str {
+    addr.split("/p2p/").next().expect("an address")
 }

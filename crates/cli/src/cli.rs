@@ -67,8 +67,10 @@ pub(crate) enum Command {
     /// Show or set the protection policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Run a self-contained demonstration in a temporary folder: back up a generated shoot,
-    /// edit it, back up again, verify, and restore every byte.
+    /// Run a self-contained demonstration in a temporary folder: three agents on this machine
+    /// (a laptop, a NAS and a storage-only Pi) pair, a generated shoot becomes PROTECTED with
+    /// no command typed, bit rot on the Pi is caught by an audit and repaired, and a new laptop
+    /// restores every byte from the recovery phrase and the Pi alone.
     Demo(DemoArgs),
 }
 

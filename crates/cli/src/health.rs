@@ -236,15 +236,15 @@ pub(crate) fn check(home_path: &Path, a: CheckArgs) -> Result<u8> {
         }
         if worst == State::Protected {
             println!(
-                "All {} files on {} are PROTECTED in the vault: safe to format.",
-                rows.len(),
+                "All {} on {} are PROTECTED in the vault: safe to format.",
+                output::count(rows.len() as u64, "file"),
                 root.display()
             );
         } else {
             println!(
-                "{} of {} files on {} are not PROTECTED yet: do not format it.",
+                "{} of {} on {} are not PROTECTED yet: do not format it.",
                 rows.len() - safe,
-                rows.len(),
+                output::count(rows.len() as u64, "file"),
                 root.display()
             );
         }
@@ -286,8 +286,8 @@ pub(crate) fn policy(home_path: &Path, c: PolicyCommand) -> Result<u8> {
                 println!("device: {}", p.policy());
                 println!(
                     "  every copy proven at least every {}; a device unseen for {} no longer counts",
-                    humantime::format_duration(Duration::from_secs(p.audit_window_secs)),
-                    humantime::format_duration(Duration::from_secs(p.grace_secs)),
+                    triad_agent::status::span(p.audit_window_secs),
+                    triad_agent::status::span(p.grace_secs),
                 );
                 for (f, v) in config.folders.iter().zip(&folders) {
                     let own = if f.policy.is_some() { " (its own)" } else { "" };

@@ -41,6 +41,7 @@ const EXIT_UNREACHABLE: u8 = 5;
 const EXIT_REFUSED: u8 = 6;
 
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let args = cli::Args::parse();
     output::init_logging();
     match run::run(args) {
@@ -53,6 +54,25 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `triad status --files | head -1`: a reader that went away is not a failure. Errors that
+/// come back through `run` are handled there; this covers the `println!`s, which panic when
+/// standard output is a closed pipe.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(EXIT_OK));
+        }
+        default(info);
+    }));
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

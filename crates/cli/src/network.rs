@@ -118,9 +118,11 @@ pub(crate) fn pair(home_path: &Path, a: PairArgs) -> Result<u8> {
         println!("  triad join '{link}' --name NAME --site SITE");
         println!("or type the short code on the same network:");
         println!("  triad join {code} --name NAME --site SITE");
+        // The agent says how many whole seconds are left, a moment after it opened the window.
+        let left = first["expires_in_secs"].as_u64().unwrap_or(600).div_ceil(30) * 30;
         println!(
-            "The new device will be {role}. Valid for {} minutes, for one device, one try.",
-            first["expires_in_secs"].as_u64().unwrap_or(600) / 60
+            "The new device will be {role}. Valid for {}, for one device, one try.",
+            triad_agent::status::span(left)
         );
     }
     let mut decisions = Vec::new();
@@ -168,13 +170,58 @@ fn ask(question: &str) -> Result<bool> {
     Ok(matches!(line.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
+/// The QR code for the terminal: the link in its compact form, with as many of the inviter's
+/// addresses as keep the code within [`QR_MODULES_MAX`], drawn two rows of modules per line
+/// with a quiet zone of [`QR_QUIET`] modules, light on dark, so that it fits 80×24.
 fn qr_terminal(link: &str) -> Result<String> {
-    let code = qrcode::QrCode::new(link.as_bytes()).context("cannot make a QR code")?;
-    Ok(code
-        .render::<qrcode::render::unicode::Dense1x2>()
-        .dark_color(qrcode::render::unicode::Dense1x2::Light)
-        .light_color(qrcode::render::unicode::Dense1x2::Dark)
-        .build())
+    let (secret, inviter, addrs) = Secret::parse_link(link)?;
+    let mut code = None;
+    for addrs_max in (0..=3).rev() {
+        let text = secret.qr_text(inviter, &addrs, addrs_max);
+        let candidate = qrcode::QrCode::with_error_correction_level(&text, qrcode::EcLevel::L)
+            .context("cannot make a QR code")?;
+        let fits = candidate.width() <= QR_MODULES_MAX;
+        code = Some(candidate);
+        if fits {
+            break;
+        }
+    }
+    let code = code.expect("the loop runs at least once");
+    Ok(draw_half_blocks(code.width(), &code.to_colors()))
+}
+
+/// The most modules a side of the terminal QR code has: version 5, which with the quiet zone
+/// takes 21 lines of an 80×24 terminal.
+const QR_MODULES_MAX: usize = 37;
+/// The quiet zone around the terminal QR code, in modules (scanners read 2 on a screen).
+const QR_QUIET: usize = 2;
+
+/// Draws a square of modules with `▀▄█` characters, two rows a line. The terminal's
+/// background is usually dark, so a dark module is drawn as background and a light one as a
+/// block.
+fn draw_half_blocks(modules: usize, colors: &[qrcode::Color]) -> String {
+    let side = modules + 2 * QR_QUIET;
+    let light = |x: usize, y: usize| {
+        let inside = |v: usize| (QR_QUIET..QR_QUIET + modules).contains(&v);
+        !(inside(x) && inside(y))
+            || colors[(y - QR_QUIET) * modules + (x - QR_QUIET)] == qrcode::Color::Light
+    };
+    let mut out = String::new();
+    for y in (0..side).step_by(2) {
+        for x in 0..side {
+            let top = light(x, y);
+            let bottom = y + 1 < side && light(x, y + 1);
+            out.push(match (top, bottom) {
+                (true, true) => '█',
+                (true, false) => '▀',
+                (false, true) => '▄',
+                (false, false) => ' ',
+            });
+        }
+        out.push('\n');
+    }
+    out.pop();
+    out
 }
 
 fn write_qr_png(link: &str, path: &Path) -> Result<()> {
@@ -207,7 +254,7 @@ fn write_qr_png(link: &str, path: &Path) -> Result<()> {
 }
 
 pub(crate) fn join(home_path: &Path, a: JoinArgs) -> Result<u8> {
-    let target = if a.code.trim().starts_with("triad://") {
+    let target = if a.code.trim().starts_with("triad://") || triad_net::pair::is_qr_text(&a.code) {
         let (secret, inviter, addrs) = Secret::parse_link(&a.code)?;
         Target::Link { secret, inviter, addrs }
     } else {
@@ -493,8 +540,8 @@ pub(crate) fn recover_from_peer(
     }
     if !recovered.incomplete.is_empty() {
         println!(
-            "WARNING: {} files (in the latest or earlier snapshots) cannot be restored from {peer}: part of their data is not there:",
-            recovered.incomplete.len()
+            "WARNING: {} (in the latest or earlier snapshots) cannot be restored from {peer}: part of their data is not there:",
+            output::count(recovered.incomplete.len() as u64, "file")
         );
         for (folder, path) in recovered.incomplete.iter().take(20) {
             println!("  {folder}/{path}");
@@ -506,4 +553,36 @@ pub(crate) fn recover_from_peer(
     println!("Restore everything with `triad restore latest --to DIR`.");
     let whole = recovered.unreadable.is_empty() && recovered.incomplete.is_empty();
     Ok(if whole { EXIT_OK } else { crate::EXIT_DAMAGE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_terminal_qr_code_fits_80_by_24_and_carries_the_invitation() {
+        let secret = Secret::strong([0x5c; 16], 1077);
+        let inviter = triad_net::PeerId::random();
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/udp/41641/quic-v1",
+            "/ip4/192.168.1.20/udp/41641/quic-v1",
+            "/ip6/2001:db8:4006:812::200e/udp/41641/quic-v1",
+            "/ip4/127.0.0.1/tcp/41641",
+            "/ip4/192.168.1.20/tcp/41641",
+            "/ip6/2001:db8:4006:812::200e/tcp/41641",
+        ]
+        .iter()
+        .map(|a| a.parse().expect("addr"))
+        .collect();
+        let link = secret.link(inviter, &addrs);
+        let drawn = qr_terminal(&link).expect("a code");
+        let lines: Vec<&str> = drawn.lines().collect();
+        assert!(lines.len() <= 21, "{} lines", lines.len());
+        assert!(lines.iter().all(|l| l.chars().count() <= 80));
+        // What it encodes is the same invitation, with some of the addresses.
+        let text = secret.qr_text(inviter, &addrs, 3);
+        let (back, peer, some) = Secret::parse_link(&text).expect("parses");
+        assert_eq!((back, peer), (secret, inviter));
+        assert!(!some.is_empty() && some.iter().all(|a| addrs.contains(a)));
+    }
 }

@@ -305,6 +305,13 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
     let mut dev = Device::open(home_path)?;
     match c {
         FolderCommand::Add { path, media, exclude } => {
+            if dev.home.keys().is_err() {
+                bail!(
+                    "this device is storage-only: it keeps your other devices' copies without \
+                     being able to read them, so it cannot protect a folder of its own; add the \
+                     folder on a trusted device, or pair this one again as trusted"
+                );
+            }
             let path = std::fs::canonicalize(&path).with_context(|| {
                 format!("cannot add folder {}: it does not exist", path.display())
             })?;
@@ -437,22 +444,22 @@ fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
             }))?;
         } else if report.unchanged {
             println!(
-                "{}: nothing changed since snapshot {} (#{}); {} files, {}.",
+                "{}: nothing changed since snapshot {} (#{}); {}, {}.",
                 report.folder,
                 report.snapshot.short(),
                 report.sequence,
-                report.stats.files,
+                output::count(report.stats.files, "file"),
                 output::size(report.stats.bytes)
             );
         } else {
             println!(
-                "{}: snapshot {} (#{}) committed: {} files, {}; read {} changed files ({}), stored {} new blobs ({}).",
+                "{}: snapshot {} (#{}) committed: {}, {}; read {} changed ({}), stored {} new blobs ({}).",
                 report.folder,
                 report.snapshot.short(),
                 report.sequence,
-                report.stats.files,
+                output::count(report.stats.files, "file"),
                 output::size(report.stats.bytes),
-                report.files_read,
+                output::count(report.files_read, "file"),
                 output::size(report.bytes_read),
                 report.new_blobs,
                 output::size(report.new_bytes),
@@ -909,9 +916,12 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
         &progress,
     )?;
     bar.finish_and_clear();
+    // A laptop without a store checks only its catalog here; its copies are audited instead.
+    let catalog_only = dev.config.holding_data(&stores).next().is_none();
     if a.json {
         output::json_line(&json!({
             "ok": report.is_ok(),
+            "catalog_only": catalog_only,
             "snapshots": report.snapshots, "trees": report.trees, "files": report.files, "chunks": report.chunks,
             "blobs_read": report.blobs_read, "bytes_read": report.bytes_read,
             "problems": report.problems.iter().map(|p| json!({
@@ -934,7 +944,13 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
             report.chunks,
             stores.len()
         );
-        if report.is_ok() {
+        if report.is_ok() && catalog_only {
+            println!("The catalog is intact.");
+            println!(
+                "This device keeps no copy of the file data: its copies are on your other devices. \
+                 `triad audit --now` proves that they still hold every byte."
+            );
+        } else if report.is_ok() {
             println!("Everything is intact.");
         } else {
             println!("{} blobs are MISSING or DAMAGED:", report.problems.len());
@@ -1018,13 +1034,16 @@ fn recover(home_path: &Path, a: RecoverArgs) -> Result<u8> {
     if latest.is_empty() {
         println!("The store holds no snapshots.");
     } else {
-        println!("The store holds the latest snapshots of {} folders:", latest.len());
+        println!(
+            "The store holds the latest snapshots of {}:",
+            output::count(latest.len() as u64, "folder")
+        );
         for s in &latest {
             println!(
-                "  {} from {} ({} files, {}), snapshot {}",
+                "  {} from {} ({}, {}), snapshot {}",
                 s.snapshot.folder_name,
                 s.snapshot.device_name,
-                s.snapshot.stats.files,
+                output::count(s.snapshot.stats.files, "file"),
                 output::size(s.snapshot.stats.bytes),
                 s.id.short()
             );

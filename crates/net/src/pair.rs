@@ -14,6 +14,7 @@ use std::fmt;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use data_encoding::BASE32_NOPAD;
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::{Multiaddr, PeerId};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
@@ -101,9 +102,35 @@ impl Secret {
         link
     }
 
-    /// Parses a link: the secret, the inviter and its addresses.
+    /// The same invitation as [`Secret::link`] in the form a QR code holds compactly: only
+    /// QR's alphanumeric characters (upper case, digits, `:/.`), so that a terminal of 80×24
+    /// shows the whole code. `TRIAD:<peer>/<nameplate>/<secret>/<address>…`, the peer id and
+    /// the secret in base32, each address `Q` (QUIC) or `T` (TCP), its IP and `:port`. It
+    /// holds at most `addrs_max` addresses that fit the form, QUIC before TCP.
+    pub fn qr_text(&self, inviter: PeerId, addrs: &[Multiaddr], addrs_max: usize) -> String {
+        let secret = decode_hex(&self.password).unwrap_or_default();
+        let mut text = format!(
+            "{QR_PREFIX}{}/{}/{}",
+            BASE32_NOPAD.encode(&inviter.to_bytes()),
+            self.nameplate,
+            BASE32_NOPAD.encode(&secret)
+        );
+        let mut compact: Vec<String> = addrs.iter().filter_map(compact_addr).collect();
+        compact.sort_by_key(|a| !a.starts_with('Q'));
+        for addr in compact.into_iter().take(addrs_max) {
+            text.push('/');
+            text.push_str(&addr);
+        }
+        text
+    }
+
+    /// Parses a link, in either form: the secret, the inviter and its addresses.
     pub fn parse_link(text: &str) -> Result<(Self, PeerId, Vec<Multiaddr>), CodeError> {
-        let query = text.trim().strip_prefix("triad://pair?").ok_or(CodeError::Link("prefix"))?;
+        let text = text.trim();
+        if is_qr_text(text) {
+            return Self::parse_qr_text(text);
+        }
+        let query = text.strip_prefix("triad://pair?").ok_or(CodeError::Link("prefix"))?;
         let (mut peer, mut nameplate, mut password, mut addrs) = (None, None, None, Vec::new());
         for pair in query.split('&') {
             let (key, value) = pair.split_once('=').ok_or(CodeError::Link("a part without ="))?;
@@ -126,6 +153,83 @@ impl Secret {
         };
         Ok((secret, peer.ok_or(CodeError::Link("no peer"))?, addrs))
     }
+
+    fn parse_qr_text(text: &str) -> Result<(Self, PeerId, Vec<Multiaddr>), CodeError> {
+        let body = text.get(QR_PREFIX.len()..).ok_or(CodeError::Link("prefix"))?;
+        let body = body.to_ascii_uppercase();
+        let mut parts = body.split('/');
+        let mut next = |what| parts.next().filter(|p| !p.is_empty()).ok_or(CodeError::Link(what));
+        let peer = BASE32_NOPAD
+            .decode(next("no peer")?.as_bytes())
+            .ok()
+            .and_then(|bytes| PeerId::from_bytes(&bytes).ok())
+            .ok_or(CodeError::Link("peer"))?;
+        let nameplate =
+            next("no window number")?.parse::<u32>().map_err(|_| CodeError::Link("n"))?;
+        let secret = BASE32_NOPAD
+            .decode(next("no secret")?.as_bytes())
+            .ok()
+            .filter(|s| s.len() == 16)
+            .ok_or(CodeError::Link("the secret"))?;
+        let addrs = parts.map(parse_compact_addr).collect::<Result<Vec<_>, _>>()?;
+        Ok((Self { nameplate, password: hex(&secret) }, peer, addrs))
+    }
+}
+
+/// What starts the QR form of a link.
+const QR_PREFIX: &str = "TRIAD:";
+
+/// Whether `text` is the QR form of a link (any case: some scanners lower it).
+pub fn is_qr_text(text: &str) -> bool {
+    let text = text.trim();
+    // `triad://pair?…` starts the same way: the QR form has no `/` after the prefix.
+    text.get(..QR_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(QR_PREFIX))
+        && !text[QR_PREFIX.len()..].starts_with('/')
+}
+
+/// `/ip4/192.0.2.7/udp/41641/quic-v1` → `Q192.0.2.7:41641`; `None` for any other shape.
+fn compact_addr(addr: &Multiaddr) -> Option<String> {
+    use libp2p::multiaddr::Protocol;
+    let mut it = addr.iter();
+    let ip = match it.next()? {
+        Protocol::Ip4(ip) => std::net::IpAddr::V4(ip),
+        Protocol::Ip6(ip) => std::net::IpAddr::V6(ip),
+        _ => return None,
+    };
+    let (kind, port) = match (it.next()?, it.next()) {
+        (Protocol::Udp(port), Some(Protocol::QuicV1)) => ('Q', port),
+        (Protocol::Tcp(port), None) => ('T', port),
+        _ => return None,
+    };
+    if it.next().is_some() {
+        return None;
+    }
+    Some(format!("{kind}{}:{port}", ip.to_string().to_ascii_uppercase()))
+}
+
+fn parse_compact_addr(text: &str) -> Result<Multiaddr, CodeError> {
+    let bad = CodeError::Link("an address");
+    let (kind, rest) = (text.get(..1).ok_or(CodeError::Link("an address"))?, &text[1..]);
+    let (ip, port) = rest.rsplit_once(':').ok_or(CodeError::Link("an address"))?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| CodeError::Link("an address"))?;
+    let port: u16 = port.parse().map_err(|_| CodeError::Link("an address"))?;
+    let ip = match ip {
+        std::net::IpAddr::V4(ip) => format!("/ip4/{ip}"),
+        std::net::IpAddr::V6(ip) => format!("/ip6/{ip}"),
+    };
+    let text = match kind {
+        "Q" => format!("{ip}/udp/{port}/quic-v1"),
+        "T" => format!("{ip}/tcp/{port}"),
+        _ => return Err(bad),
+    };
+    text.parse().map_err(|_| bad)
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -346,6 +450,34 @@ mod tests {
             Secret::parse_link(&strong.link(peer, std::slice::from_ref(&addr))).expect("parses");
         assert_eq!((parsed, p, addrs), (strong, peer, vec![addr]));
         assert!(Secret::parse_link("triad://pair?peer=x").is_err());
+    }
+
+    #[test]
+    fn the_qr_form_carries_the_same_invitation_in_qr_alphanumerics() {
+        let strong = Secret::strong([0xa7; 16], 1042);
+        let peer = PeerId::random();
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/192.0.2.7/tcp/41641",
+            "/ip6/2001:db8::7/udp/41641/quic-v1",
+            "/ip4/192.0.2.7/udp/41641/quic-v1",
+            "/dns4/nas.example/udp/41641/quic-v1",
+        ]
+        .iter()
+        .map(|a| a.parse().expect("addr"))
+        .collect();
+        let text = strong.qr_text(peer, &addrs, 2);
+        let alphanumeric =
+            |c: char| c.is_ascii_digit() || c.is_ascii_uppercase() || ":/.".contains(c);
+        assert!(text.chars().all(alphanumeric), "{text}");
+        let (parsed, p, back) = Secret::parse_link(&text).expect("parses");
+        assert_eq!((parsed, p), (strong.clone(), peer));
+        // QUIC first, at most two, and only the shapes the form can hold.
+        assert_eq!(back, vec![addrs[1].clone(), addrs[2].clone()]);
+        let (lower, _, _) = Secret::parse_link(&text.to_lowercase()).expect("any case");
+        assert_eq!(lower, strong);
+        assert!(Secret::parse_link("TRIAD:AAAA/1/BBBB").is_err());
+        assert!(Secret::parse_link("triad:").is_err());
+        assert!(!is_qr_text(&strong.link(peer, &addrs)));
     }
 
     fn run(

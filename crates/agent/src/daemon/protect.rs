@@ -245,7 +245,8 @@ async fn round(shared: &Arc<Shared>) -> bool {
             doing(
                 shared,
                 if away.is_empty() {
-                    "no device can take the missing copies (add one with `triad pair`)".to_owned()
+                    "waiting for a device that can take the missing copies (add one with `triad pair`)"
+                        .to_owned()
                 } else {
                     format!("waiting for {} to answer", away.join(", "))
                 },

@@ -2,128 +2,17 @@
 //! pushes, each device with its own home and store.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Device, write_noise};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A `triad` process whose JSON lines on stdout are read as they come.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command, log: &Path) -> Running {
-        let log = fs::File::create(log).expect("log file");
-        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("triad starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = sync_channel(1024);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// The next JSON line, waiting for it.
-    fn line(&self) -> Value {
-        let line = self.lines.recv_timeout(WAIT).expect("a line in time");
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
-    }
-
-    /// Waits for the process to end; returns its status and its remaining lines.
-    fn finish(mut self) -> (ExitStatus, Vec<Value>) {
-        let mut rest = Vec::new();
-        // The reader thread ends when the process closes stdout, which it does at exit.
-        while let Ok(line) = self.lines.recv_timeout(WAIT) {
-            rest.push(serde_json::from_str(&line).unwrap_or(Value::String(line)));
-        }
-        let status = self.child.wait().expect("wait");
-        (status, rest)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A running agent and its first address.
-struct Agent {
-    /// Killed (SIGKILL) when dropped.
-    _process: Running,
-    addr: String,
-}
-
-/// Starts the agent with its own backups and pushes off: the test says when to push.
-fn start_agent(d: &Device) -> Agent {
-    d.set_option("protect", "auto", "false");
-    start_agent_as_is(d)
-}
-
-fn start_agent_as_is(d: &Device) -> Agent {
-    let cmd =
-        d.command(&["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"]);
-    let process = Running::spawn(cmd, &d.root().join("agent.log"));
-    let ready = process.line();
-    assert_eq!(ready["event"], "listening", "{ready}");
-    let addr = ready["addrs"][0].as_str().expect("an address").to_owned();
-    Agent { _process: process, addr }
-}
-
-/// Starts `triad pair --json --yes` on `inviter`; returns the process and its first line.
-fn open_pairing(inviter: &Device, extra: &[&str]) -> (Running, Value) {
-    let mut args = vec!["pair", "--json", "--yes"];
-    args.extend_from_slice(extra);
-    let process = Running::spawn(inviter.command(&args), &inviter.root().join("pair.log"));
-    let first = process.line();
-    assert!(first["code"].is_string() && first["link"].is_string(), "{first}");
-    (process, first)
-}
-
-/// A NAS paired to `laptop` (whose agent runs) by the link, with a store (`store_args` added
-/// to `store add`) and its agent running; the laptop knows its address.
-fn paired_nas(laptop: &Device, store_args: &[&str]) -> (Device, Agent) {
-    let nas = Device::bare();
-    let (pairing, first) = open_pairing(laptop, &[]);
-    let out = join(&nas, first["link"].as_str().expect("link"), "nas", "studio", None);
-    assert!(out.status.success(), "{}", text(&out));
-    drop(pairing);
-    let mut args = vec!["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"];
-    args.extend_from_slice(store_args);
-    nas.ok(&args);
-    let agent = start_agent(&nas);
-    laptop.ok(&["devices", "addr", "nas", dialable(&agent.addr)]);
-    (nas, agent)
-}
-
-/// The parents' Pi paired to `laptop` (whose agent runs) as storage-only, with a usb-hdd store
-/// and its agent running; the laptop knows its address.
-fn paired_pi(laptop: &Device) -> (Device, Agent) {
-    let pi = Device::bare();
-    let (pairing, first) = open_pairing(laptop, &["--storage-only"]);
-    let out = join(&pi, first["link"].as_str().expect("link"), "pi", "parents", None);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(pairing.finish().0.success());
-    pi.ok(&["store", "add", pi.store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
-    let agent = start_agent(&pi);
-    laptop.ok(&["devices", "addr", "pi", dialable(&agent.addr)]);
-    (pi, agent)
-}
+use crate::support::{
+    Device, Running, WAIT, dialable, join, open_pairing, paired_nas, paired_pi, start_agent,
+    start_agent_as_is, text, write_noise,
+};
 
 /// `triad recover --peer ADDR` on the new device `fresh` (named laptop2), the phrase on its
 /// standard input.
@@ -140,29 +29,6 @@ fn recover_from(fresh: &Device, addr: &str, phrase: &str) -> std::process::Outpu
     std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), phrase.as_bytes())
         .expect("the phrase");
     child.wait_with_output().expect("recover ends")
-}
-
-fn join(
-    d: &Device,
-    code: &str,
-    name: &str,
-    site: &str,
-    peer: Option<&str>,
-) -> std::process::Output {
-    let mut args = vec!["join", code, "--name", name, "--site", site, "--yes", "--wait", "20s"];
-    if let Some(peer) = peer {
-        args.extend_from_slice(&["--peer", peer]);
-    }
-    d.run(&args)
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// Strips `/p2p/<peer>` so the address can be given to `devices addr`.
-fn dialable(addr: &str) -> &str {
-    addr.split("/p2p/").next().expect("an address")
 }
 
 fn json(out: &str) -> Value {
