@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use triad_core::Timestamp;
-use triad_core::snapshot::is_valid_name;
+use triad_core::snapshot::check_name;
 
 /// The metadata of a file that decides whether it changed since the last backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,8 +246,8 @@ impl Walk<'_> {
 
     fn entry(&mut self, rel: &Path, name: &OsStr) -> Option<Child> {
         let bytes = name.as_bytes().to_vec();
-        if !is_valid_name(&bytes) {
-            self.skip(rel, "name cannot be stored");
+        if let Err(e) = check_name(&bytes) {
+            self.skip(rel, format!("name cannot be stored: {e}"));
             return None;
         }
         let abs = self.folder.join(rel);
