@@ -259,7 +259,13 @@ impl Walk<'_> {
             }
         };
         let kind = meta.file_type();
-        if kind.is_dir() {
+        if kind.is_dir() && triad_store::Store::exists(&abs) {
+            self.skip(rel, "a triad store: never backed up (it would back itself up); move it out of the folder");
+            None
+        } else if kind.is_dir() && crate::home::Home::is_home(&abs) {
+            self.skip(rel, "a triad home (device keys and catalog): never backed up; move it out of the folder");
+            None
+        } else if kind.is_dir() {
             Some(Child::Dir(self.dir(rel, bytes, &meta)))
         } else if kind.is_file() {
             self.files.push(FileRecord { rel: rel.into(), stat: FileStat::of(&meta) });
