@@ -1,6 +1,6 @@
 //! The agent's settings: plain data, built by the binary from its config file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use triad_core::policy::{Policy, Windows};
@@ -269,13 +269,114 @@ impl Config {
         folder.policy.unwrap_or_else(|| self.policy.policy())
     }
 
-    /// The folder with this id, path or name.
+    /// The folder with this id, path (absolute, or relative to the working directory, as
+    /// `triad folder add` took it) or name.
     pub fn folder(&self, name_or_path: &str) -> Option<&FolderConfig> {
+        let resolved = std::fs::canonicalize(name_or_path).ok();
         self.folders.iter().find(|f| {
             f.id.to_hex() == name_or_path
                 || f.path.as_os_str() == name_or_path
+                || resolved.as_deref() == Some(f.path.as_path())
                 || f.path.file_name().is_some_and(|n| n == name_or_path)
         })
+    }
+
+    /// Checks that a folder at `path` (besides the folder `except`, which it replaces) may be
+    /// protected: it must not overlap another protected folder, and no store, no home (the
+    /// keys) and no catalog may be inside it, or it would back itself up in a loop.
+    pub fn check_folder_place(
+        &self,
+        path: &Path,
+        home: &Path,
+        except: Option<FolderId>,
+    ) -> Result<(), PlaceError> {
+        let path = resolve(path);
+        if let Some(other) = self
+            .folders
+            .iter()
+            .filter(|f| Some(f.id) != except)
+            .find(|f| overlaps(&path, &resolve(&f.path)))
+        {
+            return Err(PlaceError::Folders { path, other: other.path.clone() });
+        }
+        if let Some(store) = self.stores.iter().find(|s| overlaps(&path, &resolve(&s.path))) {
+            return Err(PlaceError::Store { folder: path, store: store.path.clone() });
+        }
+        if overlaps(&path, &resolve(home)) {
+            return Err(PlaceError::Home { folder: path, home: home.into() });
+        }
+        Ok(())
+    }
+
+    /// Checks that a store (or a home) at `path` is outside every protected folder, and
+    /// holds none.
+    pub fn check_store_place(&self, path: &Path) -> Result<(), PlaceError> {
+        let path = resolve(path);
+        match self.folders.iter().find(|f| overlaps(&path, &resolve(&f.path))) {
+            Some(folder) => Err(PlaceError::Store { folder: folder.path.clone(), store: path }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A folder or a store cannot go where it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlaceError {
+    /// Two protected folders would overlap: one's files would be in the other's history.
+    #[error("{path} overlaps the protected folder {other}")]
+    Folders {
+        /// The new folder.
+        path: PathBuf,
+        /// The folder already protected.
+        other: PathBuf,
+    },
+    /// A store would be inside a protected folder, or hold one.
+    #[error(
+        "the store {store} would be inside the protected folder {folder} (or hold it), and back \
+         itself up in a loop: keep stores outside protected folders"
+    )]
+    Store {
+        /// The folder.
+        folder: PathBuf,
+        /// The store.
+        store: PathBuf,
+    },
+    /// The device's home (its keys and catalog) would be inside a protected folder.
+    #[error(
+        "this device's home {home} (its keys and catalog) would be inside the protected folder \
+         {folder} (or hold it): move the home (TRIAD_HOME) or choose another folder"
+    )]
+    Home {
+        /// The folder.
+        folder: PathBuf,
+        /// The home.
+        home: PathBuf,
+    },
+}
+
+/// Whether one of `a` and `b` is inside the other (or they are the same).
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// `path` made absolute with its links resolved, as far as it exists; the rest is appended
+/// as given (a store may not exist yet).
+pub fn resolve(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |acc: PathBuf, c| acc.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path,
+        }
     }
 }
 

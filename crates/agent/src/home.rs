@@ -230,6 +230,12 @@ impl Home {
         path.join("identity").exists()
     }
 
+    /// Whether `path` holds a device's home: its identity and its key (a folder that only
+    /// happens to hold a file named `identity` is not one).
+    pub fn is_home(path: &Path) -> bool {
+        path.join("identity").is_file() && path.join("device.key").is_file()
+    }
+
     /// The home directory.
     pub fn path(&self) -> &Path {
         &self.path

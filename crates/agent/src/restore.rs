@@ -1,27 +1,35 @@
 //! The restore engine: write files back from a snapshot, each checked against its hash.
 //!
-//! Every file is written to a temporary name in its target directory, its plain BLAKE3
-//! compared with the hash recorded at ingest, its mode and mtime set, fsynced, and only then
-//! renamed into place: a failed or interrupted restore never leaves a partial file under the
-//! real name. Existing files are refused unless overwriting was asked for. A file that cannot
-//! be restored (a chunk missing or damaged in every store) is reported and the rest go on.
+//! Every file is written to a short temporary name in its target directory (so that every
+//! name the file system accepts can be restored), its plain BLAKE3 compared with the hash
+//! recorded at ingest, its mode and mtime set, fsynced, and only then renamed into place: a
+//! failed or interrupted restore never leaves a partial file under the real name. A file
+//! already there with the recorded content is skipped, so an interrupted restore resumes;
+//! other existing files are refused unless overwriting was asked for. A file that cannot be
+//! restored (a chunk missing or damaged in every store) is reported and the rest go on.
 //! Chunks are fetched and opened on several threads; the file is written in order.
+//!
+//! Nothing is written outside the target: each folder goes to a directory named by
+//! [`folder_dirs`] (its name checked with [`triad_core::snapshot::check_name`], two folders of
+//! the same name kept apart), entry names are checked when their tree is read, and a restore
+//! never writes through a symbolic link it finds on its way.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::bounded;
 
 use triad_core::keys::VaultKeys;
 use triad_core::seal::{self, ObjectKind, Opened};
-use triad_core::snapshot::{ChunkRef, FileEntry, Node, NodeKind, Tree};
-use triad_core::{BlobId, Timestamp};
+use triad_core::snapshot::{ChunkRef, FileEntry, NameError, Node, NodeKind, Tree};
+use triad_core::{BlobId, FolderId, Timestamp};
 use triad_store::{Appender, RealFs};
 
 use crate::catalog::{Catalog, CatalogError, SnapshotInfo};
@@ -49,6 +57,13 @@ pub enum Event {
         /// Its size.
         bytes: u64,
     },
+    /// A file was already there with the recorded content, and was left as it is.
+    FileSkipped {
+        /// Where it is.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+    },
     /// A file could not be restored.
     FileFailed {
         /// Where it should have been written.
@@ -65,6 +80,10 @@ pub struct Report {
     pub files: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Files already there with the recorded content, left as they were.
+    pub skipped: u64,
+    /// Their bytes.
+    pub skipped_bytes: u64,
     /// Directories created or updated.
     pub dirs: u64,
     /// Symbolic links created.
@@ -80,6 +99,31 @@ pub enum RestoreError {
     /// The snapshot's metadata could not be read.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A snapshot names its folder with something that is not one plain directory name (a
+    /// forged or damaged snapshot): nothing of it is restored.
+    #[error(
+        "snapshot {snapshot} (device {device:?}) names its folder {name:?}, which is not a safe \
+         directory name: nothing was restored; the device that made it may be compromised \
+         (see `triad devices`)"
+    )]
+    FolderName {
+        /// The snapshot, short.
+        snapshot: String,
+        /// The device name the snapshot gives.
+        device: String,
+        /// The name.
+        name: String,
+        /// Why it is refused.
+        #[source]
+        source: NameError,
+    },
+    /// A directory on the way to a restored path is a symbolic link (made by an earlier
+    /// restore or by someone else): writing through it could land outside the target.
+    #[error("{path} is a symbolic link: a restore does not write through links; move it away")]
+    Link {
+        /// The link.
+        path: PathBuf,
+    },
     /// The destination could not be written.
     #[error("cannot write to {path}")]
     Destination {
@@ -91,14 +135,69 @@ pub enum RestoreError {
     },
 }
 
+/// The directory under `dest` that each of `chosen` restores into, in the same order:
+/// `dest/<folder name>`, or `dest/<folder name>-<folder id>` when two folders known to the
+/// catalog share a name, so the same folder always lands in the same place and two folders
+/// never share one. Fails, before anything is written, if a snapshot's folder name is not one
+/// plain directory name.
+pub fn folder_dirs(
+    catalog: &Catalog<'_>,
+    chosen: &[SnapshotInfo],
+    dest: &Path,
+) -> Result<Vec<PathBuf>, RestoreError> {
+    for info in chosen {
+        info.snapshot.checked_folder_name().map_err(|source| RestoreError::FolderName {
+            snapshot: info.id.short(),
+            device: info.snapshot.device_name.clone(),
+            name: info.snapshot.folder_name.clone(),
+            source,
+        })?;
+    }
+    // Every folder the catalog knows, so that restoring one folder alone gives it the same
+    // directory as restoring all of them. A catalog that cannot list them all still keeps
+    // the chosen ones apart.
+    let mut names: BTreeMap<FolderId, String> = BTreeMap::new();
+    for info in catalog.latest().unwrap_or_default().iter().chain(chosen) {
+        if let Ok(name) = info.snapshot.checked_folder_name() {
+            names.insert(info.snapshot.folder, name.to_owned());
+        }
+    }
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in names.values() {
+        *count.entry(name).or_default() += 1;
+    }
+    let mut dirs: BTreeMap<FolderId, String> = names
+        .iter()
+        .map(|(id, name)| {
+            let dir = if count[name.as_str()] > 1 {
+                format!("{name}-{}", id.short())
+            } else {
+                name.clone()
+            };
+            (*id, dir)
+        })
+        .collect();
+    // A folder literally named like another's suffixed directory: fall back to whole ids.
+    let mut seen = HashSet::new();
+    let clash = dirs.values().any(|d| !seen.insert(d.clone()));
+    if clash {
+        for (id, dir) in &mut dirs {
+            if count[names[id].as_str()] > 1 {
+                *dir = format!("{}-{}", names[id], id.to_hex());
+            }
+        }
+    }
+    Ok(chosen.iter().map(|info| dest.join(&dirs[&info.snapshot.folder])).collect())
+}
+
 /// Restores `rel` (relative to the folder; `None` for everything) of `snapshot` into
-/// `dest/<folder name>/…`.
+/// `folder_dir` (one of [`folder_dirs`]).
 pub fn restore(
     catalog: &Catalog<'_>,
     keys: &VaultKeys,
     snapshot: &SnapshotInfo,
     rel: Option<&Path>,
-    dest: &Path,
+    folder_dir: &Path,
     options: Options,
     progress: &(dyn Fn(&Event) + Sync),
 ) -> Result<Report, RestoreError> {
@@ -108,19 +207,18 @@ pub fn restore(
         n => n,
     };
     let mut run = Run { catalog, keys, options, threads, progress, report: Report::default() };
-    let folder_dir = dest.join(&snapshot.snapshot.folder_name);
     let rel = rel.filter(|r| r.components().next().is_some());
     match (rel, rel.map(|r| catalog.find(snapshot, r)).transpose()?.flatten()) {
         (Some(rel), Some(node)) => {
             let target = folder_dir.join(rel);
-            let parent = target.parent().unwrap_or(&folder_dir);
-            create_dirs(parent)?;
+            let parent = target.parent().unwrap_or(folder_dir);
+            create_dirs_below(folder_dir, parent)?;
             run.node(&node, &target)?;
         }
         _ => {
             let root: Tree = catalog.load(snapshot.snapshot.root)?;
-            create_dirs(&folder_dir)?;
-            run.tree(&root, &folder_dir)?;
+            create_dirs_below(folder_dir, folder_dir)?;
+            run.tree(&root, folder_dir)?;
         }
     }
     Ok(run.report)
@@ -155,6 +253,37 @@ pub fn chunks_of(
 fn create_dirs(path: &Path) -> Result<(), RestoreError> {
     fs::create_dir_all(path)
         .map_err(|source| RestoreError::Destination { path: path.into(), source })
+}
+
+/// Creates `path` (inside or equal to `top`), refusing to go through a symbolic link from
+/// `top` down: a link left there (by a snapshot that held one) could point anywhere.
+fn create_dirs_below(top: &Path, path: &Path) -> Result<(), RestoreError> {
+    let below = path.strip_prefix(top).unwrap_or(Path::new(""));
+    let mut at = top.to_path_buf();
+    let mut steps = vec![at.clone()];
+    for component in below.components() {
+        at.push(component);
+        steps.push(at.clone());
+    }
+    for step in steps {
+        match fs::symlink_metadata(&step) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(RestoreError::Link { path: step });
+            }
+            Ok(_) => {}
+            Err(_) => create_dirs(&step)?,
+        }
+    }
+    Ok(())
+}
+
+/// Numbers the temporary files of this process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// What happened to one file.
+enum Written {
+    Restored,
+    Skipped,
 }
 
 struct Run<'a> {
@@ -211,10 +340,18 @@ impl Run<'_> {
                     }
                 };
                 match self.file(&entry, target) {
-                    Ok(()) => {
+                    Ok(Written::Restored) => {
                         self.report.files += 1;
                         self.report.bytes += entry.size;
                         (self.progress)(&Event::FileRestored {
+                            path: target.into(),
+                            bytes: entry.size,
+                        });
+                    }
+                    Ok(Written::Skipped) => {
+                        self.report.skipped += 1;
+                        self.report.skipped_bytes += entry.size;
+                        (self.progress)(&Event::FileSkipped {
                             path: target.into(),
                             bytes: entry.size,
                         });
@@ -240,39 +377,42 @@ impl Run<'_> {
     }
 
     fn fail(&mut self, target: &Path, reason: String) {
-        tracing::warn!(path = %target.display(), %reason, "file not restored");
+        // Said once, by the caller; paths go at debug.
+        tracing::debug!(path = %target.display(), %reason, "file not restored");
         (self.progress)(&Event::FileFailed { path: target.into(), reason: reason.clone() });
         self.report.failed.push((target.into(), reason));
     }
 
-    /// Writes one file; on failure returns the reason and leaves nothing at `target`.
-    fn file(&self, entry: &FileEntry, target: &Path) -> Result<(), String> {
-        if fs::symlink_metadata(target).is_ok() && !self.options.overwrite {
-            return Err("already exists (use --overwrite)".into());
+    /// Writes one file; on failure returns the reason and leaves nothing at `target`. A
+    /// regular file already at `target` with the recorded content is left as it is (its
+    /// mode and mtime set), which is what lets an interrupted restore resume.
+    fn file(&self, entry: &FileEntry, target: &Path) -> Result<Written, String> {
+        if let Ok(meta) = fs::symlink_metadata(target) {
+            if meta.is_file() && meta.len() == entry.size && has_content(target, entry) {
+                let _ = fs::set_permissions(target, fs::Permissions::from_mode(entry.mode));
+                if let Ok(file) = OpenOptions::new().write(true).open(target) {
+                    let _ = file.set_times(FileTimes::new().set_modified(system_time(entry.mtime)));
+                }
+                return Ok(Written::Skipped);
+            }
+            if !self.options.overwrite {
+                return Err("already exists (use --overwrite)".into());
+            }
         }
         let dir = target.parent().unwrap_or(Path::new("."));
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".triad-restore-{}-{name}", std::process::id()));
-        let result = self.write_checked(entry, &tmp);
+        let (tmp, out) = create_tmp(dir)?;
+        let result = self.write_checked(entry, out, &tmp);
         let result = result.and_then(|()| {
             fs::rename(&tmp, target).map_err(|e| format!("cannot rename into place: {e}"))
         });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result
+        result.map(|()| Written::Restored)
     }
 
-    fn write_checked(&self, entry: &FileEntry, tmp: &Path) -> Result<(), String> {
-        let out = Arc::new(
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(tmp)
-                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?,
-        );
+    fn write_checked(&self, entry: &FileEntry, out: File, tmp: &Path) -> Result<(), String> {
+        let out = Arc::new(out);
         let cannot_write = |e: io::Error| format!("cannot write: {e}");
         // Restored bytes go past the page cache where the file system allows it: a restore
         // writes far more than it reads back soon.
@@ -354,6 +494,34 @@ impl Run<'_> {
             }
             Ok(())
         })
+    }
+}
+
+/// Creates a new temporary file in `dir` under a short name of its own (a prefix on the real
+/// name would push a long name past the file system's limit).
+fn create_tmp(dir: &Path) -> Result<(PathBuf, File), String> {
+    let mut last = None;
+    for _ in 0..16 {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".triad-restore-{:x}-{n:x}", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(format!("cannot create {}: {e}", tmp.display())),
+        }
+    }
+    let e = last.expect("the loop ran");
+    Err(format!("cannot create a temporary file in {}: {e}", dir.display()))
+}
+
+/// Whether the file at `path` holds exactly the content `entry` records.
+fn has_content(path: &Path, entry: &FileEntry) -> bool {
+    let Ok(file) = File::open(path) else { return false };
+    let mut hasher = blake3::Hasher::new();
+    let mut reader = io::BufReader::with_capacity(WRITE_BUF_LEN, file);
+    match io::copy(&mut reader, &mut hasher) {
+        Ok(len) => len == entry.size && *hasher.finalize().as_bytes() == entry.hash,
+        Err(_) => false,
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use triad_core::Timestamp;
-use triad_core::snapshot::is_valid_name;
+use triad_core::snapshot::check_name;
 
 /// The metadata of a file that decides whether it changed since the last backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,8 +246,8 @@ impl Walk<'_> {
 
     fn entry(&mut self, rel: &Path, name: &OsStr) -> Option<Child> {
         let bytes = name.as_bytes().to_vec();
-        if !is_valid_name(&bytes) {
-            self.skip(rel, "name cannot be stored");
+        if let Err(e) = check_name(&bytes) {
+            self.skip(rel, format!("name cannot be stored: {e}"));
             return None;
         }
         let abs = self.folder.join(rel);
@@ -259,7 +259,13 @@ impl Walk<'_> {
             }
         };
         let kind = meta.file_type();
-        if kind.is_dir() {
+        if kind.is_dir() && triad_store::Store::exists(&abs) {
+            self.skip(rel, "a triad store: never backed up (it would back itself up); move it out of the folder");
+            None
+        } else if kind.is_dir() && crate::home::Home::is_home(&abs) {
+            self.skip(rel, "a triad home (device keys and catalog): never backed up; move it out of the folder");
+            None
+        } else if kind.is_dir() {
             Some(Child::Dir(self.dir(rel, bytes, &meta)))
         } else if kind.is_file() {
             self.files.push(FileRecord { rel: rel.into(), stat: FileStat::of(&meta) });

@@ -195,6 +195,7 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
             if dev.config.stores.iter().any(|s| s.path == path) {
                 bail!("{} is already a store of this device", path.display());
             }
+            dev.config.check_store_place(&path)?;
             let id = StoreId::from_bytes(random_array()?);
             let store =
                 Store::create(&path, dev.home.vault(), media, id, output::now(), &dev.config.store)
@@ -318,18 +319,7 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
             if !path.is_dir() {
                 bail!("{} is not a directory", path.display());
             }
-            if let Some(existing) = dev
-                .config
-                .folders
-                .iter()
-                .find(|f| path.starts_with(&f.path) || f.path.starts_with(&path))
-            {
-                bail!(
-                    "{} overlaps the protected folder {}",
-                    path.display(),
-                    existing.path.display()
-                );
-            }
+            dev.config.check_folder_place(&path, home_path, None)?;
             triad_agent::scan::Excludes::new(exclude.iter().map(String::as_str))?;
             let id = FolderId::from_bytes(random_array()?);
             dev.config.folders.push(FolderConfig {
@@ -568,51 +558,64 @@ fn choose(
     Ok(chosen)
 }
 
+/// Lists paths relative to the folder, as `restore` takes them; with several folders, each
+/// folder's rows come under a line that names it.
 fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
     let stores = dev.stores(Access::ReadOnly)?;
     let catalog = Catalog::new(dev.home.keys()?, &stores);
     let chosen = choose(&catalog, &a.snapshot, a.folder.as_deref(), a.path.as_deref())?;
-    let mut rows = Vec::new();
+    let mut groups = Vec::new();
     for snap in &chosen {
+        let mut rows = Vec::new();
         let rel = a.path.clone().unwrap_or_default();
         let start = match catalog.find(snap, &rel)? {
             None => Some(snap.snapshot.root),
             Some(node) => match node.kind {
                 NodeKind::Dir { tree } => Some(tree),
                 _ => {
-                    rows.push(ls_row(
-                        &catalog,
-                        &Path::new(&snap.snapshot.folder_name).join(&rel),
-                        &node,
-                    )?);
+                    rows.push(ls_row(&catalog, &rel, &node)?);
                     None
                 }
             },
         };
         if let Some(tree) = start {
-            let prefix = if rel.as_os_str().is_empty() {
-                PathBuf::from(&snap.snapshot.folder_name)
-            } else {
-                PathBuf::from(&snap.snapshot.folder_name).join(&rel)
-            };
-            list_tree(&catalog, tree, &prefix, &mut rows)?;
+            list_tree(&catalog, tree, &rel, &mut rows)?;
         }
+        for row in &mut rows {
+            row["folder"] = json!(snap.snapshot.folder_name);
+            row["folder_id"] = json!(snap.snapshot.folder.to_hex());
+        }
+        groups.push((snap, rows));
     }
     if a.json {
+        let rows: Vec<_> = groups.into_iter().flat_map(|(_, rows)| rows).collect();
         output::json_line(&json!(rows))?;
     } else {
         let mut out = std::io::stdout().lock();
-        for r in &rows {
-            let size = r["size"].as_u64().map_or("-".to_owned(), output::size);
-            writeln!(
-                out,
-                "{} {:>10}  {}  {}",
-                r["type_mode"].as_str().unwrap_or(""),
-                size,
-                r["mtime"].as_str().unwrap_or(""),
-                r["path"].as_str().unwrap_or("")
-            )?;
+        let several = groups.len() > 1;
+        for (snap, rows) in &groups {
+            if several {
+                writeln!(
+                    out,
+                    "{} (snapshot {}, {}):",
+                    snap.snapshot.folder_name,
+                    snap.id.short(),
+                    String::from_utf8_lossy(&snap.snapshot.folder_path)
+                )?;
+            }
+            for r in rows {
+                let size = r["size"].as_u64().map_or("-".to_owned(), output::size);
+                writeln!(
+                    out,
+                    "{}{} {:>10}  {}  {}",
+                    if several { "  " } else { "" },
+                    r["type_mode"].as_str().unwrap_or(""),
+                    size,
+                    r["mtime"].as_str().unwrap_or(""),
+                    r["path"].as_str().unwrap_or("")
+                )?;
+            }
         }
     }
     Ok(EXIT_OK)
@@ -679,6 +682,10 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
         a.folder.as_deref(),
         a.path.as_deref(),
     )?;
+    let dest = settings::absolute(&a.to);
+    // Where each folder goes, its name checked, before anything is fetched or written.
+    let dirs = restore::folder_dirs(&Catalog::new(dev.home.keys()?, &stores), &chosen, &dest)?;
+    check_restore_places(&dev, home_path, &a, &chosen, &dirs)?;
     let fetched = fetch_missing(&dev, &stores, &chosen, a.path.as_deref(), a.json)?;
     if let Some(fetched) = &fetched {
         let store =
@@ -687,33 +694,31 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
         stores.push(store);
     }
     let catalog = Catalog::new(dev.home.keys()?, &stores);
-    let dest = settings::absolute(&a.to);
     let total: u64 = chosen.iter().map(|s| s.snapshot.stats.bytes).sum();
     let bar = output::bar(total, "restoring");
-    let failures = Mutex::new(Vec::new());
     let progress = |event: &restore::Event| match event {
-        restore::Event::FileRestored { bytes, .. } => bar.inc(*bytes),
-        restore::Event::FileFailed { path, reason } => {
-            bar.suspend(|| eprintln!("FAILED {}: {reason}", path.display()));
-            failures.lock().expect("not poisoned").push(path.clone());
+        restore::Event::FileRestored { bytes, .. } | restore::Event::FileSkipped { bytes, .. } => {
+            bar.inc(*bytes)
         }
         _ => {}
     };
     let mut totals = restore::Report::default();
-    for snap in &chosen {
+    for (snap, dir) in chosen.iter().zip(&dirs) {
         let options = restore::Options { overwrite: a.overwrite, threads: 0 };
         let report = restore::restore(
             &catalog,
             dev.home.keys()?,
             snap,
             a.path.as_deref(),
-            &dest,
+            dir,
             options,
             &progress,
         )
         .with_context(|| format!("while restoring snapshot {}", snap.id.short()))?;
         totals.files += report.files;
         totals.bytes += report.bytes;
+        totals.skipped += report.skipped;
+        totals.skipped_bytes += report.skipped_bytes;
         totals.dirs += report.dirs;
         totals.links += report.links;
         totals.failed.extend(report.failed);
@@ -721,40 +726,76 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
     bar.finish_and_clear();
     let mut taken = Vec::new();
     if a.take_over {
-        if a.path.is_some() {
-            bail!("--take-over restores whole folders: leave out the path");
-        }
         let mut config = dev.config.clone();
-        for snap in &chosen {
+        for (snap, dir) in chosen.iter().zip(&dirs) {
             if config.folders.iter().any(|f| f.id == snap.snapshot.folder) {
                 continue;
             }
-            let path = dest.join(&snap.snapshot.folder_name);
             config.folders.push(FolderConfig {
                 id: snap.snapshot.folder,
-                path: path.clone(),
+                path: dir.clone(),
                 media: a.media.unwrap_or(triad_core::Media::Ssd),
                 exclude: Vec::new(),
                 policy: None,
             });
-            taken.push((path, snap.snapshot.device_name.clone()));
+            taken.push((dir.clone(), snap.snapshot.device_name.clone()));
         }
         settings::save(home_path, &config)?;
     }
+    let placed: Vec<_> = chosen
+        .iter()
+        .zip(&dirs)
+        .map(|(s, d)| {
+            json!({
+                "folder": s.snapshot.folder_name,
+                "folder_id": s.snapshot.folder.to_hex(),
+                "snapshot": s.id.to_hex(),
+                "to": d.to_string_lossy(),
+            })
+        })
+        .collect();
     if a.json {
         output::json_line(&json!({
             "taken_over": taken.iter().map(|(p, _)| p.to_string_lossy()).collect::<Vec<_>>(),
             "files": totals.files, "bytes": totals.bytes, "dirs": totals.dirs, "links": totals.links,
+            "skipped": totals.skipped, "skipped_bytes": totals.skipped_bytes,
+            "folders": placed,
             "failed": totals.failed.iter().map(|(p, r)| json!({"path": p.to_string_lossy(), "reason": r})).collect::<Vec<_>>(),
             "to": dest.to_string_lossy(),
         }))?;
     } else {
         println!(
-            "Restored {} files ({}) into {}; every file matched its recorded hash.",
-            totals.files,
+            "Restored {} ({}) into {}; every file matched its recorded hash.",
+            files(totals.files),
             output::size(totals.bytes),
             dest.display()
         );
+        if totals.skipped > 0 {
+            println!(
+                "Skipped {} ({}) already there with the recorded content.",
+                files(totals.skipped),
+                output::size(totals.skipped_bytes)
+            );
+        }
+        let renamed = chosen.iter().zip(&dirs).any(|(s, d)| {
+            d.file_name().is_none_or(|n| n.to_string_lossy() != s.snapshot.folder_name)
+        });
+        if chosen.len() > 1 || renamed {
+            for (snap, dir) in chosen.iter().zip(&dirs) {
+                println!(
+                    "  {} ({} on {}) -> {}",
+                    snap.snapshot.folder_name,
+                    String::from_utf8_lossy(&snap.snapshot.folder_path),
+                    snap.snapshot.device_name,
+                    dir.display()
+                );
+            }
+            if renamed {
+                println!(
+                    "Folders that share a name are restored into directories named after their folder id."
+                );
+            }
+        }
         for (path, from) in &taken {
             println!(
                 "This device protects {} from now on (taken over from {from}); start or restart `triad agent`.",
@@ -762,13 +803,69 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
             );
         }
         if !totals.failed.is_empty() {
-            println!("{} files could NOT be restored:", totals.failed.len());
+            println!("{} could NOT be restored:", files(totals.failed.len() as u64));
             for (p, r) in &totals.failed {
                 println!("  {}: {r}", p.display());
             }
         }
     }
     Ok(if totals.failed.is_empty() { EXIT_OK } else { EXIT_DAMAGE })
+}
+
+/// `1 file`, `2 files`.
+fn files(n: u64) -> String {
+    if n == 1 { "1 file".to_owned() } else { format!("{n} files") }
+}
+
+/// Refuses a restore that would write into a protected folder (its files would be backed up
+/// again as that folder's), except a folder restored onto itself, and checks before anything
+/// is written that `--take-over` can protect every restored folder where it lands.
+fn check_restore_places(
+    dev: &Device,
+    home_path: &Path,
+    a: &RestoreArgs,
+    chosen: &[SnapshotInfo],
+    dirs: &[PathBuf],
+) -> Result<()> {
+    use triad_agent::config::resolve;
+    for (snap, dir) in chosen.iter().zip(dirs) {
+        let real = resolve(dir);
+        for folder in &dev.config.folders {
+            let protected = resolve(&folder.path);
+            let itself = folder.id == snap.snapshot.folder && real == protected;
+            if real.starts_with(&protected) && !itself {
+                bail!(
+                    "{} is inside the protected folder {}: restored files would be backed up \
+                     again as part of it; restore somewhere else (--to)",
+                    dir.display(),
+                    folder.path.display()
+                );
+            }
+        }
+    }
+    if !a.take_over {
+        return Ok(());
+    }
+    if a.path.is_some() {
+        bail!("--take-over restores whole folders: leave out the path");
+    }
+    let mut config = dev.config.clone();
+    for (snap, dir) in chosen.iter().zip(dirs) {
+        if config.folders.iter().any(|f| f.id == snap.snapshot.folder) {
+            continue;
+        }
+        config
+            .check_folder_place(dir, home_path, None)
+            .with_context(|| format!("cannot take over {}", snap.snapshot.folder_name))?;
+        config.folders.push(FolderConfig {
+            id: snap.snapshot.folder,
+            path: dir.clone(),
+            media: triad_core::Media::Ssd,
+            exclude: Vec::new(),
+            policy: None,
+        });
+    }
+    Ok(())
 }
 
 /// A store of blobs fetched for one restore, removed when the restore is done.

@@ -215,7 +215,7 @@ impl Object for Tree {
         let mut previous: Option<&[u8]> = None;
         for node in &self.nodes {
             let name = node.name.as_slice();
-            let bad = !is_valid_name(name) || previous.is_some_and(|p| p >= name);
+            let bad = check_name(name).is_err() || previous.is_some_and(|p| p >= name);
             if bad {
                 let name = String::from_utf8_lossy(name).into_owned();
                 return Err(ReadError::InvalidName { blob, name });
@@ -226,10 +226,44 @@ impl Object for Tree {
     }
 }
 
-/// Whether `name` is one safe path component: not empty, `.`, `..`, and without `/` or NUL.
-/// Restores rely on this to never write outside their target directory.
-pub fn is_valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+/// Why a name read from a snapshot, head, roster or peer cannot be used as a path component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// The name is empty.
+    #[error("the name is empty")]
+    Empty,
+    /// The name is `.` or `..`.
+    #[error("the name is `.` or `..`")]
+    Dot,
+    /// The name holds a `/`: it would name a path, not one entry.
+    #[error("the name holds a `/`")]
+    Separator,
+    /// The name holds a NUL byte.
+    #[error("the name holds a NUL byte")]
+    Nul,
+}
+
+/// Checks that `name` is one safe path component: not empty, not `.` or `..`, without `/`
+/// or NUL. This is the one check for every name that comes from a snapshot, a head, the
+/// roster or a peer before it is joined to a path on disk: a name that passes cannot lead
+/// outside the directory it is joined to (restores rely on it).
+pub fn check_name(name: &[u8]) -> Result<(), NameError> {
+    match name {
+        [] => Err(NameError::Empty),
+        b"." | b".." => Err(NameError::Dot),
+        _ if name.contains(&b'/') => Err(NameError::Separator),
+        _ if name.contains(&0) => Err(NameError::Nul),
+        _ => Ok(()),
+    }
+}
+
+impl Snapshot {
+    /// The folder's name, checked with [`check_name`]: the name of the directory a restore
+    /// writes the folder into (before any suffix that keeps two folders apart).
+    pub fn checked_folder_name(&self) -> Result<&str, NameError> {
+        check_name(self.folder_name.as_bytes()).map(|()| self.folder_name.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -298,5 +332,22 @@ mod tests {
         }
         let fine = Tree { nodes: vec![node(b"a"), node(b"b")] };
         assert!(Tree::open(&k, &fine.seal(&k)).is_ok());
+    }
+
+    #[test]
+    fn only_one_plain_component_passes_the_name_check() {
+        for (name, want) in [
+            (&b""[..], Err(NameError::Empty)),
+            (b".", Err(NameError::Dot)),
+            (b"..", Err(NameError::Dot)),
+            (b"../../x", Err(NameError::Separator)),
+            (b"/etc", Err(NameError::Separator)),
+            (b"a\0b", Err(NameError::Nul)),
+            (b"...", Ok(())),
+            (b".hidden", Ok(())),
+            (b"2026 wedding \xff", Ok(())),
+        ] {
+            assert_eq!(check_name(name), want, "{name:?}");
+        }
     }
 }

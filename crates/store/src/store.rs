@@ -252,6 +252,11 @@ impl Store {
         Self::create_inner(Arc::new(RealFs), None, path, vault, media, id, now, config)
     }
 
+    /// Whether `path` holds a store (its marker and its packs), whichever vault it belongs to.
+    pub fn exists(path: &Path) -> bool {
+        path.join(MARKER_FILE).is_file() && path.join(PACKS_DIR).is_dir()
+    }
+
     /// Opens an existing store. `expected` is the store id the caller registered at this path
     /// (`None`: any); `vault` must match the marker. Read-write opens take the store's lock
     /// exclusively and trim torn pack tails; read-only opens take it shared, never write, and

@@ -2,4 +2,6 @@
 //! what triad does about it: one module per class of defect, each test driving real `triad`
 //! processes over real stores and sockets.
 #![allow(missing_docs)]
+
+mod names;
 mod newcomer;

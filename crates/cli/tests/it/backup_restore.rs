@@ -50,7 +50,7 @@ fn restore_is_byte_identical_with_modes_and_mtimes() {
         .as_array()
         .expect("array")
         .iter()
-        .find(|r| r["path"] == "shoot/day1/notes.txt")
+        .find(|r| r["path"] == "day1/notes.txt")
         .expect("listed");
     assert_eq!(notes["blake3"], blake3::hash(b"call the couple back").to_hex().as_str());
     assert_eq!(notes["size"], 20);
