@@ -1320,6 +1320,14 @@ async fn request(
     }
 }
 
+/// Says how far the agent's own push to `name` is (`status` shows it), keeping when it began.
+fn pushing(shared: &Shared, name: &str, acked: u64, of: usize, bytes: u64) {
+    lock(&shared.doing).0 = format!(
+        "pushing to {name}: {acked} of {of} blobs acknowledged, {} MiB sent",
+        bytes / (1 << 20)
+    );
+}
+
 /// Tells the command that asked for a push how far it is, if a command asked.
 async fn say_progress(s: &mut Option<&mut Session>, blobs: u64, bytes: u64, of: usize) {
     if let Some(s) = s.as_deref_mut() {
@@ -1518,6 +1526,9 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             while let Ok(ack) = acks.try_recv() {
                 acked += ack?;
                 say_progress(&mut s, acked, bytes, missing.len()).await;
+                if s.is_none() {
+                    pushing(shared, name, acked, missing.len(), bytes);
+                }
             }
         }
         let _ = reading.await;
@@ -1531,6 +1542,9 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             let Some(ack) = acks.recv().await else { break };
             acked += ack?;
             say_progress(&mut s, acked, bytes, missing.len()).await;
+            if s.is_none() {
+                pushing(shared, name, acked, missing.len(), bytes);
+            }
         }
         let _ = writer.close().await;
     }
