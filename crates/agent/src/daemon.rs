@@ -29,7 +29,7 @@ use triad_net::{Admission, Multiaddr, Node, NodeConfig, PeerId};
 use triad_proto::wire::{
     self, BLOBS_PROTOCOL, BlobAck, BlobFrame, CONTROL_FRAME_MAX, CONTROL_PROTOCOL, FETCH_PROTOCOL,
     Joiner, MISSING_BATCH_MAX, Offer, PAIR_PROTOCOL, PairRole, RECOVER_PROTOCOL, RecoverMessage,
-    Response, StoreInfo, Welcome,
+    Refusal, Response, StoreInfo, Welcome,
 };
 use triad_store::{Store, WriteError};
 
@@ -136,6 +136,12 @@ struct Shared {
     stores: OpenStores,
     /// Held while the roster is copied into the stores, so that the latest copy is the last.
     roster_to_stores: tokio::sync::Mutex<()>,
+    /// Devices whose last push was refused for good reason (full, over quota, removed): the
+    /// code, the reason, and when.
+    refusals: Mutex<std::collections::HashMap<DeviceId, (Refusal, String, u64)>>,
+    /// When the agent's own work starts its next round (seconds since the epoch; 0 while a
+    /// round runs).
+    next_round: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -220,15 +226,21 @@ impl Shared {
             .unwrap_or(false)
     }
 
-    fn remember(&self, device: DeviceId, addr: Option<&Multiaddr>) {
+    /// Records that `device` was reached, at `addr` if given; returns whether that address is
+    /// news (not the one the device was last known at).
+    fn remember(&self, device: DeviceId, addr: Option<&Multiaddr>) -> bool {
         let mut book = lock(&self.book);
+        let mut news = false;
         if let Some(addr) = addr {
-            book.add(device, &addr.to_string());
+            let addr = addr.to_string();
+            news = book.get(device).and_then(|p| p.addrs.first()) != Some(&addr);
+            book.add(device, &addr);
         }
         book.seen(device, now_secs());
         if let Err(e) = book.save(&self.home_path) {
             tracing::warn!(error = %e, "cannot save the address book");
         }
+        news
     }
 }
 
@@ -269,6 +281,8 @@ pub async fn run(
         window: Mutex::new(None),
         stores: OpenStores::new(vault, config.clone()),
         roster_to_stores: tokio::sync::Mutex::new(()),
+        refusals: Mutex::new(std::collections::HashMap::new()),
+        next_round: std::sync::atomic::AtomicU64::new(0),
     });
     let roster = lock(&shared.roster).clone();
     shared.apply_roster(&roster);
@@ -323,6 +337,7 @@ pub async fn run(
         }
     });
     tokio::spawn(serve_socket(shared.clone(), listener, owner));
+    tokio::spawn(announce(shared.clone()));
     tokio::spawn(protect::run(shared.clone(), kicked));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -335,6 +350,40 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(home_path.join(ADDRS));
     Ok(())
+}
+
+/// Says hello to every device of the roster this one knows an address of, once, as the agent
+/// starts: each records the address this agent dials from (the one it listens on), so that a
+/// device paired without mDNS, whose inviter only saw the joining process, is reachable
+/// without `triad devices addr`.
+async fn announce(shared: Arc<Shared>) {
+    let me = shared.home.device_id();
+    let known: Vec<Entry> = {
+        let book = lock(&shared.book);
+        lock(&shared.roster)
+            .devices()
+            .into_iter()
+            .filter(|e| e.device != me && book.get(e.device).is_some_and(|p| !p.addrs.is_empty()))
+            .cloned()
+            .collect()
+    };
+    let hellos = known.iter().map(|entry| {
+        let shared = &shared;
+        async move {
+            let peer = triad_net::peer_id(entry.device);
+            let said =
+                tokio::time::timeout(REQUEST_TIMEOUT, request(shared, peer, &wire::Request::Hello))
+                    .await;
+            match said {
+                Ok(Ok(_)) => {
+                    shared.remember(entry.device, shared.node.connected(&peer).as_ref());
+                    tracing::info!(device = %entry.name, "told where this device is");
+                }
+                _ => tracing::debug!(device = %entry.name, "not reachable as the agent starts"),
+            }
+        }
+    });
+    futures::future::join_all(hellos).await;
 }
 
 /// Accepts the streams of `protocol` and hands those of peers `admitted` lets in to `handle`,
@@ -378,8 +427,13 @@ async fn answer_control(
     )
     .await
     .map_err(|_| FrameError::Io(io::ErrorKind::TimedOut.into()))??;
-    if let Some(device) = triad_net::device_id(&peer) {
-        shared.remember(device, shared.node.connected(&peer).as_ref());
+    // A device that reaches this one is where it says it is: its agent dials from the address
+    // it listens on, so a device met only at pairing (or moved) is reachable from now on.
+    if let Some(device) = triad_net::device_id(&peer)
+        && shared.remember(device, shared.node.connected(&peer).as_ref())
+    {
+        // It may be what the policy waits for.
+        let _ = shared.kick.try_send(());
     }
     let response = match request {
         wire::Request::Hello => {
@@ -394,23 +448,23 @@ async fn answer_control(
             Response::Hello { name: identity.name.clone(), site: identity.site.clone(), stores }
         }
         wire::Request::Missing { blobs } if blobs.len() > MISSING_BATCH_MAX => {
-            Response::Refused { reason: format!("at most {MISSING_BATCH_MAX} blobs per request") }
+            refuse(format!("at most {MISSING_BATCH_MAX} blobs per request"))
         }
         wire::Request::Missing { .. }
             if shared.scrubbing.load(std::sync::atomic::Ordering::SeqCst) =>
         {
-            Response::Refused { reason: BUSY.into() }
+            refuse(BUSY.into())
         }
         wire::Request::Missing { blobs } => match busy_or(shared.stores.work()).await {
             // The committed index only: a blob answered as present must be durable, not in a
             // put that another push has yet to commit (and may lose).
             Ok(work) => tokio::task::block_in_place(|| {
                 let Some(stores) = open_stores::read_within(&work, Duration::from_secs(10)) else {
-                    return Response::Refused { reason: BUSY.into() };
+                    return refuse(BUSY.into());
                 };
                 let data: Vec<&Store> = shared.config.holding_data(&stores).collect();
                 if data.is_empty() {
-                    return Response::Refused { reason: NO_STORE.into() };
+                    return refuse(NO_STORE.into());
                 }
                 let missing = blobs
                     .into_iter()
@@ -418,17 +472,17 @@ async fn answer_control(
                     .collect();
                 Response::Missing { blobs: missing }
             }),
-            Err(reason) => Response::Refused { reason },
+            Err(reason) => refuse(reason),
         },
         wire::Request::Roster { roster } => match Roster::decode(&roster) {
             Ok(roster) => match shared.merge_roster(&roster) {
                 Ok(_) => Response::Done,
-                Err(reason) => Response::Refused { reason },
+                Err(reason) => refuse(reason),
             },
-            Err(e) => Response::Refused { reason: format!("roster refused: {e}") },
+            Err(e) => refuse(format!("roster refused: {e}")),
         },
         wire::Request::Inventory { .. } | wire::Request::ListHeads if !shared.is_trusted(&peer) => {
-            Response::Refused { reason: "only a trusted device may copy from this one".into() }
+            refuse("only a trusted device may copy from this one".into())
         }
         wire::Request::Inventory { after } => match shared.stores.work().await {
             Ok(work) => tokio::task::block_in_place(|| {
@@ -437,7 +491,7 @@ async fn answer_control(
                 for store in stores.iter() {
                     match store.blobs() {
                         Ok(blobs) => ids.extend(blobs.into_iter().map(|b| b.id)),
-                        Err(e) => return Response::Refused { reason: e.to_string() },
+                        Err(e) => return refuse(e.to_string()),
                     }
                 }
                 ids.sort_unstable();
@@ -447,7 +501,7 @@ async fn answer_control(
                 let more = from + page.len() < ids.len();
                 Response::Inventory { blobs: page, more }
             }),
-            Err(reason) => Response::Refused { reason },
+            Err(reason) => refuse(reason),
         },
         wire::Request::ListHeads => match shared.stores.work().await {
             Ok(work) => tokio::task::block_in_place(|| {
@@ -465,17 +519,15 @@ async fn answer_control(
                                 }
                             }
                         }
-                        Err(e) => return Response::Refused { reason: e.to_string() },
+                        Err(e) => return refuse(e.to_string()),
                     }
                 }
                 Response::Heads { heads: best.values().map(SignedHead::encode).collect() }
             }),
-            Err(reason) => Response::Refused { reason },
+            Err(reason) => refuse(reason),
         },
         wire::Request::Audit { ranges } if ranges.len() > wire::AUDIT_RANGES_MAX => {
-            Response::Refused {
-                reason: format!("at most {} ranges per audit", wire::AUDIT_RANGES_MAX),
-            }
+            refuse(format!("at most {} ranges per audit", wire::AUDIT_RANGES_MAX))
         }
         wire::Request::Audit { ranges } => match busy_or(shared.stores.work()).await {
             Ok(work) => {
@@ -487,14 +539,14 @@ async fn answer_control(
                 }
                 response
             }
-            Err(reason) => Response::Refused { reason },
+            Err(reason) => refuse(reason),
         },
         wire::Request::Heads { heads } => match shared.stores.work().await {
             Ok(work) => match tokio::task::block_in_place(|| take_heads(shared, &work, &heads)) {
                 Ok(()) => Response::Done,
-                Err(reason) => Response::Refused { reason },
+                Err(reason) => refuse(reason),
             },
-            Err(reason) => Response::Refused { reason },
+            Err(reason) => refuse(reason),
         },
     };
     frame::write(&mut stream, &response).await?;
@@ -547,8 +599,9 @@ async fn on_blobs(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) 
 async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result<u64, String> {
     let work = shared.stores.work().await?;
     if shared.config.holding_data(&open_stores::read(&work)).next().is_none() {
-        let refused = BlobAck::Refused { reason: NO_STORE.into() };
+        let refused = BlobAck::Refused { code: Refusal::Other, reason: NO_STORE.into() };
         let _ = frame::write(&mut stream, &refused).await;
+        let _ = stream.close().await;
         return Err("no store".into());
     }
     // The blobs of this push since its last commit.
@@ -576,9 +629,7 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                 let over =
                     over_quota(&shared.config, &open_stores::read(&work), blob.as_bytes().len());
                 if let Some(reason) = over {
-                    let _ = frame::write(&mut stream, &BlobAck::Refused { reason: reason.clone() })
-                        .await;
-                    return Err(reason);
+                    return Err(refuse_push(&mut stream, Refusal::Quota, reason).await);
                 }
                 let put = tokio::task::block_in_place(|| -> Result<(), WriteError> {
                     for store in open_stores::write(&work).iter_mut() {
@@ -589,28 +640,29 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                     Ok(())
                 });
                 if let Err(e) = put {
-                    let reason = e.to_string();
-                    let _ = frame::write(&mut stream, &BlobAck::Refused { reason: reason.clone() })
-                        .await;
-                    return Err(reason);
+                    return Err(refuse_push(&mut stream, refusal_of(&e), error_chain(&e)).await);
                 }
                 pending.push(blob.id());
             }
             BlobFrame::Commit => {
                 // Commits every push's puts so far, not only this one's: all are whole,
                 // verified blobs, and the sender of each is answered at its own commit.
-                let committed = tokio::task::block_in_place(|| -> Result<(), String> {
+                let committed = tokio::task::block_in_place(|| -> Result<(), (Refusal, String)> {
                     let mut stores = open_stores::write(&work);
                     for store in stores.iter_mut() {
-                        store.commit().map_err(|e| e.to_string())?;
+                        store.commit().map_err(|e| (refusal_of(&e), error_chain(&e)))?;
                     }
                     // A commit that failed for another push dropped every uncommitted put,
                     // this push's too: acknowledge only what is durably here.
                     for store in shared.config.holding_data(&stores) {
                         for id in &pending {
-                            if !store.holds_committed(*id).map_err(|e| e.to_string())? {
-                                return Err(format!(
-                                    "blob {id} was lost in a failed commit; send it again"
+                            let held = store
+                                .holds_committed(*id)
+                                .map_err(|e| (Refusal::Other, e.to_string()))?;
+                            if !held {
+                                return Err((
+                                    Refusal::Busy,
+                                    format!("blob {id} was lost in a failed commit; send it again"),
                                 ));
                             }
                         }
@@ -618,19 +670,43 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                     Ok(())
                 });
                 let count = u32::try_from(pending.len()).unwrap_or(u32::MAX);
-                let ack = match committed {
-                    Ok(()) => BlobAck::Committed { count },
-                    Err(reason) => BlobAck::Refused { reason },
-                };
-                frame::write(&mut stream, &ack).await.map_err(|e| e.to_string())?;
-                if let BlobAck::Refused { reason } = ack {
-                    return Err(reason);
+                match committed {
+                    Ok(()) => frame::write(&mut stream, &BlobAck::Committed { count })
+                        .await
+                        .map_err(|e| e.to_string())?,
+                    Err((code, reason)) => return Err(refuse_push(&mut stream, code, reason).await),
                 }
                 acknowledged += u64::from(count);
                 pending.clear();
             }
         }
     }
+}
+
+/// Answers a push with a refusal, and ends the stream so that the refusal reaches the sender
+/// before it learns that nothing more is read. Returns the reason.
+async fn refuse_push(stream: &mut triad_net::Stream, code: Refusal, reason: String) -> String {
+    let _ = frame::write(stream, &BlobAck::Refused { code, reason: reason.clone() }).await;
+    let _ = stream.close().await;
+    reason
+}
+
+/// The code of a refusal to store: a full disk is said as such, so that the sender tells its
+/// user which device is full (not that it went away).
+fn refusal_of(e: &WriteError) -> Refusal {
+    match e {
+        WriteError::Full { .. } => Refusal::Full,
+        WriteError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+            Refusal::Full
+        }
+        _ => Refusal::Other,
+    }
+}
+
+/// A control request refused for `reason`; the stores being busy is said as such.
+fn refuse(reason: String) -> Response {
+    let code = if reason == BUSY { Refusal::Busy } else { Refusal::Other };
+    Response::Refused { code, reason }
 }
 
 /// Serves the blobs a trusted device asks for.
@@ -865,7 +941,9 @@ fn admit(
     // A new device may be what the policy was waiting for.
     let _ = shared.kick.try_send(());
     let roster = lock(&shared.roster).clone();
-    shared.remember(device, shared.node.connected(&peer).as_ref());
+    // Not its address: the joining process exits when the pairing is done, and its port with
+    // it. The new device's agent tells its address when it starts (it dials this one).
+    shared.remember(device, None);
     let me = shared.node.peer_id();
     let addresses = shared
         .node
@@ -964,41 +1042,50 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
             Ok(json!({ "done": true }))
         }
         control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
-        control::Request::Fetch { blobs, into } => fetch_into(shared, &blobs, &into).await,
+        control::Request::Fetch { blobs, into } => fetch_into(shared, &blobs, &into, &mut s).await,
     };
     match result {
         Ok(value) => s.say(value).await,
-        Err(failure) => s.say(json!({ "error": failure.message, "kind": failure.kind })).await,
+        Err(failure) => {
+            let code = failure.code.map(Refusal::as_str);
+            s.say(json!({ "error": failure.message, "kind": failure.kind, "code": code })).await
+        }
     }
 }
 
 struct Failure {
     kind: &'static str,
     message: String,
+    /// Why the other device refused, when it did.
+    code: Option<Refusal>,
 }
 
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Failure { kind: "error", message }
+        Failure { kind: "error", message, code: None }
     }
 }
 
 impl From<&str> for Failure {
     fn from(message: &str) -> Self {
-        Failure { kind: "error", message: message.to_owned() }
+        Failure { kind: "error", message: message.to_owned(), code: None }
     }
 }
 
 enum SyncFailure {
     Unreachable(String),
-    Refused(String),
+    Refused(Refusal, String),
 }
 
 impl From<SyncFailure> for Failure {
     fn from(f: SyncFailure) -> Self {
         match f {
-            SyncFailure::Unreachable(message) => Failure { kind: "unreachable", message },
-            SyncFailure::Refused(message) => Failure { kind: "refused", message },
+            SyncFailure::Unreachable(message) => {
+                Failure { kind: "unreachable", message, code: None }
+            }
+            SyncFailure::Refused(code, message) => {
+                Failure { kind: "refused", message, code: Some(code) }
+            }
         }
     }
 }
@@ -1015,10 +1102,10 @@ async fn describe(shared: &Shared, entry: Entry) -> Value {
     let me = shared.home.device_id();
     let peer = triad_net::peer_id(entry.device);
     let this = entry.device == me;
+    // The catalog holds no copies: it is not shown as a store.
     let stores: Vec<Value> = shared
         .config
-        .stores
-        .iter()
+        .data_stores()
         .map(|s| {
             let free = free_bytes(&s.path, s.quota);
             json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": free})
@@ -1223,27 +1310,83 @@ async fn request(
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         // Busy is not a refusal: the peer is there but cannot take the request now.
-        Ok(Ok(Response::Refused { reason })) if reason == BUSY => {
+        Ok(Ok(Response::Refused { code: Refusal::Busy, reason })) => {
             Err(SyncFailure::Unreachable(format!("the peer is {reason}")))
         }
-        Ok(Ok(Response::Refused { reason })) => Err(SyncFailure::Refused(reason)),
+        Ok(Ok(Response::Refused { code, reason })) => Err(SyncFailure::Refused(code, reason)),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(SyncFailure::Unreachable(error_chain(&e))),
         Err(_) => Err(SyncFailure::Unreachable("the peer did not answer".into())),
     }
 }
 
+/// Says how far the agent's own push to `name` is (`status` shows it), keeping when it began.
+fn pushing(shared: &Shared, name: &str, acked: u64, of: usize, bytes: u64) {
+    lock(&shared.doing).0 = format!(
+        "pushing to {name}: {acked} of {of} blobs acknowledged, {} MiB sent",
+        bytes / (1 << 20)
+    );
+}
+
 /// Tells the command that asked for a push how far it is, if a command asked.
-async fn say_progress(s: &mut Option<&mut Session>, blobs: u64, bytes: u64) {
+async fn say_progress(s: &mut Option<&mut Session>, blobs: u64, bytes: u64, of: usize) {
     if let Some(s) = s.as_deref_mut() {
-        let _ = s.say(json!({"event": "progress", "blobs": blobs, "bytes": bytes})).await;
+        let _ = s.say(json!({"event": "progress", "blobs": blobs, "bytes": bytes, "of": of})).await;
     }
 }
 
-async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Result<Value, Failure> {
+/// Pushes to the device `name` what it lacks of this device's snapshots. A device that refuses
+/// because it is full, over its quota, or no longer takes this device is remembered as such
+/// (`status` names it) until a push to it succeeds.
+async fn sync(shared: &Shared, name: &str, s: Option<&mut Session>) -> Result<Value, Failure> {
+    let result = push(shared, name, s).await;
+    let Ok(entry) = shared.device_named(name) else { return result };
+    let mut refusals = lock(&shared.refusals);
+    match &result {
+        Ok(_) => {
+            refusals.remove(&entry.device);
+        }
+        Err(Failure { code: Some(code), message, .. }) => {
+            let code = *code;
+            if matches!(code, Refusal::Full | Refusal::Quota | Refusal::Removed) {
+                refusals.insert(entry.device, (code, message.clone(), now_secs()));
+            }
+            drop(refusals);
+            let said = match code {
+                Refusal::Full => format!(
+                    "{name} is full and took nothing more: {message}. Free space on its disk, \
+                     or give it a larger one (`triad store add` there)"
+                ),
+                Refusal::Quota => format!(
+                    "{name} is full for this vault and took nothing more: {message}. Raise its \
+                     quota there, or free space in it"
+                ),
+                Refusal::Removed => {
+                    format!("{name} no longer takes copies from this device: {message}")
+                }
+                Refusal::Other | Refusal::Busy => format!("{name} refused: {message}"),
+            };
+            return Err(Failure { kind: "refused", message: said, code: Some(code) });
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Result<Value, Failure> {
     let entry = shared.device_named(name)?;
-    if entry.device == shared.home.device_id() {
+    let me = shared.home.device_id();
+    if entry.device == me {
         return Err("that is this device".into());
+    }
+    if lock(&shared.roster).removed.iter().any(|r| r.removal.device == me) {
+        return Err(SyncFailure::Refused(
+            Refusal::Removed,
+            "this device was removed from the vault: the other devices take nothing from it \
+             any more"
+                .into(),
+        )
+        .into());
     }
     let peer = triad_net::peer_id(entry.device);
     let keys = shared.home.keys().map_err(|e| e.to_string())?;
@@ -1261,7 +1404,7 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
     // Its stores first (what it acknowledges is in every one of them), then the roster, so
     // that the peer knows every device whose heads it will hold.
     let Response::Hello { stores, .. } = request(shared, peer, &wire::Request::Hello).await? else {
-        return Err(SyncFailure::Refused("unexpected answer".into()).into());
+        return Err(SyncFailure::Refused(Refusal::Other, "unexpected answer".into()).into());
     };
     let roster = lock(&shared.roster).encode();
     request(shared, peer, &wire::Request::Roster { roster }).await?;
@@ -1275,7 +1418,9 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
                 let asked: std::collections::HashSet<_> = batch.iter().collect();
                 missing.extend(blobs.into_iter().filter(|id| asked.contains(id)));
             }
-            _ => return Err(SyncFailure::Refused("unexpected answer".into()).into()),
+            _ => {
+                return Err(SyncFailure::Refused(Refusal::Other, "unexpected answer".into()).into());
+            }
         }
     }
     missing.dedup();
@@ -1361,9 +1506,9 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
                 continue;
             };
             let len = blob.as_bytes().len() as u64;
-            frame::write_blob(&mut writer, &blob.id(), blob.as_bytes())
-                .await
-                .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
+            if let Err(e) = frame::write_blob(&mut writer, &blob.id(), blob.as_bytes()).await {
+                return Err(why_stopped(&mut acks, e).await.into());
+            }
             sent += 1;
             bytes += len;
             since_commit += len;
@@ -1372,35 +1517,43 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
                 pace.sent(len).await;
             }
             if since_commit >= shared.config.sync.commit_bytes {
-                frame::write(&mut writer, &BlobFrame::Commit)
-                    .await
-                    .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
+                if let Err(e) = frame::write(&mut writer, &BlobFrame::Commit).await {
+                    return Err(why_stopped(&mut acks, e).await.into());
+                }
                 since_commit = 0;
                 uncommitted = 0;
             }
             while let Ok(ack) = acks.try_recv() {
                 acked += ack?;
-                say_progress(&mut s, acked, bytes).await;
+                say_progress(&mut s, acked, bytes, missing.len()).await;
+                if s.is_none() {
+                    pushing(shared, name, acked, missing.len(), bytes);
+                }
             }
         }
         let _ = reading.await;
-        if uncommitted > 0 {
-            frame::write(&mut writer, &BlobFrame::Commit)
-                .await
-                .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
+        if uncommitted > 0
+            && let Err(e) = frame::write(&mut writer, &BlobFrame::Commit).await
+        {
+            return Err(why_stopped(&mut acks, e).await.into());
         }
         // Every commit is answered once; wait for the answers still to come.
         while acked < sent {
             let Some(ack) = acks.recv().await else { break };
             acked += ack?;
-            say_progress(&mut s, acked, bytes).await;
+            say_progress(&mut s, acked, bytes, missing.len()).await;
+            if s.is_none() {
+                pushing(shared, name, acked, missing.len(), bytes);
+            }
         }
         let _ = writer.close().await;
     }
     if acked != sent {
-        return Err(
-            SyncFailure::Refused(format!("{name} acknowledged {acked} of {sent} blobs")).into()
-        );
+        return Err(SyncFailure::Refused(
+            Refusal::Other,
+            format!("{name} acknowledged {acked} of {sent} blobs"),
+        )
+        .into());
     }
     let acknowledged: Vec<(triad_core::FolderId, triad_core::BlobId)> = heads
         .iter()
@@ -1449,12 +1602,23 @@ async fn sync(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
     }))
 }
 
-/// Blobs fetched per request to a peer while fetching for a restore.
-const FETCH_FOR_RESTORE_BATCH: usize = 16;
+/// Blobs asked for at a time while fetching for a restore.
+const FETCH_FOR_RESTORE_BATCH: usize = 64;
+
+/// How long a device may stay silent while fetching for a restore before the fetch goes on
+/// from the next device that holds copies.
+const FETCH_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Fetches `blobs` from the other devices (those that acknowledged copies first) into a new
-/// store at `into`, for a restore on this device. Verified on arrival, committed at the end.
-async fn fetch_into(shared: &Shared, blobs: &[String], into: &Path) -> Result<Value, Failure> {
+/// store at `into`, for a restore on this device. Verified on arrival, committed after every
+/// batch. A device that stops answering, or does not hold a blob, is left for the next one
+/// for what is still missing; the command hears how far it is as it goes.
+async fn fetch_into(
+    shared: &Shared,
+    blobs: &[String],
+    into: &Path,
+    s: &mut Session,
+) -> Result<Value, Failure> {
     let mut remaining: Vec<BlobId> = blobs
         .iter()
         .map(|b| b.parse().map_err(|_| format!("{b:?} is not a blob id")))
@@ -1481,49 +1645,87 @@ async fn fetch_into(shared: &Shared, blobs: &[String], into: &Path) -> Result<Va
         let ledger = lock(&shared.ledger);
         devices.sort_by_key(|e| !ledger.peers.contains_key(&e.device.to_hex()));
     }
+    let total = remaining.len();
+    let mut fetched = 0usize;
     let mut from = Vec::new();
-    // In batches first; then what is left one by one (a batch fails whole if one of its blobs
-    // is on no device).
-    let mut tries: Vec<(usize, Entry)> = Vec::new();
-    for size in [FETCH_FOR_RESTORE_BATCH, 1] {
-        tries.extend(devices.iter().map(|d| (size, d.clone())));
-    }
-    for (size, device) in tries {
+    let mut failed: Vec<Value> = Vec::new();
+    for device in devices {
         if remaining.is_empty() {
             break;
         }
         let peer = triad_net::peer_id(device.device);
-        let mut still = Vec::new();
+        let _ = s
+            .say(json!({"event": "fetching", "from": device.name, "fetched": fetched, "of": total}))
+            .await;
+        let opened =
+            tokio::time::timeout(FETCH_ANSWER_TIMEOUT, shared.node.open(peer, FETCH_PROTOCOL))
+                .await;
+        let mut stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                failed.push(json!({"device": device.name, "reason": e.to_string()}));
+                continue;
+            }
+            Err(_) => {
+                let reason = format!("no answer for {} s", FETCH_ANSWER_TIMEOUT.as_secs());
+                failed.push(json!({"device": device.name, "reason": reason}));
+                continue;
+            }
+        };
+        let mut queue: std::collections::VecDeque<BlobId> = remaining.drain(..).collect();
+        // What this device does not hold, for the next one.
+        let mut not_here = Vec::new();
         let mut got = 0usize;
-        for batch in remaining.chunks(size) {
-            match crate::fetch::fetch_blobs(&shared.node, peer, batch).await {
-                Ok(fetched) => {
-                    tokio::task::block_in_place(|| -> Result<(), WriteError> {
-                        for blob in &fetched {
-                            store.put(blob)?;
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| error_chain(&e))?;
-                    got += fetched.len();
+        while !queue.is_empty() {
+            let batch: Vec<BlobId> =
+                queue.drain(..queue.len().min(FETCH_FOR_RESTORE_BATCH)).collect();
+            let answer = crate::fetch::fetch_batch(&mut stream, &batch, FETCH_ANSWER_TIMEOUT).await;
+            let came = answer.blobs.len();
+            tokio::task::block_in_place(|| -> Result<(), WriteError> {
+                for blob in &answer.blobs {
+                    store.put(blob)?;
                 }
-                Err(reason) => {
-                    tracing::info!(device = %device.name, %reason, "cannot fetch from this device");
-                    still.extend_from_slice(batch);
+                store.commit()
+            })
+            .map_err(|e| error_chain(&e))?;
+            got += came;
+            fetched += came;
+            if came > 0 {
+                let _ = s
+                    .say(json!({"event": "progress", "from": device.name, "fetched": fetched, "of": total}))
+                    .await;
+            }
+            match answer.end {
+                crate::fetch::BatchEnd::Whole => {}
+                crate::fetch::BatchEnd::NotHeld => {
+                    not_here.push(batch[came]);
+                    for id in batch[came + 1..].iter().rev() {
+                        queue.push_front(*id);
+                    }
+                }
+                crate::fetch::BatchEnd::Broken(reason) => {
+                    tracing::info!(device = %device.name, %reason, "the fetch from this device broke off");
+                    let _ = s
+                        .say(json!({"event": "gone", "device": device.name, "reason": reason}))
+                        .await;
+                    failed.push(json!({"device": device.name, "reason": reason}));
+                    not_here.extend_from_slice(&batch[came..]);
+                    not_here.extend(queue.drain(..));
                 }
             }
         }
+        let _ = futures::AsyncWriteExt::close(&mut stream).await;
         if got > 0 && !from.contains(&device.name) {
             from.push(device.name.clone());
         }
-        remaining = still;
+        remaining = not_here;
     }
-    tokio::task::block_in_place(|| store.commit()).map_err(|e| error_chain(&e))?;
     Ok(json!({
         "done": true,
-        "fetched": blobs.len() - remaining.len(),
+        "fetched": fetched,
         "missing": remaining.len(),
         "from": from,
+        "failed": failed,
     }))
 }
 
@@ -1548,6 +1750,21 @@ fn what_to_send(
     })
 }
 
+/// Why a push stopped when writing to the receiver failed: the refusal it sent first, if it
+/// sent one (it refuses, then stops reading), else the write error.
+async fn why_stopped(
+    acks: &mut mpsc::Receiver<Result<u64, SyncFailure>>,
+    error: io::Error,
+) -> SyncFailure {
+    let wait = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(ack)) = tokio::time::timeout_at(wait, acks.recv()).await {
+        if let Err(failure) = ack {
+            return failure;
+        }
+    }
+    SyncFailure::Unreachable(format!("the device stopped taking blobs: {error}"))
+}
+
 /// Reads acknowledgements until the stream ends; each is handed on, an error last.
 async fn read_acks(
     mut reader: futures::io::ReadHalf<triad_net::Stream>,
@@ -1559,7 +1776,7 @@ async fn read_acks(
                 .await
             {
                 Ok(BlobAck::Committed { count }) => Ok(u64::from(count)),
-                Ok(BlobAck::Refused { reason }) => Err(SyncFailure::Refused(reason)),
+                Ok(BlobAck::Refused { code, reason }) => Err(SyncFailure::Refused(code, reason)),
                 Err(FrameError::Closed { .. }) => return,
                 Err(e) => Err(SyncFailure::Unreachable(error_chain(&e))),
             };
@@ -1627,6 +1844,14 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
     let worst =
         summaries.iter().filter_map(|s| State::parse(s.worst)).max().unwrap_or(State::Protected);
     let survives = summaries.iter().all(|s| s.survives_site_loss);
+    // Devices that refuse copies: a full device is not an offline one.
+    let refusing: Vec<Value> = lock(&shared.refusals)
+        .iter()
+        .filter_map(|(device, (code, reason, since))| {
+            let name = roster.device(*device)?.name.clone();
+            Some(json!({"device": name, "code": code.as_str(), "reason": reason, "since": since}))
+        })
+        .collect();
     Ok(json!({
         "done": true,
         "device": identity.name,
@@ -1635,7 +1860,13 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
         "worst": worst.as_str(),
         "exit": worst.exit_code(),
         "survives_site_loss": survives,
-        "doing": { "what": lock(&shared.doing).0.clone(), "since": lock(&shared.doing).1 },
+        "doing": {
+            "what": lock(&shared.doing).0.clone(),
+            "since": lock(&shared.doing).1,
+            "next": Some(shared.next_round.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|at| *at > 0),
+        },
+        "refusing": refusing,
         "folders": summaries,
     }))
 }

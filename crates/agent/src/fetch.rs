@@ -177,7 +177,7 @@ async fn ask(node: &Node, peer: PeerId, request: &wire::Request) -> Result<Respo
     let mut stream = node.open(peer, CONTROL_PROTOCOL).await.map_err(|e| failed(&e))?;
     frame::write(&mut stream, request).await.map_err(|e| failed(&e))?;
     match frame::read::<Response, _>(&mut stream, "control response", CONTROL_FRAME_MAX).await {
-        Ok(Response::Refused { reason }) => Err(format!("the peer refused: {reason}")),
+        Ok(Response::Refused { reason, .. }) => Err(format!("the peer refused: {reason}")),
         Ok(response) => Ok(response),
         Err(e) => Err(failed(&e)),
     }
@@ -235,6 +235,63 @@ async fn copy_blobs(
     }
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
     Ok((blobs, bytes, unreadable))
+}
+
+/// How one batch asked of a device ended.
+#[derive(Debug)]
+pub enum BatchEnd {
+    /// Every blob asked came.
+    Whole,
+    /// The device does not hold (or cannot read) the blob after the last one that came.
+    NotHeld,
+    /// The device stopped answering or broke the stream; why.
+    Broken(String),
+}
+
+/// The blobs of one batch that came, in the order asked, each checked against its address.
+#[derive(Debug)]
+pub struct Batch {
+    /// The blobs that came, in order.
+    pub blobs: Vec<SealedBlob>,
+    /// How the batch ended.
+    pub end: BatchEnd,
+}
+
+/// Asks for `ids` (at most [`MISSING_BATCH_MAX`]) on an open `/triad/fetch/1` stream and
+/// reads the answer, each frame within `deadline` of the one before. A device that stops
+/// answering, or sends anything wrong, ends the batch as [`BatchEnd::Broken`]: what came
+/// before is kept, and the stream must not be used again.
+pub async fn fetch_batch(
+    stream: &mut triad_net::Stream,
+    ids: &[BlobId],
+    deadline: std::time::Duration,
+) -> Batch {
+    let mut blobs = Vec::with_capacity(ids.len());
+    let broken = |blobs, why: String| Batch { blobs, end: BatchEnd::Broken(why) };
+    let ask = Fetch { blobs: ids.to_vec() };
+    match tokio::time::timeout(deadline, frame::write(stream, &ask)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return broken(blobs, e.to_string()),
+        Err(_) => return broken(blobs, format!("no answer for {} s", deadline.as_secs())),
+    }
+    loop {
+        let next = match tokio::time::timeout(deadline, frame::read_blob(stream)).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(e)) => return broken(blobs, e.to_string()),
+            Err(_) => return broken(blobs, format!("no answer for {} s", deadline.as_secs())),
+        };
+        let BlobFrame::Blob { id, bytes } = next else {
+            let end = if blobs.len() == ids.len() { BatchEnd::Whole } else { BatchEnd::NotHeld };
+            return Batch { blobs, end };
+        };
+        if ids.get(blobs.len()) != Some(&id) {
+            return broken(blobs, format!("it sent blob {id}, which was not asked for there"));
+        }
+        match SealedBlob::verify(id, bytes) {
+            Ok(blob) => blobs.push(blob),
+            Err(e) => return broken(blobs, format!("it sent a damaged blob: {e}")),
+        }
+    }
 }
 
 /// Asks `peer` for `ids` on one `/triad/fetch/1` stream and returns them in order, each checked

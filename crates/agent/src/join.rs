@@ -62,6 +62,13 @@ pub enum JoinError {
     /// The other device refused the recovery proof, or the exchange failed.
     #[error("recovery refused: {0}")]
     Recovery(String),
+    /// The inviter ended the pairing without a word: its code was used (one try per code) or
+    /// expired, or its agent stopped.
+    #[error(
+        "the inviting device did not go on with this code: it was used or has expired. Start a \
+         new `triad pair` there and join with its new code"
+    )]
+    CodeSpent,
     /// The inviter sent a roster that does not hold this device, or does not verify.
     #[error("the inviting device sent an unusable roster: {0}")]
     Roster(String),
@@ -132,6 +139,8 @@ async fn pair_with(
     for inviter in candidates {
         let mut stream = match node.open(inviter, PAIR_PROTOCOL).await {
             Ok(stream) => stream,
+            // It answered, and would not let this device in: no pairing window is open there.
+            Err(triad_net::NetError::Closed { .. }) => return Err(JoinError::CodeSpent),
             Err(e) => {
                 last = JoinError::Unreachable(e.to_string());
                 continue;
@@ -176,6 +185,11 @@ async fn pair_with(
             }
             Err(PairError::WrongWindow(_)) => {
                 last = JoinError::Unreachable("no device with this pairing window".into());
+            }
+            // The inviter closed the exchange unread: no window is open there any more.
+            Err(e @ (PairError::Frame(_) | PairError::Io(_))) => {
+                tracing::debug!(error = %e, "the pairing stream ended");
+                return Err(JoinError::CodeSpent);
             }
             Err(e) => return Err(e.into()),
         }

@@ -142,8 +142,33 @@ fn print_status(value: &Value) {
         }
     }
     println!();
+    for refusing in value["refusing"].as_array().into_iter().flatten() {
+        let device = refusing["device"].as_str().unwrap_or("?");
+        let reason = refusing["reason"].as_str().unwrap_or("?");
+        let since = ago(refusing["since"].as_i64().unwrap_or(0));
+        let what = match refusing["code"].as_str() {
+            Some("full") => "is full: it takes no more copies",
+            Some("quota") => "is full for this vault (its quota): it takes no more copies",
+            Some("removed") => "takes no copies from this device",
+            _ => "refuses copies",
+        };
+        println!("{device} {what} (since {since}): {reason}.");
+    }
     if let Some(what) = value["doing"]["what"].as_str() {
-        println!("triad is {what} (since {}).", ago(value["doing"]["since"].as_i64().unwrap_or(0)));
+        let next = value["doing"]["next"].as_i64().map(|at| {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            format!(
+                "; next try in {}",
+                triad_agent::status::span(at.saturating_sub(now).max(0).unsigned_abs())
+            )
+        });
+        println!(
+            "triad is {what} (since {}){}.",
+            ago(value["doing"]["since"].as_i64().unwrap_or(0)),
+            next.unwrap_or_default()
+        );
     }
     let survives = value["survives_site_loss"] == true;
     println!(

@@ -334,11 +334,15 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
             addr.parse().with_context(|| format!("{addr:?} is not a multiaddress"))?;
         return match Client::connect(home_path) {
             Ok(mut client) => {
-                client.send(&Request::AddAddress { device: name, addr: parsed.to_string() })?;
+                client.send(&Request::AddAddress {
+                    device: name.clone(),
+                    addr: parsed.to_string(),
+                })?;
                 let value = finish(&mut client, |_| {})?;
                 if let Some((message, _)) = error_of(&value) {
                     bail!("{message}");
                 }
+                println!("{name} is at {parsed} from now on; the agent dials it there.");
                 Ok(EXIT_OK)
             }
             Err(ClientError::NotRunning { .. }) => {
@@ -352,6 +356,9 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
                 let mut book = Book::load(home_path);
                 book.add(entry.device, &parsed.to_string());
                 book.save(home_path)?;
+                println!(
+                    "{name} is at {parsed} from now on; the agent dials it there when it starts."
+                );
                 Ok(EXIT_OK)
             }
             Err(e) => Err(e.into()),
@@ -437,14 +444,22 @@ pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {
     Home::open(home_path)?;
     let mut client = connect(home_path)?;
     client.send(&Request::Sync { device: a.device.clone(), timeout_secs: a.timeout.as_secs() })?;
+    let started = std::time::Instant::now();
     let outcome = finish(&mut client, |event| {
         if a.json {
             let _ = output::json_line(event);
         } else if event["event"] == "progress" {
+            let (done, of) = (event["blobs"].as_u64().unwrap_or(0), event["of"].as_u64());
+            // The time left, from the pace so far.
+            let left = of.filter(|of| done > 0 && *of > done).map(|of| {
+                let secs = started.elapsed().as_secs_f64() * (of - done) as f64 / done as f64;
+                format!(", about {} left", triad_agent::status::span(secs.ceil() as u64))
+            });
             eprintln!(
-                "  {} blobs acknowledged, {} sent",
-                event["blobs"].as_u64().unwrap_or(0),
-                output::size(event["bytes"].as_u64().unwrap_or(0))
+                "  {done} of {} blobs acknowledged, {} sent{}",
+                of.map_or("?".to_owned(), |n| n.to_string()),
+                output::size(event["bytes"].as_u64().unwrap_or(0)),
+                left.unwrap_or_default()
             );
         }
     })?;

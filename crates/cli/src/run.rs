@@ -918,7 +918,32 @@ fn fetch_missing(
     let asked = missing.len();
     client.send(&ControlRequest::Fetch { blobs: missing, into: into.clone() })?;
     let fetched = Fetched(into);
-    let answer = client.receive()?;
+    // The agent gives up on a device that stops answering and goes on with the next; it says
+    // how far it is as it goes.
+    let answer = loop {
+        let value = client.receive()?;
+        if value.get("error").is_some() || value.get("done").is_some() {
+            break value;
+        }
+        if json {
+            continue;
+        }
+        let device = value["from"].as_str().or(value["device"].as_str()).unwrap_or("?");
+        match value["event"].as_str() {
+            Some("fetching") => eprintln!(
+                "  fetching the missing pieces from {device} ({} of {asked} so far)",
+                value["fetched"].as_u64().unwrap_or(0)
+            ),
+            Some("progress") => {
+                eprintln!("  {} of {asked} pieces fetched", value["fetched"].as_u64().unwrap_or(0))
+            }
+            Some("gone") => eprintln!(
+                "  {device} stopped answering ({}); going on with your other devices",
+                value["reason"].as_str().unwrap_or("?")
+            ),
+            _ => {}
+        }
+    };
     if let Some(e) = answer.get("error") {
         eprintln!(
             "note: cannot fetch from the other devices ({}); the files that need what is \
@@ -937,6 +962,20 @@ fn fetch_missing(
             answer["fetched"].as_u64().unwrap_or(0),
             if from.is_empty() { "no device".to_owned() } else { from.join(", ") }
         );
+        for failed in answer["failed"].as_array().into_iter().flatten() {
+            eprintln!(
+                "note: {} did not answer: {}",
+                failed["device"].as_str().unwrap_or("?"),
+                failed["reason"].as_str().unwrap_or("?")
+            );
+        }
+        let missing = answer["missing"].as_u64().unwrap_or(0);
+        if missing > 0 {
+            eprintln!(
+                "note: {missing} pieces are on no device that answered; the files that need them \
+                 are not restored. Restore again once your other devices are on."
+            );
+        }
     }
     Ok(Some(fetched))
 }

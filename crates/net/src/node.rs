@@ -55,6 +55,16 @@ pub enum NetError {
         /// Why.
         reason: String,
     },
+    /// The peer closed the connection as soon as it was made: it does not admit this device
+    /// (not on its roster, removed from it, or no pairing window open there).
+    #[error(
+        "{target} closed the connection at once: it does not admit this device (this device \
+         was removed from the vault, or is not paired with it)"
+    )]
+    Closed {
+        /// The peer.
+        target: String,
+    },
     /// The node's task has stopped.
     #[error("the network node has stopped")]
     Stopped,
@@ -204,7 +214,7 @@ impl Node {
         for addr in &config.listen {
             let id = swarm
                 .listen_on(addr.clone())
-                .map_err(|e| NetError::Listen { addr: addr.clone(), reason: e.to_string() })?;
+                .map_err(|e| NetError::Listen { addr: addr.clone(), reason: error_chain(&e) })?;
             listeners.push((id, addr.clone()));
         }
         // Wait until every listener reported an address (or failed).
@@ -224,12 +234,12 @@ impl Node {
                         .unwrap_or_else(Multiaddr::empty);
                     let reason = match reason {
                         Ok(()) => "closed".to_owned(),
-                        Err(e) => e.to_string(),
+                        Err(e) => error_chain(&e),
                     };
                     return Err(NetError::Listen { addr, reason });
                 }
                 SwarmEvent::ListenerError { error, .. } => {
-                    return Err(NetError::Setup(error.to_string()));
+                    return Err(NetError::Setup(error_chain(&error)));
                 }
                 _ => {}
             }
@@ -336,11 +346,16 @@ impl Node {
         peer: PeerId,
         protocol: &'static str,
     ) -> Result<libp2p::Stream, NetError> {
-        self.control
-            .clone()
-            .open_stream(peer, StreamProtocol::new(protocol))
-            .await
-            .map_err(|e| NetError::Dial { target: peer.to_string(), reason: e.to_string() })
+        self.control.clone().open_stream(peer, StreamProtocol::new(protocol)).await.map_err(|e| {
+            // The connection ended before the stream opened (its handler is gone): the
+            // peer closed it at once.
+            let text = e.to_string();
+            if text.contains("canceled") || text.contains("receiver is gone") {
+                NetError::Closed { target: peer.to_string() }
+            } else {
+                NetError::Dial { target: peer.to_string(), reason: error_chain(&e) }
+            }
+        })
     }
 
     /// The addresses the node listens on.
@@ -525,6 +540,21 @@ fn dial(
             let _ = reply.send(Err(NetError::Dial { target, reason: e.to_string() }));
         }
     }
+}
+
+/// An error and its causes, joined by `: `; an empty message is left out (some transport
+/// errors have none of their own and put everything in their source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p: &String| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    if parts.is_empty() { "no reason given by the system".to_owned() } else { parts.join(": ") }
 }
 
 /// The `/p2p/<peer>` suffix of an address.

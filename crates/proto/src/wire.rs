@@ -23,8 +23,10 @@ use triad_core::{BlobId, Media, StoreId};
 
 use crate::limits::BLOB_LEN_MAX;
 
-/// Format version of every wire message.
-pub const WIRE_VERSION: u8 = 1;
+/// Format version of every wire message. Version 2 gave refusals a [`Refusal`] code; a
+/// version-1 peer cannot read version-2 records (and the other way round): each side reports
+/// the other's version and closes the stream.
+pub const WIRE_VERSION: u8 = 2;
 
 /// Control messages: request and response.
 pub const CONTROL_PROTOCOL: &str = "/triad/control/1";
@@ -135,6 +137,8 @@ pub enum Response {
     Done,
     /// Refused, and why.
     Refused {
+        /// Why, for a program.
+        code: Refusal,
         /// Why, for a person.
         reason: String,
     },
@@ -185,9 +189,39 @@ pub enum BlobAck {
     },
     /// Nothing since the last commit was kept, and why (a full store, a quota).
     Refused {
+        /// Why, for a program.
+        code: Refusal,
         /// Why, for a person.
         reason: String,
     },
+}
+
+/// Why a device refused a request or a push: what the asker does next depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Anything else; the reason says what.
+    Other,
+    /// A store of the device has no room left on its disk.
+    Full,
+    /// A store of the device holds as much of this vault as its quota allows.
+    Quota,
+    /// The asker was removed from the vault.
+    Removed,
+    /// The device cannot take the request now; ask again later.
+    Busy,
+}
+
+impl Refusal {
+    /// The code as one lower-case word (`full`, `quota`, `removed`, `busy`, `other`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Other => "other",
+            Refusal::Full => "full",
+            Refusal::Quota => "quota",
+            Refusal::Removed => "removed",
+            Refusal::Busy => "busy",
+        }
+    }
 }
 
 /// The role a pairing gives the new device.

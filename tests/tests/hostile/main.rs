@@ -5,3 +5,4 @@
 
 mod names;
 mod newcomer;
+mod peers;

@@ -46,7 +46,7 @@ pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> (Respon
     let slices = {
         let Some(stores) = open_stores::read_within(work, std::time::Duration::from_secs(10))
         else {
-            return (Response::Refused { reason: super::BUSY.into() }, false);
+            return (super::refuse(super::BUSY.into()), false);
         };
         ranges
             .iter()
@@ -257,8 +257,8 @@ pub(super) async fn audit(shared: &Shared, device: DeviceId) -> Outcome {
             }
         }
         Ok(_) => Outcome::Failed { reason: "an answer that is no audit".into() },
-        Err(SyncFailure::Refused(reason)) if reason == super::BUSY => Outcome::Unreachable,
-        Err(SyncFailure::Refused(reason)) => {
+        Err(SyncFailure::Refused(wire::Refusal::Busy, _)) => Outcome::Unreachable,
+        Err(SyncFailure::Refused(_, reason)) => {
             Outcome::Failed { reason: format!("denied: {reason}") }
         }
         Err(SyncFailure::Unreachable(reason)) => {

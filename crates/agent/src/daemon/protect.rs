@@ -40,17 +40,15 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
                 while let Ok(Some(())) = tokio::time::timeout(settle, kicked.recv()).await {}
             }
         }
+        shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
         let complete = round(&shared).await;
         let wait = if complete { settings.rescan_secs } else { settings.retry_secs };
         if complete {
-            doing(
-                &shared,
-                format!("watching the folders; next full rescan in {}", crate::status::span(wait)),
-            );
-        } else {
-            let why = lock(&shared.doing).0.clone();
-            doing(&shared, format!("{why}; trying again in {}", crate::status::span(wait)));
+            doing(&shared, "watching the folders".to_owned());
         }
+        // When the next round starts, as a time: `status` counts down to it.
+        let at = super::now_secs() + wait.max(1);
+        shared.next_round.store(at, std::sync::atomic::Ordering::Relaxed);
         next = Instant::now() + Duration::from_secs(wait.max(1));
     }
 }

@@ -2,8 +2,8 @@
 
 use triad_core::{BlobId, Media, StoreId};
 use triad_proto::wire::{
-    self, AuditRange, BlobAck, BlobFrame, Fetch, Joiner, Offer, PairMessage, PairRole, Request,
-    Response, StoreInfo, Welcome,
+    self, AuditRange, BlobAck, BlobFrame, Fetch, Joiner, Offer, PairMessage, PairRole, Refusal,
+    Request, Response, StoreInfo, Welcome,
 };
 
 use crate::vectors::hex_vector;
@@ -14,7 +14,10 @@ where
 {
     let comments = vec![
         format!("{what}"),
-        "as a frame: 4-byte big-endian length, then the record (wire version 1)".to_owned(),
+        format!(
+            "as a frame: 4-byte big-endian length, then the record (wire version {})",
+            wire::WIRE_VERSION
+        ),
     ];
     let bytes = hex_vector(name, &comments, &wire::frame(message));
     let len = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
@@ -87,8 +90,8 @@ fn control_responses() {
     );
     check(
         "wire_response_refused.hex",
-        "control response Refused: \"the store is full\"",
-        &Response::Refused { reason: "the store is full".into() },
+        "control response Refused: code Full, \"the store is full\"",
+        &Response::Refused { code: Refusal::Full, reason: "the store is full".into() },
     );
 }
 
@@ -105,6 +108,11 @@ fn blob_stream() {
         "wire_blob_ack.hex",
         "blob acknowledgement Committed, count 300",
         &BlobAck::Committed { count: 300 },
+    );
+    check(
+        "wire_blob_refused.hex",
+        "blob acknowledgement Refused: code Quota, \"over the quota\"",
+        &BlobAck::Refused { code: Refusal::Quota, reason: "over the quota".into() },
     );
 }
 
@@ -172,7 +180,10 @@ fn recovery_proof() {
 
 #[test]
 fn another_wire_version_is_refused() {
-    let mut record = wire::encode(&Request::Hello);
-    record[0] = 2;
-    assert!(wire::decode::<Request>("request", &record).is_err());
+    // Version 1 (before refusal codes) and the next one are both refused, never guessed at.
+    for version in [1, wire::WIRE_VERSION + 1] {
+        let mut record = wire::encode(&Request::Hello);
+        record[0] = version;
+        assert!(wire::decode::<Request>("request", &record).is_err(), "version {version}");
+    }
 }

@@ -1,0 +1,352 @@
+//! Peers that go away, fill up or were never dialled: a restore goes on from another device
+//! within a deadline, a full device is named as full (exit 6), devices paired without mDNS
+//! find each other, and what the network says to a person says what happened.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use triad_e2e::{Device, can_unshare, triad_bin, write_noise};
+
+/// The longest any one step may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A `triad` process whose stdout lines are read as they come; killed when dropped.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command, log: &Path) -> Running {
+        let log = fs::File::create(log).expect("log file");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("triad starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = sync_channel(1024);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next line as JSON, waiting for it.
+    fn line(&self) -> Value {
+        let line = self.lines.recv_timeout(WAIT).expect("a line in time");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    /// Sends a signal to the process.
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running agent and its first address.
+struct Agent {
+    process: Running,
+    addr: String,
+}
+
+/// The agent of `d` on loopback, mDNS off, with its own backups and pushes off.
+fn start_agent(d: &Device) -> Agent {
+    d.set_option("protect", "auto", "false");
+    start_agent_as_is(d)
+}
+
+fn start_agent_as_is(d: &Device) -> Agent {
+    let cmd =
+        d.command(&["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"]);
+    agent_of(Running::spawn(cmd, &d.root().join("agent.log")))
+}
+
+fn agent_of(process: Running) -> Agent {
+    let ready = process.line();
+    assert_eq!(ready["event"], "listening", "{ready}");
+    let addr = ready["addrs"][0].as_str().expect("an address").to_owned();
+    Agent { process, addr }
+}
+
+/// `triad pair --json --yes` on `inviter`: the process and its first line (code and link).
+fn open_pairing(inviter: &Device, extra: &[&str]) -> (Running, Value) {
+    let mut args = vec!["pair", "--json", "--yes"];
+    args.extend_from_slice(extra);
+    let process = Running::spawn(inviter.command(&args), &inviter.root().join("pair.log"));
+    let first = process.line();
+    assert!(first["code"].is_string() && first["link"].is_string(), "{first}");
+    (process, first)
+}
+
+fn join(d: &Device, code: &str, name: &str, site: &str, peer: Option<&str>) -> Output {
+    let mut args = vec!["join", code, "--name", name, "--site", site, "--yes", "--wait", "20s"];
+    if let Some(peer) = peer {
+        args.extend_from_slice(&["--peer", peer]);
+    }
+    d.run(&args)
+}
+
+/// A new device joined to `inviter` (whose agent runs) by the link, as `name` at `site`.
+fn joined(inviter: &Device, extra: &[&str], name: &str, site: &str) -> Device {
+    let d = Device::bare();
+    let (pairing, first) = open_pairing(inviter, extra);
+    let out = join(&d, first["link"].as_str().expect("link"), name, site, None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    d
+}
+
+/// A trusted device with a store, paired to `inviter` and reachable at an address typed in.
+fn paired(inviter: &Device, extra: &[&str], name: &str, site: &str) -> (Device, Agent) {
+    let d = joined(inviter, extra, name, site);
+    d.ok(&["store", "add", d.store.to_str().expect("utf-8"), "--media", "raid"]);
+    let agent = start_agent(&d);
+    inviter.ok(&["devices", "addr", name, dialable(&agent.addr)]);
+    (d, agent)
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn dialable(addr: &str) -> &str {
+    addr.split("/p2p/").next().expect("an address")
+}
+
+/// `triad status --json` on `d`.
+fn status(d: &Device) -> Value {
+    serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap_or(Value::Null)
+}
+
+/// Asks `status` until `done` holds, or panics after `WAIT`.
+fn wait_for_status(d: &Device, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let until = Instant::now() + WAIT;
+    for _ in 0..1000 {
+        let answer = status(d);
+        if done(&answer) {
+            return answer;
+        }
+        assert!(Instant::now() < until, "{what}: still {answer}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{what}: never");
+}
+
+/// Bytes `pid` has read so far (from `/proc/<pid>/io`).
+fn bytes_read(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_restore_goes_on_from_another_device_when_the_one_it_fetches_from_stops_answering() {
+    let laptop = Device::storeless();
+    for i in 0..48 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 1 << 20, i);
+    }
+    laptop.backup();
+    let _agent = start_agent(&laptop);
+    let nas = paired(&laptop, &[], "nas", "studio");
+    let pi = paired(&laptop, &[], "pi", "parents");
+    laptop.ok(&["sync", "nas"]);
+    laptop.ok(&["sync", "pi"]);
+
+    // The photos are lost on the laptop, and it restores them from the other devices.
+    let kept = laptop.root().join("kept");
+    fs::rename(&laptop.folder, &kept).expect("out of the way");
+    let to = laptop.root().join("back");
+    let agents = [("nas", &nas.1), ("pi", &pi.1)];
+    let before: Vec<u64> = agents.iter().map(|(_, a)| bytes_read(a.process.child.id())).collect();
+    let started = Instant::now();
+    let mut restore = laptop.command(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
+    let mut child = restore.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("runs");
+    // The device that serves the fetch freezes in the middle of it, its connection open (no
+    // close, no reset: like a pulled cable or a hung disk).
+    let mut frozen = None;
+    let deadline = started + Duration::from_secs(60);
+    let finished = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        if frozen.is_none() {
+            for (i, (name, agent)) in agents.iter().enumerate() {
+                if bytes_read(agent.process.child.id()) > before[i] + (4 << 20) {
+                    agent.process.signal("STOP");
+                    frozen = Some(*name);
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    if finished.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("output");
+    let said = text(&out);
+    assert!(finished.is_some(), "the restore still waits after 60 s: {said}");
+    let frozen = frozen.unwrap_or_else(|| panic!("the fetch ended before a device froze: {said}"));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{frozen} stopped answering")),
+        "what happened to {frozen} is said: {said}"
+    );
+    let count = triad_e2e::assert_same_tree(&kept, &to.join("shoot"));
+    assert_eq!(count, 48, "{said}");
+}
+
+/// Runs `script` in a private mount namespace with `sh`; returns the process, its stdout read
+/// line by line.
+fn in_namespace(d: &Device, script: &str, log: &str) -> Running {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("TRIAD_HOME", &d.home)
+        .env("TRIAD", triad_bin())
+        .env_remove("TRIAD_LOG")
+        .stdin(Stdio::null());
+    Running::spawn(cmd, &d.root().join(log))
+}
+
+#[test]
+fn a_full_device_is_named_full_and_sync_exits_6() {
+    if !can_unshare() {
+        return;
+    }
+    let laptop = Device::new();
+    for i in 0..6 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 2 << 20, i);
+    }
+    laptop.backup();
+    let _agent = start_agent(&laptop);
+    // The Pi's store is on a 4 MiB disk (a tmpfs in its own mount namespace).
+    let pi = joined(&laptop, &["--storage-only"], "pi", "parents");
+    let disk = pi.root().join("small-disk");
+    fs::create_dir_all(&disk).expect("mkdir");
+    let script = format!(
+        r#"set -eu
+mount -t tmpfs -o size=4m tmpfs "{disk}"
+"$TRIAD" store add "{disk}/triad" --media usb-hdd >&2
+exec "$TRIAD" agent --listen /ip4/127.0.0.1/udp/0/quic-v1 --no-mdns --json
+"#,
+        disk = disk.display()
+    );
+    let pi_agent = agent_of(in_namespace(&pi, &script, "agent.log"));
+    laptop.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+
+    let out = laptop.run(&["sync", "pi"]);
+    assert_eq!(out.status.code(), Some(6), "a full device refuses: {}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("full"), "{said}");
+    assert!(!said.contains("error 0"), "{said}");
+    // Status names the device that is full.
+    let human = laptop.run(&["status"]);
+    let human = text(&human);
+    assert!(human.contains("pi") && human.contains("full"), "{human}");
+    let answer = status(&laptop);
+    assert!(answer.to_string().contains("full"), "{answer}");
+}
+
+#[test]
+fn devices_paired_without_mdns_reach_each_other_with_no_address_typed() {
+    let laptop = Device::new();
+    laptop.set_option("protect", "settle_ms", "200");
+    laptop.set_option("protect", "retry_secs", "1");
+    for i in 0..3 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 300 << 10, i);
+    }
+    let _agent = start_agent_as_is(&laptop);
+    // The NAS joins by the link and starts its agent; nobody types an address.
+    let nas = joined(&laptop, &[], "nas", "studio");
+    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
+    let _nas_agent = start_agent(&nas);
+    let answer = wait_for_status(&laptop, "protected on the NAS", |a| a["worst"] == "PROTECTED");
+    assert_eq!(answer["survives_site_loss"], true, "{answer}");
+    let devices: Value =
+        serde_json::from_str(&laptop.ok(&["devices", "--json"])).expect("devices --json");
+    let nas_entry = devices["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "nas"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(nas_entry["online"], true, "{devices}");
+}
+
+#[test]
+fn pairing_and_device_messages_say_what_happened_and_what_to_do() {
+    let laptop = Device::storeless();
+    let agent = start_agent(&laptop);
+    let at = dialable(&agent.addr).to_owned();
+
+    // A code that was used (burnt by a wrong guess) says so, and what to do.
+    let newcomer = Device::bare();
+    let (pairing, first) = open_pairing(&laptop, &[]);
+    let code = first["code"].as_str().expect("code").to_owned();
+    let nameplate = code.split('-').next().expect("nameplate");
+    let wrong = if code.ends_with("abandon-ability") { "able-about" } else { "abandon-ability" };
+    let _ = join(&newcomer, &format!("{nameplate}-{wrong}"), "nas", "studio", Some(&at));
+    drop(pairing);
+    let out = join(&newcomer, &code, "nas", "studio", Some(&at));
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(!said.contains("error 0"), "{said}");
+    assert!(said.contains("used or has expired") && said.contains("triad pair"), "{said}");
+
+    // An expired code says the same.
+    let (pairing, first) = open_pairing(&laptop, &["--seconds", "1"]);
+    let code = first["code"].as_str().expect("code").to_owned();
+    let until = Instant::now() + WAIT;
+    while pairing.lines.recv_timeout(Duration::from_millis(100)).is_err() {
+        assert!(Instant::now() < until, "the pairing never expired");
+    }
+    let out = join(&newcomer, &code, "nas", "studio", Some(&at));
+    let said = text(&out);
+    assert!(said.contains("used or has expired") && said.contains("triad pair"), "{said}");
+
+    // `devices addr` says what it did.
+    let (nas, nas_agent) = paired(&laptop, &[], "nas", "studio");
+    let said = laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    assert!(said.contains("nas"), "devices addr printed {said:?}");
+
+    // The catalog of a laptop without a store is not shown as a store.
+    let listed = laptop.ok(&["devices"]);
+    assert!(!listed.contains("on ssd"), "{listed}");
+
+    // A second agent on an address in use says why it cannot listen.
+    let other = Device::new();
+    let out = other.run(&["agent", "--listen", dialable(&nas_agent.addr), "--no-mdns"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.to_lowercase().contains("in use"), "the reason is given: {said}");
+    assert!(!said.trim_end().ends_with(':'), "{said}");
+
+    // A removed device is told that it was removed from the vault.
+    laptop.ok(&["devices", "remove", "nas"]);
+    let out = nas.run(&["sync", "laptop"]);
+    let said = text(&out);
+    assert!(!said.contains("oneshot"), "{said}");
+    assert!(said.contains("removed"), "{said}");
+}
