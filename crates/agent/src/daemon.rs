@@ -505,14 +505,15 @@ async fn answer_control(
 /// Stores heads whose device is on the roster and whose snapshot every store holds.
 fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> Result<(), String> {
     let vault = shared.home.vault();
-    let stores = open_stores::read(work);
+    // Taking a head appends it to the store's packs: the stores are written.
+    let mut stores = open_stores::write(work);
     for bytes in heads {
         let head = SignedHead::decode(bytes, vault).map_err(|e| format!("head refused: {e}"))?;
         if lock(&shared.roster).device(head.head.device).is_none() {
             return Err(format!("head of device {} which is not on the roster", head.head.device));
         }
         // Not into the catalog: a push puts nothing there.
-        for store in shared.config.holding_data(&stores) {
+        for store in stores.iter_mut().filter(|s| !shared.config.is_catalog(s.id())) {
             if !store.holds_committed(head.head.snapshot).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "head names snapshot {} which is not here",
