@@ -289,6 +289,9 @@ pub async fn run(
         node.add_address(peer, addr).await?;
     }
 
+    // A killed agent (or command) may have left temporary files of atomic writes behind.
+    crate::home::remove_stale_temps(home_path);
+    crate::home::remove_stale_temps(&home_path.join("cache"));
     let _ = std::fs::remove_file(&socket_path);
     let listener = UnixListener::bind(&socket_path)
         .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
