@@ -2,3 +2,4 @@
 //! what triad does about it: one module per class of defect, each test driving real `triad`
 //! processes over real stores and sockets.
 #![allow(missing_docs)]
+mod disk;
