@@ -1333,8 +1333,10 @@ impl Store {
             };
             out.push((problem, head));
         }
-        for &key in records.keys() {
-            if damaged.contains(&key) {
+        for (&key, folder_records) in &records {
+            let file_seq = good.get(&key).map(|h| h.head.sequence);
+            // Only a file that is missing or behind the packs' index is worth a read.
+            if damaged.contains(&key) || folder_records.last().map(|r| r.sequence) <= file_seq {
                 continue;
             }
             let Some(head) = from_packs(key) else { continue };
