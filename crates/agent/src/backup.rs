@@ -28,7 +28,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use triad_core::chunk::Chunker;
-use triad_core::head::Head;
+use triad_core::head::{Head, SignedHead};
 use triad_core::keys::VaultKeys;
 use triad_core::roster::Roster;
 use triad_core::seal::{self, ObjectKind, SealedBlob};
@@ -79,6 +79,15 @@ pub enum Event {
         blobs: u64,
         /// Their bytes.
         bytes: u64,
+    },
+    /// The newest snapshots of the folder can no longer be read (their blobs were damaged or
+    /// lost): this backup goes on from the newest one that can.
+    HistoryLost {
+        /// The sequences that cannot be read, newest first.
+        lost: Vec<u64>,
+        /// The sequence this backup goes on from (`None`: none of its snapshots can be read;
+        /// the new snapshot starts a new chain, still numbered after the lost ones).
+        from: Option<u64>,
     },
     /// The snapshot is durable and its head written.
     SnapshotCommitted {
@@ -236,8 +245,10 @@ pub fn run(
     }
 
     // The previous snapshot of this folder by this device, from any store; for a folder this
-    // device took over from a lost one (the same folder id), the lost device's latest.
-    let (parent, parent_is_mine) = {
+    // device took over from a lost one (the same folder id), the lost device's latest. When it
+    // cannot be read, the newest earlier one that can, and the sequence goes on after the
+    // newest known, so history never restarts at #1 while the stores hold some of it.
+    let (parent, parent_is_mine, newest_sequence, lost) = {
         let guard = look(stores);
         let catalog = Catalog::new(keys, &guard);
         let heads = catalog.heads()?;
@@ -248,13 +259,18 @@ pub fn run(
             .filter(|h| h.head.folder == folder.id)
             .max_by_key(|h| (h.head.time, h.head.sequence));
         match mine.or(taken_over) {
-            Some(h) => (
-                Some((h.head.snapshot, catalog.load::<Snapshot>(h.head.snapshot)?)),
-                mine.is_some(),
-            ),
-            None => (None, false),
+            Some(h) => {
+                let (parent, lost) = readable_parent(&catalog, &guard, h)?;
+                (parent, mine.is_some(), Some(h.head.sequence), lost)
+            }
+            None => (None, false, None, Vec::new()),
         }
     };
+    if !lost.is_empty() {
+        let from = parent.as_ref().map(|(_, p)| p.sequence);
+        tracing::warn!(lost = ?lost, from = ?from, "newest snapshots of the folder are unreadable");
+        progress(&Event::HistoryLost { lost: lost.clone(), from });
+    }
     let now_empty = scan.files.is_empty() && scan.root.children.is_empty();
     if let Some((_, previous)) = parent.as_ref().filter(|_| now_empty && !options.allow_empty)
         && previous.stats.files > 0
@@ -270,9 +286,14 @@ pub fn run(
     let mut new_cache = MetadataCache::default();
     let mut entries: Vec<Option<BlobId>> = vec![None; scan.files.len()];
     let mut to_read: Vec<usize> = Vec::new();
+    // Blobs a store dropped as damaged or lost: a file whose entry uses one is read again, so
+    // that its chunks are stored again.
+    let forgotten: HashSet<BlobId> = look(stores).iter().flat_map(Store::forgotten).collect();
     for (i, file) in scan.files.iter().enumerate() {
         let reusable = match old_cache.lookup(&file.rel, &file.stat) {
-            Some(entry) => all_contain(&look(stores), entry)?.then_some(entry),
+            Some(entry) => (all_contain(&look(stores), entry)?
+                && (forgotten.is_empty() || uses_none(keys, stores, entry, &forgotten)))
+            .then_some(entry),
             None => None,
         };
         match reusable {
@@ -333,14 +354,19 @@ pub fn run(
 
     // Unchanged only against this device's own snapshot: a folder taken over gets a head of
     // this device at its first backup, even with nothing changed.
-    let unchanged = parent_is_mine && parent.as_ref().is_some_and(|(_, p)| p.root == root);
+    let unchanged =
+        parent_is_mine && lost.is_empty() && parent.as_ref().is_some_and(|(_, p)| p.root == root);
     let (snapshot_id, sequence) = if let Some((id, previous)) =
         parent.as_ref().filter(|_| unchanged)
     {
         commit_all(stores, &mut tally, progress)?;
         (*id, previous.sequence)
     } else {
-        let sequence = parent.as_ref().map_or(1, |(_, p)| p.sequence + 1);
+        let sequence = parent
+            .as_ref()
+            .map(|(_, p)| p.sequence)
+            .max(newest_sequence)
+            .map_or(1, |newest| newest + 1);
         let snapshot = Snapshot {
             folder: folder.id,
             folder_name: folder_name.clone(),
@@ -402,6 +428,59 @@ struct Tally {
     new_data_blobs: u64,
     new_bytes: u64,
     pending_blobs: u64,
+}
+
+/// The snapshot `head` names and, if it cannot be read, the newest earlier snapshot of its
+/// folder that can (from the head entries every store keeps), with the sequences lost.
+#[allow(clippy::type_complexity)]
+fn readable_parent(
+    catalog: &Catalog<'_>,
+    stores: &[Store],
+    head: &SignedHead,
+) -> Result<(Option<(BlobId, Snapshot)>, Vec<u64>), BackupError> {
+    let err = match catalog.load::<Snapshot>(head.head.snapshot) {
+        Ok(snapshot) => return Ok((Some((head.head.snapshot, snapshot)), Vec::new())),
+        Err(err @ (CatalogError::Unreadable { .. } | CatalogError::Object { .. })) => err,
+        Err(err) => return Err(err.into()),
+    };
+    tracing::warn!(snapshot = %head.head.snapshot.short(), error = %crate::restore::DisplayChain(&err),
+        "the folder's newest snapshot is unreadable; looking for an earlier one");
+    let mut earlier: Vec<SignedHead> = Vec::new();
+    for store in stores {
+        let history = store
+            .head_history(head.head.device, head.head.folder)
+            .map_err(|source| BackupError::StoreRead { path: store.path().into(), source })?;
+        earlier.extend(history);
+    }
+    earlier.sort_by_key(|h| std::cmp::Reverse(h.head.sequence));
+    earlier.dedup_by_key(|h| h.head.snapshot);
+    let mut lost = vec![head.head.sequence];
+    for older in earlier.iter().filter(|h| h.head.sequence < head.head.sequence) {
+        match catalog.load::<Snapshot>(older.head.snapshot) {
+            Ok(snapshot) => return Ok((Some((older.head.snapshot, snapshot)), lost)),
+            Err(_) => {
+                if lost.last() != Some(&older.head.sequence) {
+                    lost.push(older.head.sequence);
+                }
+            }
+        }
+    }
+    Ok((None, lost))
+}
+
+/// Whether the file entry `entry` uses none of `forgotten` (an entry that cannot be read counts
+/// as using one: its file is read again).
+fn uses_none(
+    keys: &VaultKeys,
+    stores: &Stores,
+    entry: BlobId,
+    forgotten: &HashSet<BlobId>,
+) -> bool {
+    let guard = look(stores);
+    match Catalog::new(keys, &guard).load::<FileEntry>(entry) {
+        Ok(file) => !file.chunks.iter().any(|c| forgotten.contains(&c.blob)),
+        Err(_) => false,
+    }
 }
 
 fn all_contain(stores: &[Store], id: BlobId) -> Result<bool, BackupError> {

@@ -48,6 +48,17 @@ pub enum CatalogError {
         #[source]
         source: Box<snapshot::ReadError>,
     },
+    /// A blob is intact (its bytes match its address) but does not open with this device's
+    /// vault key: the key is not this vault's.
+    #[error(
+        "{kind} {blob} is intact but does not open with this device's vault key: the vault.key in this device's home does not belong to this vault (put back the right one from a copy of the home, or set the device up again with `triad recover`)"
+    )]
+    WrongKey {
+        /// What the blob should hold.
+        kind: &'static str,
+        /// The blob.
+        blob: BlobId,
+    },
     /// A store's heads could not be listed.
     #[error("cannot read the heads of store {path}")]
     Heads {
@@ -164,10 +175,12 @@ impl<'a> Catalog<'a> {
     pub fn load<T: Object>(&self, id: BlobId) -> Result<T, CatalogError> {
         let kind = T::KIND.as_str();
         let blob = self.blob(id, kind)?;
-        T::open(self.keys, &blob).map_err(|source| CatalogError::Object {
-            kind,
-            blob: id,
-            source: Box::new(source),
+        T::open(self.keys, &blob).map_err(|source| match source {
+            // The store verified the bytes against the address: they are what was stored.
+            snapshot::ReadError::Open(triad_core::seal::OpenError::Authentication { .. }) => {
+                CatalogError::WrongKey { kind, blob: id }
+            }
+            source => CatalogError::Object { kind, blob: id, source: Box::new(source) },
         })
     }
 

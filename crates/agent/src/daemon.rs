@@ -303,6 +303,9 @@ pub async fn run(
         node.add_address(peer, addr).await?;
     }
 
+    // A killed agent (or command) may have left temporary files of atomic writes behind.
+    crate::home::remove_stale_temps(home_path);
+    crate::home::remove_stale_temps(&home_path.join("cache"));
     let _ = std::fs::remove_file(&socket_path);
     let listener = UnixListener::bind(&socket_path)
         .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
@@ -557,14 +560,15 @@ async fn answer_control(
 /// Stores heads whose device is on the roster and whose snapshot every store holds.
 fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> Result<(), String> {
     let vault = shared.home.vault();
-    let stores = open_stores::read(work);
+    // Taking a head appends it to the store's packs: the stores are written.
+    let mut stores = open_stores::write(work);
     for bytes in heads {
         let head = SignedHead::decode(bytes, vault).map_err(|e| format!("head refused: {e}"))?;
         if lock(&shared.roster).device(head.head.device).is_none() {
             return Err(format!("head of device {} which is not on the roster", head.head.device));
         }
         // Not into the catalog: a push puts nothing there.
-        for store in shared.config.holding_data(&stores) {
+        for store in stores.iter_mut().filter(|s| !shared.config.is_catalog(s.id())) {
             if !store.holds_committed(head.head.snapshot).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "head names snapshot {} which is not here",

@@ -355,14 +355,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     // Unique per write: two threads writing the same file never share a temporary file.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-    let mut file =
-        OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
+    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}-{n}", std::process::id()));
+    let written = (|| {
+        let mut file =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     File::open(dir)?.sync_all()
+}
+
+/// What [`write_atomic`] puts between a file's name and the writer's process id.
+const TEMP_MARK: &str = ".tmp-";
+
+/// Removes the temporary files [`write_atomic`] left in `dir` when its process was killed
+/// mid-write (those of processes still running are left alone); returns how many went.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix('.') else { continue };
+        let Some((_, tail)) = rest.rsplit_once(TEMP_MARK) else { continue };
+        let Some(pid) = tail.split_once('-').and_then(|(pid, _)| pid.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), files = removed, "removed temporary files of killed processes");
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -371,6 +404,20 @@ mod tests {
 
     fn device(name: &str) -> NewDevice<'_> {
         NewDevice { name, site: "home", device_seed: [3; 32] }
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // No process has pid 0x7fff_fff0 (above the kernel's pid limit).
+        let stale = dir.path().join(".peers.json.tmp-2147483632-3");
+        let live = dir.path().join(format!(".peers.json.tmp-{}-9", std::process::id()));
+        let other = dir.path().join("peers.json");
+        for path in [&stale, &live, &other] {
+            fs::write(path, b"x").expect("write");
+        }
+        assert_eq!(remove_stale_temps(dir.path()), 1);
+        assert!(!stale.exists() && live.exists() && other.exists());
     }
 
     #[test]

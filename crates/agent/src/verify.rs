@@ -68,14 +68,20 @@ pub struct Report {
     pub blobs_read: u64,
     /// Problems found.
     pub problems: Vec<Problem>,
-    /// Damage in a store that cannot be tied to a blob (a damaged entry header).
+    /// Damage in a store that cannot be tied to a blob (a damaged entry or pack header).
     pub unattributed: Vec<(PathBuf, String)>,
+    /// Per store: head files that were missing, damaged or behind the packs, and blobs lost
+    /// with a pack's end (found when the store was opened).
+    pub store_repairs: Vec<(PathBuf, String)>,
+    /// Blobs the scrub (`read_data`) found damaged, per store: to be dropped from its index so
+    /// that they are stored again.
+    pub damaged: Vec<(PathBuf, BlobId)>,
 }
 
 impl Report {
     /// Whether everything checked out.
     pub fn is_ok(&self) -> bool {
-        self.problems.is_empty() && self.unattributed.is_empty()
+        self.problems.is_empty() && self.unattributed.is_empty() && self.store_repairs.is_empty()
     }
 }
 
@@ -105,8 +111,34 @@ pub fn verify(
 ) -> Result<Report, VerifyError> {
     let stores = catalog.stores();
     let mut report = Report::default();
+    // A key that is not the vault's makes every object unreadable: say that, not "damaged".
+    if let Some(head) = catalog.heads()?.first()
+        && let Err(err @ CatalogError::WrongKey { .. }) =
+            catalog.load::<Snapshot>(head.head.snapshot)
+    {
+        return Err(err.into());
+    }
     // Per blob: per store, what is wrong.
     let mut bad: Findings = BTreeMap::new();
+
+    for store in stores {
+        let path = store.path().to_path_buf();
+        let repairs = store.repairs();
+        for head in &repairs.heads {
+            report.store_repairs.push((path.clone(), head.to_string()));
+        }
+        for lost in &repairs.lost {
+            report.store_repairs.push((
+                path.clone(),
+                format!(
+                    "{} blobs of {} were lost ({}) and are to be stored again",
+                    lost.blobs,
+                    lost.pack.display(),
+                    lost.problem
+                ),
+            ));
+        }
+    }
 
     if options.read_data {
         for store in stores {
@@ -129,7 +161,18 @@ pub fn verify(
                 );
                 match damage.blob {
                     Some(blob) => {
+                        report.damaged.push((path.clone(), blob));
                         bad.entry(blob).or_insert(("blob", Vec::new())).1.push((path.clone(), what))
+                    }
+                    None if damage.problem == triad_store::Problem::PackHeader => {
+                        report.unattributed.push((
+                            path.clone(),
+                            format!(
+                                "the header of pack {} is damaged: its blobs are still read entry \
+                                 by entry, but the disk may be failing",
+                                damage.pack.display()
+                            ),
+                        ))
                     }
                     None => report.unattributed.push((path.clone(), what)),
                 }

@@ -117,6 +117,14 @@ pub(crate) enum StoreCommand {
         /// The store's path (default: every store of this device).
         path: Option<PathBuf>,
     },
+    /// Re-read every blob of every store and check it against its address; damaged blobs are
+    /// dropped from the index, so that the next backup (or a push from a peer) stores them
+    /// again. Exits 3 when something is damaged.
+    Scrub {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

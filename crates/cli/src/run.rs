@@ -13,7 +13,7 @@ use triad_agent::home::{Home, NewDevice};
 use triad_agent::{Config, backup, restore, verify};
 use triad_core::keys::Phrase;
 use triad_core::snapshot::{FileEntry, NodeKind, Tree};
-use triad_core::{FolderId, StoreId};
+use triad_core::{BlobId, FolderId, StoreId};
 use triad_store::{Access, OpenError, Store};
 
 use crate::cli::{
@@ -261,6 +261,7 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
             settings::save(home_path, &dev.config)?;
             println!("Removed store {store} from this device; its files are left in place.");
         }
+        StoreCommand::Scrub { json } => return scrub(&dev, json),
         StoreCommand::RebuildIndex { path } => {
             let paths: Vec<PathBuf> = match path {
                 Some(p) => vec![settings::absolute(&p)],
@@ -275,12 +276,13 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                 let report = Store::rebuild_index(&p, dev.home.vault(), &dev.config.store)
                     .with_context(|| format!("while rebuilding the index of {}", p.display()))?;
                 println!(
-                    "Rebuilt the index of {} from {} packs: {} blobs ({}), {} removed blobs honoured.",
+                    "Rebuilt the index of {} from {} packs: {} blobs ({}), {} removed blobs honoured, {} heads.",
                     p.display(),
                     report.packs,
                     report.blobs,
                     output::size(report.bytes),
-                    report.tombstones
+                    report.tombstones,
+                    report.heads
                 );
                 for d in &report.damaged {
                     let blob =
@@ -382,6 +384,7 @@ fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
         bail!("no folder to back up: add one with `triad folder add PATH`");
     }
     let stores = std::sync::RwLock::new(dev.stores(Access::ReadWrite)?);
+    print_repairs(&stores.read().expect("not poisoned"), a.json)?;
     let roster = dev.home.roster()?;
     let mut code = EXIT_OK;
     for folder in folders {
@@ -401,6 +404,9 @@ fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
                 backup::Event::FileStored { bytes, .. } => bar_ref.inc(*bytes),
                 backup::Event::Skipped { path, reason } => {
                     bar_ref.suspend(|| eprintln!("skipped {}: {reason}", path.display()))
+                }
+                backup::Event::HistoryLost { lost, from } => {
+                    bar_ref.suspend(|| eprintln!("warning: {}", history_lost_text(lost, *from)))
                 }
                 _ => {}
             }
@@ -465,6 +471,56 @@ fn backup(home_path: &Path, a: BackupArgs) -> Result<u8> {
     Ok(code)
 }
 
+/// What a backup says when the folder's newest snapshots cannot be read.
+fn history_lost_text(lost: &[u64], from: Option<u64>) -> String {
+    let list: Vec<String> = lost.iter().map(|s| format!("#{s}")).collect();
+    let what = if lost.len() == 1 { "snapshot" } else { "snapshots" };
+    let start = match from {
+        Some(seq) => format!("this backup goes on from #{seq}, the newest one that can"),
+        None => "no earlier snapshot of it can be read either, so this backup starts a new \
+                 chain (numbered after the lost ones)"
+            .to_owned(),
+    };
+    format!(
+        "{what} {} of this folder can no longer be read (their blobs are damaged or lost): \
+         the files only they held are lost; {start}",
+        list.join(", ")
+    )
+}
+
+/// Says what opening the stores found wrong and mended (head files put back from the packs,
+/// blobs lost with a pack's end); on standard error, or as JSON lines.
+fn print_repairs(stores: &[Store], json: bool) -> Result<()> {
+    for store in stores {
+        for line in repair_lines(store) {
+            if json {
+                output::json_line(
+                    &json!({"event": "repaired", "store": store.path().to_string_lossy(), "message": line}),
+                )?;
+            } else {
+                eprintln!("warning: store {}: {line}", store.path().display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn repair_lines(store: &Store) -> Vec<String> {
+    let repairs = store.repairs();
+    let mut out: Vec<String> = repairs.heads.iter().map(ToString::to_string).collect();
+    for lost in &repairs.lost {
+        out.push(format!(
+            "{} blobs ({}) of {} are lost ({}); they are stored again by the next backup of the \
+             files that still hold them, or pushed again by a peer",
+            lost.blobs,
+            output::size(lost.bytes),
+            lost.pack.display(),
+            lost.problem
+        ));
+    }
+    out
+}
+
 fn backup_event_json(event: &backup::Event) -> serde_json::Value {
     match event {
         backup::Event::Scanned { folder, files, files_to_read, bytes_to_read } => {
@@ -482,6 +538,10 @@ fn backup_event_json(event: &backup::Event) -> serde_json::Value {
         backup::Event::SnapshotCommitted { snapshot, sequence } => {
             json!({"event": "snapshot", "snapshot": snapshot.to_hex(), "sequence": sequence})
         }
+        backup::Event::HistoryLost { lost, from } => json!({
+            "event": "history_lost", "lost": lost, "from": from,
+            "message": history_lost_text(lost, *from),
+        }),
         _ => json!({"event": "other"}),
     }
 }
@@ -980,6 +1040,75 @@ fn fetch_missing(
     Ok(Some(fetched))
 }
 
+/// `triad store scrub`: re-hashes every blob of every store, drops the damaged ones from the
+/// index (so that the next backup or push stores them again) and says what was found.
+fn scrub(dev: &Device, json: bool) -> Result<u8> {
+    let mut stores = dev.stores(Access::ReadWrite)?;
+    let mut rows = Vec::new();
+    let mut damaged_total = 0usize;
+    for store in &mut stores {
+        let report = store
+            .scrub(&mut |_| {})
+            .with_context(|| format!("while reading store {}", store.path().display()))?;
+        let ids: Vec<BlobId> = report.damaged.iter().filter_map(|d| d.blob).collect();
+        let dropped = store.forget_damaged(&ids).with_context(|| {
+            format!("while dropping damaged blobs of {}", store.path().display())
+        })?;
+        let mut problems: Vec<String> = report.damaged.iter().map(damage_text).collect();
+        problems.extend(repair_lines(store));
+        problems.extend(store.check_heads().unwrap_or_default().iter().map(ToString::to_string));
+        damaged_total += problems.len();
+        rows.push((store.path().to_path_buf(), report.blobs, report.bytes, dropped, problems));
+    }
+    if json {
+        output::json_line(&json!({
+            "ok": damaged_total == 0,
+            "stores": rows.iter().map(|(path, blobs, bytes, dropped, problems)| json!({
+                "store": path.to_string_lossy(), "blobs_read": blobs, "bytes_read": bytes,
+                "dropped": dropped, "problems": problems,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        for (path, blobs, bytes, dropped, problems) in &rows {
+            println!(
+                "Store {}: re-hashed {blobs} blobs ({}).",
+                path.display(),
+                output::size(*bytes)
+            );
+            for p in problems {
+                println!("  DAMAGED {p}");
+            }
+            if *dropped > 0 {
+                println!(
+                    "  {dropped} damaged blobs were dropped from the index: the next `triad backup` stores them again from the source files, or a peer pushes them again."
+                );
+            }
+        }
+        if damaged_total == 0 {
+            println!("Every blob matches its address.");
+        }
+    }
+    Ok(if damaged_total == 0 { EXIT_OK } else { EXIT_DAMAGE })
+}
+
+/// One line for a damaged blob or pack entry.
+fn damage_text(d: &triad_store::Damage) -> String {
+    let pack = d.pack.display();
+    match (d.blob, &d.problem) {
+        (Some(blob), problem) => format!("blob {blob} in {pack} at offset {}: {problem}", d.offset),
+        (None, triad_store::Problem::PackHeader) => format!(
+            "the header of pack {pack} is damaged: its blobs are still read entry by entry, but the file may be failing; copy the store to a sound disk"
+        ),
+        (None, triad_store::Problem::PackMissing) => {
+            format!("pack {pack} is missing: its blobs are lost")
+        }
+        (None, problem) => format!(
+            "an entry of {pack} at offset {} is damaged ({problem}): the blob it held is not known",
+            d.offset
+        ),
+    }
+}
+
 /// A storage-only device cannot open snapshots; it can re-hash every blob it holds against
 /// its address, which is what it is trusted with.
 fn verify_ciphertext(stores: &[Store], a: &VerifyArgs) -> Result<u8> {
@@ -1027,7 +1156,7 @@ fn verify_ciphertext(stores: &[Store], a: &VerifyArgs) -> Result<u8> {
 
 fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
     let dev = Device::open(home_path)?;
-    let stores = dev.stores(Access::ReadOnly)?;
+    let mut stores = dev.stores(Access::ReadOnly)?;
     let Ok(keys) = dev.home.keys() else {
         return verify_ciphertext(&stores, &a);
     };
@@ -1052,6 +1181,15 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
         &progress,
     )?;
     bar.finish_and_clear();
+    // What the scrub found damaged is dropped from the index: the next backup stores it again.
+    let mut dropped = 0;
+    for store in stores.iter_mut().filter(|s| s.access() == Access::ReadWrite) {
+        let ids: Vec<BlobId> =
+            report.damaged.iter().filter(|(p, _)| p == store.path()).map(|(_, b)| *b).collect();
+        dropped += store.forget_damaged(&ids).with_context(|| {
+            format!("while dropping damaged blobs of {}", store.path().display())
+        })?;
+    }
     // A laptop without a store checks only its catalog here; its copies are audited instead.
     let catalog_only = dev.config.holding_data(&stores).next().is_none();
     if a.json {
@@ -1060,6 +1198,8 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
             "catalog_only": catalog_only,
             "snapshots": report.snapshots, "trees": report.trees, "files": report.files, "chunks": report.chunks,
             "blobs_read": report.blobs_read, "bytes_read": report.bytes_read,
+            "dropped": dropped,
+            "store_problems": report.unattributed.iter().chain(&report.store_repairs).map(|(s, w)| json!({"store": s.to_string_lossy(), "problem": w})).collect::<Vec<_>>(),
             "problems": report.problems.iter().map(|p| json!({
                 "blob": p.blob.to_hex(), "kind": p.kind,
                 "stores": p.stores.iter().map(|(s, w)| json!({"store": s.to_string_lossy(), "problem": w})).collect::<Vec<_>>(),
@@ -1088,7 +1228,11 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
             );
         } else if report.is_ok() {
             println!("Everything is intact.");
-        } else {
+        }
+        for (store, what) in report.store_repairs.iter().chain(&report.unattributed) {
+            println!("DAMAGED in {}: {what}", store.display());
+        }
+        if !report.problems.is_empty() {
             println!("{} blobs are MISSING or DAMAGED:", report.problems.len());
             for p in &report.problems {
                 println!("  {} {}", p.kind, p.blob);
@@ -1102,6 +1246,11 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
                     println!("    used by {folder}/{path} (snapshots {})", snaps.join(", "));
                 }
             }
+        }
+        if dropped > 0 {
+            println!(
+                "{dropped} damaged blobs were dropped from the index: the next `triad backup` stores them again from the source files, or a peer pushes them again."
+            );
         }
     }
     Ok(if report.is_ok() { EXIT_OK } else { EXIT_DAMAGE })

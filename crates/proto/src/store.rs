@@ -16,6 +16,11 @@
 //! entry header "TRBE" (4) | kind (1) | zero (3) | len u32 LE (4) | blob id (32) | check (4) = 48
 //!              check = the first 4 bytes of BLAKE3 over the 44 bytes before it
 //! ```
+//!
+//! Pack version 2 adds head entries (kind 3): the signed head record of a folder, appended each
+//! time a store takes a head, so that the packs alone say which snapshot each folder is at and
+//! the `heads/` files can be rebuilt from them. Version 1 packs hold no head entries and are
+//! still read.
 
 use serde::{Deserialize, Serialize};
 use triad_core::codec::{self, DecodeError};
@@ -28,8 +33,12 @@ pub const MARKER_MAGIC: [u8; 8] = *b"TRIADSTO";
 pub const MARKER_VERSION: u8 = 1;
 /// The first bytes of a pack file.
 pub const PACK_MAGIC: [u8; 8] = *b"TRIADPAK";
-/// Format version of pack files (headers and entries).
-pub const PACK_VERSION: u8 = 1;
+/// Format version of pack files (headers and entries) that this build writes.
+pub const PACK_VERSION: u8 = 2;
+/// The oldest pack version this build reads (version 1 has no head entries).
+pub const PACK_VERSION_MIN: u8 = 1;
+/// The longest head entry body: a signed head record (as the `heads/` files).
+pub const HEAD_ENTRY_LEN_MAX: u32 = 64 * 1024;
 /// The first bytes of every pack entry.
 pub const ENTRY_MAGIC: [u8; 4] = *b"TRBE";
 /// The largest marker file a reader accepts.
@@ -144,15 +153,20 @@ impl PackHeader {
         out
     }
 
-    /// Decodes a header. Never panics on input.
+    /// Decodes a header of any version this build reads. Never panics on input.
     pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        Self::decode_versioned(bytes).map(|(header, _)| header)
+    }
+
+    /// Decodes a header and returns the pack version it names too.
+    pub fn decode_versioned(bytes: &[u8]) -> Result<(Self, u8), FrameError> {
         let what = "pack header";
         let bytes: &[u8; Self::LEN] =
             bytes.try_into().map_err(|_| FrameError::Size { what, len: bytes.len() })?;
         if bytes[..8] != PACK_MAGIC {
             return Err(FrameError::Magic { what });
         }
-        if bytes[8] != PACK_VERSION {
+        if !(PACK_VERSION_MIN..=PACK_VERSION).contains(&bytes[8]) {
             return Err(FrameError::Version { what, found: bytes[8], expected: PACK_VERSION });
         }
         if bytes[9..12] != [0; 3] {
@@ -160,7 +174,7 @@ impl PackHeader {
         }
         let store = StoreId::try_from_slice(&bytes[12..28]).expect("16 bytes of a 32-byte array");
         let seq = u32::from_le_bytes(bytes[28..32].try_into().expect("4 bytes"));
-        Ok(Self { store, seq })
+        Ok((Self { store, seq }, bytes[8]))
     }
 }
 
@@ -172,6 +186,9 @@ pub enum EntryKind {
     Blob = 1,
     /// The blob was removed: an earlier entry of the same id no longer counts. No bytes follow.
     Tombstone = 2,
+    /// A signed head record follows (pack version 2); the id field is the BLAKE3 of that record,
+    /// a checksum, not a blob of the store.
+    Head = 3,
 }
 
 /// The fixed header in front of every pack entry.
@@ -179,9 +196,10 @@ pub enum EntryKind {
 pub struct EntryHeader {
     /// What the entry records.
     pub kind: EntryKind,
-    /// Bytes following the header: the blob's length, 0 for a tombstone.
+    /// Bytes following the header: the blob's length, 0 for a tombstone, the record's length
+    /// for a head.
     pub len: u32,
-    /// The blob.
+    /// The blob (for a head entry: the BLAKE3 of the head record).
     pub blob: BlobId,
 }
 
@@ -202,6 +220,16 @@ impl EntryHeader {
     /// A tombstone for `blob`.
     pub fn tombstone(blob: BlobId) -> Self {
         Self { kind: EntryKind::Tombstone, len: 0, blob }
+    }
+
+    /// A header for the signed head record `record`.
+    ///
+    /// # Panics
+    /// If `record` is over [`HEAD_ENTRY_LEN_MAX`]: a signed head never is, so that is a bug.
+    pub fn head(record: &[u8]) -> Self {
+        let len = u32::try_from(record.len()).ok().filter(|len| *len <= HEAD_ENTRY_LEN_MAX);
+        let len = len.expect("a signed head record is under HEAD_ENTRY_LEN_MAX");
+        Self { kind: EntryKind::Head, len, blob: BlobId::of(record) }
     }
 
     /// Encodes the header.
@@ -233,12 +261,14 @@ impl EntryHeader {
         let kind = match bytes[4] {
             1 => EntryKind::Blob,
             2 => EntryKind::Tombstone,
+            3 => EntryKind::Head,
             found => return Err(FrameError::Kind { found }),
         };
         let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let len_ok = match kind {
             EntryKind::Blob => usize::try_from(len).is_ok_and(|len| len <= BLOB_LEN_MAX),
             EntryKind::Tombstone => len == 0,
+            EntryKind::Head => len <= HEAD_ENTRY_LEN_MAX,
         };
         if !len_ok {
             return Err(FrameError::Length { len });
@@ -295,11 +325,14 @@ mod tests {
     fn pack_header_golden_bytes() {
         let header = PackHeader { store: StoreId::from_bytes([7; 16]), seq: 0x0102_0304 };
         let bytes = header.encode();
-        let mut golden = b"TRIADPAK\x01\0\0\0".to_vec();
+        let mut golden = b"TRIADPAK\x02\0\0\0".to_vec();
         golden.extend_from_slice(&[7; 16]);
         golden.extend_from_slice(&[4, 3, 2, 1]);
         assert_eq!(bytes.as_slice(), golden.as_slice());
         assert_eq!(PackHeader::decode(&bytes).expect("round trip"), header);
+        let mut v1 = bytes;
+        v1[8] = 1;
+        assert_eq!(PackHeader::decode_versioned(&v1).expect("version 1 is read"), (header, 1));
         let mut bad = bytes;
         bad[8] = 9;
         assert!(matches!(PackHeader::decode(&bad), Err(FrameError::Version { found: 9, .. })));

@@ -283,6 +283,16 @@ pub enum ReadError {
         #[source]
         source: HeadError,
     },
+    /// A head entry in a pack is damaged, lost, or does not verify.
+    #[error("the head entry at offset {offset} of {path} is damaged: {problem}")]
+    HeadEntry {
+        /// The pack file.
+        path: PathBuf,
+        /// Offset of the entry's body.
+        offset: u64,
+        /// What is wrong.
+        problem: Problem,
+    },
     /// A head file's name does not match the head inside.
     #[error("head file {path} holds the head of another device or folder")]
     HeadPlace {

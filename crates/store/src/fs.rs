@@ -16,6 +16,7 @@ use std::fmt;
 use std::fs::{self, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// An open file. Reads and writes are positioned; there is no cursor.
@@ -54,6 +55,10 @@ pub type LockGuard = Box<dyn Any + Send + Sync>;
 /// The alignment of offsets, lengths and memory of writes through [`Fs::open_direct`]: a
 /// multiple of the logical block size of every disk in use.
 pub const DIRECT_ALIGN: usize = 4096;
+/// The mode of every directory a store makes: only its owner may enter it.
+const PRIVATE_DIR: u32 = 0o700;
+/// The mode of every file a store makes.
+const PRIVATE_FILE: u32 = 0o600;
 
 /// The file operations the store needs. Object-safe, so tests can pass a double.
 pub trait Fs: Send + Sync + fmt::Debug {
@@ -141,12 +146,13 @@ impl Fs for RealFs {
         }
     }
 
+    // A store is private whatever the umask: its directories are 0700 and its files 0600.
     fn create_dir(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir(path)
+        fs::DirBuilder::new().mode(PRIVATE_DIR).create(path)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(path)
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
@@ -159,7 +165,6 @@ impl Fs for RealFs {
     }
 
     fn open_direct(&self, path: &Path) -> io::Result<Option<Box<dyn File>>> {
-        use std::os::unix::fs::OpenOptionsExt;
         match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
             Ok(file) => Ok(Some(Box::new(file))),
             // The file system has no direct I/O (some FUSE and network file systems).
@@ -169,13 +174,23 @@ impl Fs for RealFs {
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn File>> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE)
+            .open(path)?;
         Ok(Box::new(file))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn File>> {
-        let file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE)
+            .open(path)?;
         Ok(Box::new(file))
     }
 
@@ -199,7 +214,12 @@ impl Fs for RealFs {
     ) -> io::Result<Option<LockGuard>> {
         // flock(2) through std: LOCK_EX|LOCK_NB or LOCK_SH|LOCK_NB. The lock belongs to this
         // open file description, so a second open in the same process conflicts too.
-        let file = OpenOptions::new().read(true).write(create).create(create).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(create)
+            .create(create)
+            .mode(PRIVATE_FILE)
+            .open(path)?;
         let locked = if exclusive { file.try_lock() } else { file.try_lock_shared() };
         match locked {
             Ok(()) => Ok(Some(Box::new(file))),

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use triad_core::{BlobId, StoreId};
+use triad_core::{BlobId, DeviceId, FolderId, StoreId};
 
 /// Where a blob's bytes are: pack sequence number, offset of the bytes (after the entry
 /// header) and length. Encoded as 16 little-endian bytes.
@@ -60,6 +60,45 @@ impl Location {
     }
 }
 
+/// Where a head entry is: which folder's head, at which sequence, and the entry's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HeadRecord {
+    /// The device that owns the folder.
+    pub device: DeviceId,
+    /// The folder.
+    pub folder: FolderId,
+    /// The head's sequence.
+    pub sequence: u64,
+    /// Where the signed head record is (the body of a head entry).
+    pub location: Location,
+}
+
+impl HeadRecord {
+    /// Bytes of the key: device, folder, sequence big-endian (so keys sort by folder, then
+    /// sequence).
+    pub const KEY_LEN: usize = 32 + 16 + 8;
+
+    /// The record's key.
+    pub fn key(&self) -> [u8; Self::KEY_LEN] {
+        let mut key = [0u8; Self::KEY_LEN];
+        key[..32].copy_from_slice(self.device.as_bytes());
+        key[32..48].copy_from_slice(self.folder.as_bytes());
+        key[48..].copy_from_slice(&self.sequence.to_be_bytes());
+        key
+    }
+
+    /// Decodes a record from its key and location bytes; `None` if malformed.
+    pub fn from_parts(key: &[u8], location: &[u8]) -> Option<Self> {
+        let key: &[u8; Self::KEY_LEN] = key.try_into().ok()?;
+        Some(Self {
+            device: DeviceId::try_from_slice(&key[..32])?,
+            folder: FolderId::try_from_slice(&key[32..48])?,
+            sequence: u64::from_be_bytes(key[48..].try_into().ok()?),
+            location: Location::from_bytes(location)?,
+        })
+    }
+}
+
 /// One atomic change to the index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
@@ -69,12 +108,21 @@ pub struct Batch {
     pub removes: Vec<BlobId>,
     /// New committed lengths of packs.
     pub pack_lengths: Vec<(u32, u64)>,
+    /// Head entries to record.
+    pub heads: Vec<HeadRecord>,
+    /// Blobs dropped because their bytes were damaged or lost (`true`), or stored intact again
+    /// (`false`): what the next backup should put back.
+    pub forgotten: Vec<(BlobId, bool)>,
 }
 
 impl Batch {
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty() && self.removes.is_empty() && self.pack_lengths.is_empty()
+        self.puts.is_empty()
+            && self.removes.is_empty()
+            && self.pack_lengths.is_empty()
+            && self.heads.is_empty()
+            && self.forgotten.is_empty()
     }
 }
 
@@ -153,6 +201,10 @@ pub trait Index: Send + Sync + fmt::Debug {
     fn scan(&self, visit: &mut dyn FnMut(BlobId, Location)) -> Result<(), IndexError>;
     /// How many blobs are committed.
     fn len(&self) -> Result<u64, IndexError>;
+    /// Every head entry recorded, sorted by device, folder and sequence.
+    fn heads(&self) -> Result<Vec<HeadRecord>, IndexError>;
+    /// Blobs dropped as damaged or lost and not stored again since.
+    fn forgotten(&self) -> Result<Vec<BlobId>, IndexError>;
     /// Whether no blob is committed.
     fn is_empty(&self) -> Result<bool, IndexError> {
         Ok(self.len()? == 0)
@@ -164,6 +216,8 @@ struct MemState {
     store: Option<StoreId>,
     blobs: BTreeMap<BlobId, Location>,
     packs: BTreeMap<u32, u64>,
+    heads: std::collections::BTreeSet<HeadRecord>,
+    forgotten: std::collections::BTreeSet<BlobId>,
 }
 
 /// An index in memory, for tests and read-only opens. Clones share the same state, so a test
@@ -182,8 +236,13 @@ impl MemIndex {
     /// A new index with its own copy of this one's state.
     pub fn deep_clone(&self) -> Self {
         let state = self.read();
-        let copy =
-            MemState { store: state.store, blobs: state.blobs.clone(), packs: state.packs.clone() };
+        let copy = MemState {
+            store: state.store,
+            blobs: state.blobs.clone(),
+            packs: state.packs.clone(),
+            heads: state.heads.clone(),
+            forgotten: state.forgotten.clone(),
+        };
         Self { state: Arc::new(RwLock::new(copy)) }
     }
 
@@ -221,7 +280,26 @@ impl Index for MemIndex {
         for (pack, len) in &batch.pack_lengths {
             state.packs.insert(*pack, *len);
         }
+        for record in &batch.heads {
+            state.heads.retain(|r| r.key() != record.key());
+            state.heads.insert(*record);
+        }
+        for (id, forgotten) in &batch.forgotten {
+            if *forgotten {
+                state.forgotten.insert(*id);
+            } else {
+                state.forgotten.remove(id);
+            }
+        }
         Ok(())
+    }
+
+    fn heads(&self) -> Result<Vec<HeadRecord>, IndexError> {
+        Ok(self.read().heads.iter().copied().collect())
+    }
+
+    fn forgotten(&self) -> Result<Vec<BlobId>, IndexError> {
+        Ok(self.read().forgotten.iter().copied().collect())
     }
 
     fn pack_lengths(&self) -> Result<BTreeMap<u32, u64>, IndexError> {
@@ -248,6 +326,11 @@ const REDB_BLOBS: TableDefinition<&[u8; 32], &[u8; Location::LEN]> = TableDefini
 const REDB_PACKS: TableDefinition<u32, u64> = TableDefinition::new("packs");
 /// `version` → the layout version (one byte); `store` → the store id (16 bytes).
 const REDB_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Head key ([`HeadRecord::key`]) → encoded [`Location`] of the head entry's body.
+const REDB_HEADS: TableDefinition<&[u8; HeadRecord::KEY_LEN], &[u8; Location::LEN]> =
+    TableDefinition::new("heads");
+/// Blob id → nothing: blobs dropped as damaged or lost, not stored again since.
+const REDB_FORGOTTEN: TableDefinition<&[u8; 32], ()> = TableDefinition::new("forgotten");
 const REDB_META_VERSION: &str = "version";
 const REDB_META_STORE: &str = "store";
 
@@ -257,6 +340,11 @@ const REDB_META_STORE: &str = "store";
 /// - `blobs`: blob id (32 bytes) → [`Location`] (16 bytes)
 /// - `packs`: pack sequence number (u32) → committed length (u64)
 /// - `meta`: `version` → the layout version ([`REDB_VERSION`]); `store` → the store id
+/// - `heads`: device, folder, sequence (56 bytes) → [`Location`] of a head entry's body
+/// - `forgotten`: blob id (32 bytes) → nothing, for blobs dropped as damaged or lost
+///
+/// `heads` and `forgotten` were added without a layout change: an index without them reads as
+/// empty tables, and they are created by the first commit that writes to them.
 ///
 /// Every write transaction commits with redb's default `Durability::Immediate`: the commit is
 /// synced to the disk before it returns. The page cache is bounded by the `cache_bytes` given
@@ -287,7 +375,8 @@ impl RedbIndex {
     pub fn open(dir: &Path, cache_bytes: u64, create: bool) -> Result<Self, IndexError> {
         let file = dir.join(Self::FILE_NAME);
         if create {
-            match std::fs::create_dir(dir) {
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
                 Ok(()) => sync_dir(&parent_of(dir))?,
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(err) => return Err(err.into()),
@@ -307,6 +396,9 @@ impl RedbIndex {
         }
         let db = open_redb(&file, cache_bytes, create)?;
         if create {
+            // redb creates the file after the umask; a store is private whatever it is.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
             // The file may be new: its name is durable only once the directory is synced.
             sync_dir(dir)?;
         }
@@ -463,7 +555,54 @@ impl Index for RedbIndex {
             for (pack, len) in &batch.pack_lengths {
                 packs.insert(*pack, *len)?;
             }
+            if !batch.heads.is_empty() {
+                let mut heads = txn.open_table(REDB_HEADS)?;
+                for record in &batch.heads {
+                    heads.insert(&record.key(), &record.location.to_bytes())?;
+                }
+            }
+            if !batch.forgotten.is_empty() {
+                let mut forgotten = txn.open_table(REDB_FORGOTTEN)?;
+                for (id, dropped) in &batch.forgotten {
+                    if *dropped {
+                        forgotten.insert(id.as_bytes(), ())?;
+                    } else {
+                        forgotten.remove(id.as_bytes())?;
+                    }
+                }
+            }
             Ok(())
+        })
+    }
+
+    fn heads(&self) -> Result<Vec<HeadRecord>, IndexError> {
+        let found = self.read(|txn| {
+            let mut out = Vec::new();
+            if let Some(table) = Self::table(txn, REDB_HEADS)? {
+                for item in table.iter()? {
+                    let (key, location) = item?;
+                    out.push((*key.value(), *location.value()));
+                }
+            }
+            Ok(out)
+        })?;
+        found
+            .iter()
+            .map(|(key, location)| {
+                HeadRecord::from_parts(key, location).ok_or(IndexError::Malformed { what: "head" })
+            })
+            .collect()
+    }
+
+    fn forgotten(&self) -> Result<Vec<BlobId>, IndexError> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            if let Some(table) = Self::table(txn, REDB_FORGOTTEN)? {
+                for item in table.iter()? {
+                    out.push(BlobId::from_bytes(*item?.0.value()));
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -560,6 +699,8 @@ impl IndexError {
 const SLED_VERSION: u8 = 1;
 const BLOB_PREFIX: u8 = b'b';
 const PACK_PREFIX: u8 = b'p';
+const HEAD_PREFIX: u8 = b'h';
+const FORGOTTEN_PREFIX: u8 = b'f';
 const META_VERSION: &[u8] = b"mversion";
 const META_STORE: &[u8] = b"mstore";
 
@@ -701,6 +842,20 @@ impl Index for SledIndex {
         for (pack, len) in &batch.pack_lengths {
             sled_batch.insert(&pack_key(*pack)[..], &len.to_le_bytes()[..]);
         }
+        for record in &batch.heads {
+            let mut key = vec![HEAD_PREFIX];
+            key.extend_from_slice(&record.key());
+            sled_batch.insert(key, &record.location.to_bytes()[..]);
+        }
+        for (id, dropped) in &batch.forgotten {
+            let mut key = vec![FORGOTTEN_PREFIX];
+            key.extend_from_slice(id.as_bytes());
+            if *dropped {
+                sled_batch.insert(key, &[][..]);
+            } else {
+                sled_batch.remove(key);
+            }
+        }
         self.db.apply_batch(sled_batch)?;
         // sled syncs on its own only every 500 ms: the commit is durable after this flush.
         self.db.flush()?;
@@ -738,6 +893,26 @@ impl Index for SledIndex {
         Ok(())
     }
 
+    fn heads(&self) -> Result<Vec<HeadRecord>, IndexError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([HEAD_PREFIX]) {
+            let (key, value) = item?;
+            let record = key.get(1..).and_then(|key| HeadRecord::from_parts(key, &value));
+            out.push(record.ok_or(IndexError::Malformed { what: "head" })?);
+        }
+        Ok(out)
+    }
+
+    fn forgotten(&self) -> Result<Vec<BlobId>, IndexError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix([FORGOTTEN_PREFIX]).keys() {
+            let key = item?;
+            let id = key.get(1..).and_then(BlobId::try_from_slice);
+            out.push(id.ok_or(IndexError::Malformed { what: "forgotten blob" })?);
+        }
+        Ok(out)
+    }
+
     /// Counts the blobs: a full scan of the blob keys.
     fn len(&self) -> Result<u64, IndexError> {
         let mut n = 0u64;
@@ -765,15 +940,32 @@ mod tests {
         index
             .commit(&Batch {
                 puts: vec![(a, la), (b, lb)],
-                removes: vec![],
                 pack_lengths: vec![(1, 180), (2, 87)],
+                ..Batch::default()
             })
             .expect("commit");
         assert_eq!(index.get(&a).expect("get"), Some(la));
         assert_eq!(index.len().expect("len"), 2);
+        let device = triad_core::DeviceId::from_bytes([7; 32]);
+        let folder = triad_core::FolderId::from_bytes([8; 16]);
+        let head = |sequence, offset| HeadRecord {
+            device,
+            folder,
+            sequence,
+            location: Location { pack: 2, offset, len: 150 },
+        };
         index
-            .commit(&Batch { puts: vec![], removes: vec![a], pack_lengths: vec![(2, 200)] })
+            .commit(&Batch {
+                removes: vec![a],
+                pack_lengths: vec![(2, 200)],
+                heads: vec![head(2, 300), head(1, 100)],
+                forgotten: vec![(a, true), (b, true)],
+                ..Batch::default()
+            })
             .expect("commit");
+        index.commit(&Batch { forgotten: vec![(b, false)], ..Batch::default() }).expect("commit");
+        assert_eq!(index.heads().expect("heads"), vec![head(1, 100), head(2, 300)]);
+        assert_eq!(index.forgotten().expect("forgotten"), vec![a]);
         assert_eq!(index.get(&a).expect("get"), None);
         let mut seen = Vec::new();
         index.scan(&mut |id, loc| seen.push((id, loc))).expect("scan");

@@ -47,7 +47,8 @@ mod store;
 pub use append::Appender;
 pub use error::{CreateError, OpenError, Problem, ReadError, WriteError};
 pub use fs::{Fs, RealFs};
-pub use index::{Index, IndexError, Location, MemIndex, RedbIndex, SledIndex};
+pub use index::{HeadRecord, Index, IndexError, Location, MemIndex, RedbIndex, SledIndex};
 pub use store::{
-    Access, BlobInfo, Config, Damage, RebuildReport, ScrubReport, Scrubbing, Stats, Store,
+    Access, BlobInfo, Config, Damage, HeadFault, HeadProblem, LostBlobs, RebuildReport, Repairs,
+    ScrubReport, Scrubbing, Stats, Store,
 };

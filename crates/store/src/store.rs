@@ -7,7 +7,8 @@
 //!         lock                   flock: exclusive for a writer, shared for readers
 //!         packs/00000000.pack    pack files: header, then entries (header + blob bytes)
 //!         index/index.redb       redb: blob id -> location, pack -> committed length
-//!         heads/<device>/<folder> one signed head per folder, replaced atomically
+//!         heads/<device>/<folder> one signed head per folder, replaced atomically; a copy of
+//!                                what the head entries in the packs say, rebuilt from them
 //!         roster                 the vault's roster, replaced atomically
 //!         reserve                1 MiB of zeros, released when the index needs room to open
 //! ```
@@ -22,10 +23,27 @@
 //! removes pack files newer than every committed pack. Heads and the roster are written to a
 //! temporary file, synced, renamed over the old file, and the directory is synced.
 //!
+//! # Heads live in the packs too
+//!
+//! Taking a head appends it to the pack as a head entry and commits (the index records where
+//! each folder's head entries are) before the head file is replaced. So the packs alone say
+//! which snapshot every folder is at, and every earlier head: a read-write open puts back a
+//! head file that is missing, damaged or older than the packs say (and reports it, see
+//! [`Store::repairs`]), one damaged head file never hides the others, and a folder whose newest
+//! snapshot was lost can go on from an earlier one ([`Store::head_history`]). Head files written
+//! by earlier builds get their head entry at the first read-write open.
+//!
+//! # Lost and damaged blobs are forgotten
+//!
+//! A blob whose bytes a pack no longer holds intact (a pack cut short or deleted, found at
+//! open; or damage a scrub found, see [`Store::forget_damaged`]) is dropped from the index with
+//! a tombstone and listed as *forgotten*, so that the next put of it (a backup that reads the
+//! file again, or a push) stores it again, and whoever writes can ask what to put back.
+//!
 //! The store has one owner (`&mut self` for puts and commits); reads take `&self` and may run
 //! from several threads.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -37,12 +55,14 @@ use triad_core::head::SignedHead;
 use triad_core::roster::Roster;
 use triad_core::seal::{BLOB_LEN_MAX, SealedBlob};
 use triad_core::{BlobId, DeviceId, FolderId, Media, StoreId, Timestamp, VaultId};
-use triad_proto::store::{EntryHeader, EntryKind, FrameError, MARKER_LEN_MAX, Marker, PackHeader};
+use triad_proto::store::{
+    EntryHeader, EntryKind, FrameError, MARKER_LEN_MAX, Marker, PACK_VERSION, PackHeader,
+};
 
 use crate::append::Appender;
 use crate::error::{CreateError, OpenError, Problem, ReadError, WriteError, is_full, is_read_only};
 use crate::fs::{File, Fs, Kind, LockGuard, RealFs};
-use crate::index::{Batch, Index, IndexError, Location, MemIndex, RedbIndex};
+use crate::index::{Batch, HeadRecord, Index, IndexError, Location, MemIndex, RedbIndex};
 use crate::pack;
 
 const MARKER_FILE: &str = "triad-store";
@@ -160,6 +180,89 @@ impl Scrubbing {
     }
 }
 
+/// What is wrong with one folder's head file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadFault {
+    /// The file cannot be read, does not decode, does not verify, or names another folder.
+    Damaged(String),
+    /// The packs hold a head of the folder and the file is not there.
+    Missing,
+    /// The packs hold a newer head of the folder than the file.
+    Older {
+        /// The sequence in the file.
+        file: u64,
+    },
+}
+
+/// A head file that was (or, on a read-only open, would be) put back from the packs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadProblem {
+    /// The head file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub fault: HeadFault,
+    /// The sequence of the newest head the packs hold for the folder, if any.
+    pub from_packs: Option<u64>,
+    /// Whether the file was rewritten from the packs.
+    pub restored: bool,
+}
+
+impl std::fmt::Display for HeadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display();
+        match &self.fault {
+            HeadFault::Damaged(why) => write!(f, "head file {path} is damaged ({why})")?,
+            HeadFault::Missing => write!(f, "head file {path} is missing")?,
+            HeadFault::Older { file } => {
+                write!(f, "head file {path} is at #{file}, older than the packs say")?
+            }
+        }
+        match (self.from_packs, self.restored) {
+            (Some(seq), true) => write!(f, "; restored #{seq} from the packs"),
+            (Some(seq), false) => write!(
+                f,
+                "; the packs hold #{seq}, which is used instead (a read-write open puts the file back)"
+            ),
+            (None, _) => write!(
+                f,
+                "; the packs hold no head of this folder, so its history is not listed here until \
+                 its device backs it up or pushes it again"
+            ),
+        }
+    }
+}
+
+/// Committed blobs a pack no longer holds (it was cut short or deleted), found at open and
+/// forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostBlobs {
+    /// The pack file.
+    pub pack: PathBuf,
+    /// Blobs lost.
+    pub blobs: u64,
+    /// Bytes of them.
+    pub bytes: u64,
+    /// What happened to the pack.
+    pub problem: Problem,
+}
+
+/// What an open found wrong and mended (see the module's notes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Repairs {
+    /// Head files that were missing, damaged or behind the packs.
+    pub heads: Vec<HeadProblem>,
+    /// Blobs lost with the end of a pack, or a whole pack.
+    pub lost: Vec<LostBlobs>,
+}
+
+impl Repairs {
+    /// Whether the open found nothing wrong.
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty() && self.lost.is_empty()
+    }
+}
+
 /// The result of rebuilding the index from the packs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RebuildReport {
@@ -171,6 +274,8 @@ pub struct RebuildReport {
     pub bytes: u64,
     /// Tombstones honoured.
     pub tombstones: u64,
+    /// Head entries found.
+    pub heads: u64,
     /// Entries that were damaged and not indexed.
     pub damaged: Vec<Damage>,
 }
@@ -202,6 +307,14 @@ pub struct Store {
     /// Puts and removes since the last commit.
     pending: HashMap<BlobId, Pending>,
     pending_bytes: u64,
+    /// Head entries appended since the last commit.
+    pending_heads: Vec<HeadRecord>,
+    /// Blobs forgotten (`true`) or stored again (`false`) since the last commit.
+    pending_forgotten: Vec<(BlobId, bool)>,
+    /// Blobs forgotten as committed.
+    forgotten: HashSet<BlobId>,
+    /// What the open found and mended.
+    repairs: Repairs,
     /// Serialises head and roster writes (read, compare, replace).
     meta_lock: Mutex<()>,
 }
@@ -362,6 +475,9 @@ impl Store {
         let location = self.append(header, bytes)?;
         debug_assert_eq!(location.len, len);
         self.pending.insert(id, Pending::Put(location));
+        if self.forgotten.contains(&id) {
+            self.pending_forgotten.push((id, false));
+        }
         self.pending_bytes += header.entry_len();
         trace!(blob = %id, pack = location.pack, offset = location.offset, "blob put");
         Ok(true)
@@ -393,7 +509,12 @@ impl Store {
     /// puts and removes are dropped (put them again), and the store stays usable.
     pub fn commit(&mut self) -> Result<(), WriteError> {
         self.check_writable()?;
-        if self.pending.is_empty() && self.closed.is_empty() && self.writer_is_clean() {
+        if self.pending.is_empty()
+            && self.pending_heads.is_empty()
+            && self.pending_forgotten.is_empty()
+            && self.closed.is_empty()
+            && self.writer_is_clean()
+        {
             return Ok(());
         }
         if let Err(err) = self.sync_packs() {
@@ -410,6 +531,8 @@ impl Store {
         for writer in self.closed.iter().chain(&self.writer) {
             batch.pack_lengths.push((writer.seq, writer.out.written()));
         }
+        batch.heads = std::mem::take(&mut self.pending_heads);
+        batch.forgotten = std::mem::take(&mut self.pending_forgotten);
         if let Err(source) = self.index.commit(&batch) {
             // The index may or may not hold the batch now (the engine can fail while syncing a
             // commit that reaches the disk all the same). So the synced bytes stay where they are
@@ -426,6 +549,13 @@ impl Store {
             self.committed.insert(writer.seq, writer.committed);
         }
         self.closed.clear();
+        for (id, dropped) in &batch.forgotten {
+            if *dropped {
+                self.forgotten.insert(*id);
+            } else {
+                self.forgotten.remove(id);
+            }
+        }
         debug!(
             store = %self.marker.store,
             blobs = batch.puts.len(),
@@ -471,79 +601,151 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a head as `heads/<device hex>/<folder hex>`, atomically (temporary file, sync,
-    /// rename, sync directory). Returns `Ok(false)` and keeps the stored head if that one has a
-    /// higher sequence, or the same sequence and other contents. The head must verify for the
-    /// store's vault.
-    pub fn write_head(&self, head: &SignedHead) -> Result<bool, WriteError> {
+    /// Takes a head: appends it to the pack as a head entry and commits (which also makes every
+    /// put so far durable), then stores it as `heads/<device hex>/<folder hex>`, atomically
+    /// (temporary file, sync, rename, sync directory). Returns `Ok(false)` and keeps the stored
+    /// head if that one has a higher sequence, or the same sequence and other contents. The head
+    /// must verify for the store's vault.
+    pub fn write_head(&mut self, head: &SignedHead) -> Result<bool, WriteError> {
         self.check_writable()?;
         head.verify(self.marker.vault).map_err(WriteError::Head)?;
-        let _guard = self.meta_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let device_dir = self.path.join(HEADS_DIR).join(head.head.device.to_hex());
-        let file = device_dir.join(head.head.folder.to_hex());
-        match self.read_head(&file) {
-            Ok(Some(stored)) if stored.head.sequence > head.head.sequence => {
-                debug!(folder = %head.head.folder, stored = stored.head.sequence,
+        let (device, folder) = (head.head.device, head.head.folder);
+        let file = self.head_path(device, folder);
+        let in_file = match self.read_head(&file) {
+            Ok(found) => found.filter(|h| h.head.device == device && h.head.folder == folder),
+            Err(ReadError::Head { path, source }) => {
+                warn!(path = %path.display(), error = %source, "replacing a damaged head file");
+                None
+            }
+            Err(err) => return Err(WriteError::Read(err)),
+        };
+        let records = self.head_records().map_err(WriteError::Read)?;
+        let records = records.get(&(device, folder)).map(Vec::as_slice).unwrap_or_default();
+        let in_packs = self.newest_pack_head(records);
+        let stored = match (in_file.clone(), in_packs) {
+            (Some(a), Some(b)) => Some(if b.head.sequence > a.head.sequence { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        if let Some(stored) = &stored {
+            if stored.head.sequence > head.head.sequence {
+                debug!(folder = %folder, stored = stored.head.sequence,
                     offered = head.head.sequence, "older head refused");
                 return Ok(false);
             }
-            Ok(Some(stored)) if stored.head.sequence == head.head.sequence => {
-                if stored != *head {
-                    warn!(folder = %head.head.folder, sequence = stored.head.sequence,
-                        "a different head with the same sequence refused");
-                    return Ok(false);
-                }
-                // Already there; make sure its rename is durable.
-                self.fs.sync_dir(&device_dir).map_err(|e| self.write_error(&device_dir, e))?;
-                return Ok(true);
+            if stored.head.sequence == head.head.sequence && stored != head {
+                warn!(folder = %folder, sequence = stored.head.sequence,
+                    "a different head with the same sequence refused");
+                return Ok(false);
             }
-            Ok(_) => {}
-            Err(ReadError::Head { path, source }) => {
-                warn!(path = %path.display(), error = %source, "replacing a damaged head file");
-            }
-            Err(err) => return Err(WriteError::Read(err)),
         }
-        if self.fs.kind(&device_dir).map_err(|e| self.write_error(&device_dir, e))?.is_none() {
-            self.fs.create_dir(&device_dir).map_err(|e| self.write_error(&device_dir, e))?;
-            let heads = self.path.join(HEADS_DIR);
-            self.fs.sync_dir(&heads).map_err(|e| self.write_error(&heads, e))?;
+        if !records.iter().any(|r| r.sequence == head.head.sequence) {
+            let record = head.encode();
+            let header = EntryHeader::head(&record);
+            let location = self.append(header, &record)?;
+            self.pending_heads.push(HeadRecord {
+                device,
+                folder,
+                sequence: head.head.sequence,
+                location,
+            });
+            self.pending_bytes += header.entry_len();
+            self.commit()?;
         }
-        self.write_atomic(&device_dir, &head.head.folder.to_hex(), &head.encode())?;
-        debug!(folder = %head.head.folder, sequence = head.head.sequence, "head stored");
+        if in_file.as_ref() == Some(head) {
+            // Already there; make sure its rename is durable.
+            let dir = parent_dir(&file);
+            self.fs.sync_dir(&dir).map_err(|e| self.write_error(&dir, e))?;
+        } else {
+            self.write_head_file(head)?;
+        }
+        debug!(folder = %folder, sequence = head.head.sequence, "head stored");
         Ok(true)
     }
 
-    /// Every stored head, each verified for the store's vault, sorted by device and folder.
-    /// A damaged head file is an error naming it.
+    /// The newest head of every folder, each verified for the store's vault, sorted by device
+    /// and folder: from its head file, or from the packs when they hold a newer one or the file
+    /// is missing or damaged (see [`Store::repairs`] for what was wrong). One damaged head never
+    /// hides the others.
     pub fn heads(&self) -> Result<Vec<SignedHead>, ReadError> {
-        let heads_dir = self.path.join(HEADS_DIR);
-        let mut out = Vec::new();
-        for device_name in self.list_dir(&heads_dir)? {
-            let Some(device) = device_name.to_str().and_then(|n| n.parse::<DeviceId>().ok()) else {
-                continue;
-            };
-            let device_dir = heads_dir.join(&device_name);
-            if self.fs.kind(&device_dir).map_err(|e| read_io(&device_dir, e))? != Some(Kind::Dir) {
-                continue;
-            }
-            for folder_name in self.list_dir(&device_dir)? {
-                let Some(folder) = folder_name.to_str().and_then(|n| n.parse::<FolderId>().ok())
-                else {
-                    continue; // temporary files start with a dot
-                };
-                let file = device_dir.join(&folder_name);
-                let head = self.read_head(&file)?.ok_or_else(|| ReadError::Io {
-                    path: file.clone(),
-                    source: io::Error::from(io::ErrorKind::NotFound),
-                })?;
-                if head.head.device != device || head.head.folder != folder {
-                    return Err(ReadError::HeadPlace { path: file });
-                }
-                out.push(head);
+        let (mut out, _) = self.head_files()?;
+        for (key, records) in self.head_records()? {
+            let file_seq = out.get(&key).map(|h| h.head.sequence);
+            if records.last().map(|r| r.sequence) > file_seq
+                && let Some(head) = self.newest_pack_head(&records)
+                && Some(head.head.sequence) > file_seq
+            {
+                out.insert(key, head);
             }
         }
-        out.sort_by_key(|h| (h.head.device, h.head.folder));
-        Ok(out)
+        Ok(out.into_values().collect())
+    }
+
+    /// Every head of the folder that can still be read, from the packs and the head file,
+    /// newest first: where a backup goes on from when the newest snapshot was lost.
+    pub fn head_history(
+        &self,
+        device: DeviceId,
+        folder: FolderId,
+    ) -> Result<Vec<SignedHead>, ReadError> {
+        let mut out: BTreeMap<u64, SignedHead> = BTreeMap::new();
+        let records = self.head_records()?;
+        for record in records.get(&(device, folder)).map(Vec::as_slice).unwrap_or_default() {
+            match self.read_head_entry(record) {
+                Ok(head) => {
+                    out.insert(head.head.sequence, head);
+                }
+                Err(err) => debug!(folder = %folder, sequence = record.sequence, error = %err,
+                    "head entry unreadable"),
+            }
+        }
+        if let Ok(Some(head)) = self.read_head(&self.head_path(device, folder))
+            && head.head.device == device
+            && head.head.folder == folder
+        {
+            out.insert(head.head.sequence, head);
+        }
+        Ok(out.into_values().rev().collect())
+    }
+
+    /// Head files that are missing, damaged or older than the packs say. A read-write open puts
+    /// them back and reports them in [`Store::repairs`]; this looks again now.
+    pub fn check_heads(&self) -> Result<Vec<HeadProblem>, ReadError> {
+        Ok(self.find_head_problems()?.into_iter().map(|(problem, _)| problem).collect())
+    }
+
+    /// What the open found wrong and mended: head files put back from the packs, and blobs lost
+    /// with a pack cut short or deleted (forgotten, so that they are stored again). On a
+    /// read-only open, head problems are found but not mended.
+    pub fn repairs(&self) -> &Repairs {
+        &self.repairs
+    }
+
+    /// Drops damaged blobs (found by a scrub) from the index with a tombstone and lists them as
+    /// forgotten, then commits: the next put of each stores it again. Returns how many were
+    /// dropped (blobs no longer in the index are skipped).
+    pub fn forget_damaged(&mut self, ids: &[BlobId]) -> Result<u64, WriteError> {
+        self.check_writable()?;
+        let mut dropped = 0;
+        for &id in ids {
+            if self.remove(id)? {
+                self.pending_forgotten.push((id, true));
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.commit()?;
+            warn!(store = %self.marker.store, blobs = dropped,
+                "damaged blobs forgotten; the next backup or push stores them again");
+        }
+        Ok(dropped)
+    }
+
+    /// Blobs dropped as damaged or lost and not stored again since: the next backup reads again
+    /// the files that use them.
+    pub fn forgotten(&self) -> Vec<BlobId> {
+        let mut out: Vec<BlobId> = self.forgotten.iter().copied().collect();
+        out.sort_unstable();
+        out
     }
 
     /// Stores the roster as the file `roster`, atomically (as heads are). The roster must
@@ -693,7 +895,9 @@ impl Store {
             let len = file.len().map_err(|e| open_io(&pack_path, e))?;
             let expect = PackHeader { store: marker.store, seq };
             let mut flush_error = None;
-            let walked = pack::walk(file.as_ref(), len, expect, true, &mut |found| match found {
+            let mut heads = Vec::new();
+            let reader = file.as_ref();
+            let walked = pack::walk(reader, len, expect, true, &mut |found| match found {
                 pack::Found::Entry { header, offset, problem: Some(problem) } => {
                     report.damaged.push(Damage {
                         blob: Some(header.blob),
@@ -715,6 +919,22 @@ impl Store {
                         EntryKind::Tombstone => {
                             report.tombstones += 1;
                             batch.insert(header.blob, None);
+                        }
+                        EntryKind::Head => {
+                            let location = Location {
+                                pack: seq,
+                                offset: offset + EntryHeader::LEN as u64,
+                                len: header.len,
+                            };
+                            match head_record(reader, location, marker.vault) {
+                                Some(record) => heads.push(record),
+                                None => report.damaged.push(Damage {
+                                    blob: None,
+                                    pack: pack_path.clone(),
+                                    offset: location.offset,
+                                    problem: Problem::Mismatch,
+                                }),
+                            }
                         }
                     }
                     if batch.len() >= REBUILD_BATCH && flush_error.is_none() {
@@ -741,9 +961,20 @@ impl Store {
                 });
             }
             report.packs += 1;
+            report.heads += heads.len() as u64;
             lengths.push((seq, walked.end));
+            if !heads.is_empty() {
+                let batch = Batch { heads, ..Batch::default() };
+                index.commit(&batch).map_err(index_error)?;
+            }
         }
         commit_rebuild(&mut index, &mut batch, lengths).map_err(index_error)?;
+        // Damaged blobs are not indexed; list them as forgotten so that a backup puts them back.
+        let forgotten: Vec<(BlobId, bool)> =
+            report.damaged.iter().filter_map(|d| Some((d.blob?, true))).collect();
+        if !forgotten.is_empty() {
+            index.commit(&Batch { forgotten, ..Batch::default() }).map_err(index_error)?;
+        }
         index.init(marker.store).map_err(index_error)?;
         index
             .scan(&mut |_, location| {
@@ -851,7 +1082,7 @@ impl Store {
                 Box::new(open_index(fs.as_ref(), path, config)?)
             }
             IndexSource::Scan => {
-                Box::new(scan_index(fs.as_ref(), &packs_dir, &seqs, marker.store)?)
+                Box::new(scan_index(fs.as_ref(), &packs_dir, &seqs, marker.store, marker.vault)?)
             }
         };
         let index_error = |source| OpenError::Index { path: index_path.clone(), source };
@@ -860,6 +1091,7 @@ impl Store {
             return Err(index_error(IndexError::OtherStore { found, expected: marker.store }));
         }
         let committed = index.pack_lengths().map_err(index_error)?;
+        let forgotten = index.forgotten().map_err(index_error)?;
         let mut store = Store {
             fs,
             index,
@@ -877,8 +1109,13 @@ impl Store {
             packs_dir_dirty: false,
             pending: HashMap::new(),
             pending_bytes: 0,
+            pending_heads: Vec::new(),
+            pending_forgotten: Vec::new(),
+            forgotten: HashSet::new(),
+            repairs: Repairs::default(),
             meta_lock: Mutex::new(()),
         };
+        store.forgotten = forgotten.into_iter().collect();
         let mut remaining = seqs;
         if access == Access::ReadWrite {
             remaining = store.trim_packs(remaining)?;
@@ -888,6 +1125,15 @@ impl Store {
         }
         let last = remaining.last().copied().max(store.committed.keys().next_back().copied());
         store.next_seq = last.map_or(0, |seq| seq.saturating_add(1));
+        if access == Access::ReadWrite {
+            store.forget_lost()?;
+            store.repairs.heads = store.repair_heads();
+        } else {
+            store.repairs.heads = store.check_heads().unwrap_or_else(|err| {
+                warn!(store = %store.path.display(), error = %err, "cannot check the heads");
+                Vec::new()
+            });
+        }
         debug!(store = %store.marker.store, ?access, packs = store.committed.len(), "store open");
         Ok(store)
     }
@@ -929,7 +1175,7 @@ impl Store {
                     file.sync().map_err(|e| open_write_io(&self.path, &file_path, e))?;
                 }
                 Some(committed) if len < committed => warn!(pack = %file_path.display(),
-                    len, committed, "pack file is shorter than its committed length: blobs are lost; run `triad store scrub`"),
+                    len, committed, "pack file is shorter than its committed length: the blobs past its end are lost and are forgotten, to be stored again"),
                 Some(_) => {}
             }
         }
@@ -943,6 +1189,326 @@ impl Store {
             self.fs.sync_dir(&packs_dir).map_err(|e| open_write_io(&self.path, &packs_dir, e))?;
         }
         Ok(remaining)
+    }
+}
+
+/// A head problem, and the head the packs hold to mend it.
+type FoundHeadProblem = (HeadProblem, Option<SignedHead>);
+
+/// Private: heads.
+impl Store {
+    fn head_path(&self, device: DeviceId, folder: FolderId) -> PathBuf {
+        self.path.join(HEADS_DIR).join(device.to_hex()).join(folder.to_hex())
+    }
+
+    /// The head files that read and verify, by folder, and those that do not: (path, folder,
+    /// why). Only failing to list `heads/` itself is an error.
+    #[allow(clippy::type_complexity)]
+    fn head_files(
+        &self,
+    ) -> Result<
+        (BTreeMap<(DeviceId, FolderId), SignedHead>, Vec<(PathBuf, (DeviceId, FolderId), String)>),
+        ReadError,
+    > {
+        let heads_dir = self.path.join(HEADS_DIR);
+        let mut good = BTreeMap::new();
+        let mut bad = Vec::new();
+        for device_name in self.list_dir(&heads_dir)? {
+            let Some(device) = device_name.to_str().and_then(|n| n.parse::<DeviceId>().ok()) else {
+                continue;
+            };
+            let device_dir = heads_dir.join(&device_name);
+            if !matches!(self.fs.kind(&device_dir), Ok(Some(Kind::Dir))) {
+                continue;
+            }
+            let names = match self.list_dir(&device_dir) {
+                Ok(names) => names,
+                Err(err) => {
+                    warn!(dir = %device_dir.display(), error = %err, "cannot list head files");
+                    continue;
+                }
+            };
+            for folder_name in names {
+                let Some(folder) = folder_name.to_str().and_then(|n| n.parse::<FolderId>().ok())
+                else {
+                    continue; // temporary files start with a dot
+                };
+                let file = device_dir.join(&folder_name);
+                match self.read_head(&file) {
+                    Ok(Some(head)) if head.head.device == device && head.head.folder == folder => {
+                        good.insert((device, folder), head);
+                    }
+                    Ok(Some(_)) => bad.push((
+                        file,
+                        (device, folder),
+                        "it holds the head of another device or folder".to_owned(),
+                    )),
+                    Ok(None) => {}
+                    Err(err) => {
+                        let why = error_text(&err);
+                        warn!(path = %file.display(), error = %why, "damaged head file");
+                        bad.push((file, (device, folder), why));
+                    }
+                }
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// The head entries the index knows, by folder, oldest first.
+    fn head_records(&self) -> Result<BTreeMap<(DeviceId, FolderId), Vec<HeadRecord>>, ReadError> {
+        let mut out: BTreeMap<_, Vec<HeadRecord>> = BTreeMap::new();
+        for record in self.index.heads().map_err(|source| self.index_error(source))? {
+            out.entry((record.device, record.folder)).or_default().push(record);
+        }
+        for records in out.values_mut() {
+            records.sort_by_key(|r| r.sequence);
+        }
+        Ok(out)
+    }
+
+    /// Reads and verifies the head a head entry holds.
+    fn read_head_entry(&self, record: &HeadRecord) -> Result<SignedHead, ReadError> {
+        let path = self.pack_path(record.location.pack);
+        let location = record.location;
+        let damaged =
+            |problem| ReadError::HeadEntry { path: path.clone(), offset: location.offset, problem };
+        if u64::from(location.len) > HEAD_LEN_MAX {
+            return Err(damaged(Problem::Length));
+        }
+        let buffered =
+            self.closed.iter().chain(&self.writer).find_map(|writer| writer.buffered(location));
+        let bytes = match buffered {
+            Some(bytes) => bytes.to_vec(),
+            None => {
+                let file = match self.reader(location.pack) {
+                    Ok(file) => file,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        return Err(damaged(Problem::PackMissing));
+                    }
+                    Err(source) => return Err(ReadError::Io { path, source }),
+                };
+                let mut bytes = vec![0; location.len as usize];
+                match file.read_exact_at(&mut bytes, location.offset) {
+                    Ok(()) => bytes,
+                    Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Err(damaged(Problem::Short));
+                    }
+                    Err(source) => return Err(ReadError::Io { path, source }),
+                }
+            }
+        };
+        let head = SignedHead::decode(&bytes, self.marker.vault)
+            .map_err(|_| damaged(Problem::Mismatch))?;
+        if head.head.device != record.device
+            || head.head.folder != record.folder
+            || head.head.sequence != record.sequence
+        {
+            return Err(damaged(Problem::Header));
+        }
+        Ok(head)
+    }
+
+    /// The newest head entry of `records` (one folder's, oldest first) that reads and verifies.
+    fn newest_pack_head(&self, records: &[HeadRecord]) -> Option<SignedHead> {
+        records.iter().rev().find_map(|record| match self.read_head_entry(record) {
+            Ok(head) => Some(head),
+            Err(err) => {
+                warn!(folder = %record.folder, sequence = record.sequence, error = %err,
+                    "head entry unreadable; trying an older one");
+                None
+            }
+        })
+    }
+
+    fn find_head_problems(&self) -> Result<Vec<FoundHeadProblem>, ReadError> {
+        let (good, bad) = self.head_files()?;
+        let records = self.head_records()?;
+        let from_packs = |key| records.get(&key).and_then(|records| self.newest_pack_head(records));
+        let mut out = Vec::new();
+        let mut damaged = HashSet::new();
+        for (path, key, why) in bad {
+            damaged.insert(key);
+            let head = from_packs(key);
+            let problem = HeadProblem {
+                path,
+                fault: HeadFault::Damaged(why),
+                from_packs: head.as_ref().map(|h| h.head.sequence),
+                restored: false,
+            };
+            out.push((problem, head));
+        }
+        for (&key, folder_records) in &records {
+            let file_seq = good.get(&key).map(|h| h.head.sequence);
+            // Only a file that is missing or behind the packs' index is worth a read.
+            if damaged.contains(&key) || folder_records.last().map(|r| r.sequence) <= file_seq {
+                continue;
+            }
+            let Some(head) = from_packs(key) else { continue };
+            let fault = match good.get(&key) {
+                None => HeadFault::Missing,
+                Some(file) if file.head.sequence < head.head.sequence => {
+                    HeadFault::Older { file: file.head.sequence }
+                }
+                Some(_) => continue,
+            };
+            let problem = HeadProblem {
+                path: self.head_path(key.0, key.1),
+                fault,
+                from_packs: Some(head.head.sequence),
+                restored: false,
+            };
+            out.push((problem, Some(head)));
+        }
+        Ok(out)
+    }
+
+    /// Puts back head files from the packs, and gives head files of earlier builds their head
+    /// entry. Best effort: what cannot be mended is reported and the open goes on.
+    fn repair_heads(&mut self) -> Vec<HeadProblem> {
+        let found = match self.find_head_problems() {
+            Ok(found) => found,
+            Err(err) => {
+                warn!(store = %self.path.display(), error = %err, "cannot check the heads");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(found.len());
+        for (mut problem, head) in found {
+            if let Some(head) = head {
+                match self.write_head_file(&head) {
+                    Ok(()) => problem.restored = true,
+                    Err(err) => warn!(path = %problem.path.display(), error = %err,
+                        "cannot restore a head file"),
+                }
+            }
+            warn!(store = %self.path.display(), "{problem}");
+            out.push(problem);
+        }
+        if let Err(err) = self.record_head_files() {
+            warn!(store = %self.path.display(), error = %err,
+                "cannot add head entries for head files of an earlier build");
+        }
+        out
+    }
+
+    /// Appends a head entry for every head file newer than every head entry of its folder (a
+    /// head written by an earlier build), so that the packs can give it back.
+    fn record_head_files(&mut self) -> Result<(), WriteError> {
+        let (good, _) = self.head_files().map_err(WriteError::Read)?;
+        let records = self.head_records().map_err(WriteError::Read)?;
+        let mut added = 0;
+        for (key, head) in good {
+            let newest = records.get(&key).and_then(|r| r.last()).map(|r| r.sequence);
+            if newest >= Some(head.head.sequence) {
+                continue;
+            }
+            let record = head.encode();
+            let header = EntryHeader::head(&record);
+            let location = self.append(header, &record)?;
+            self.pending_heads.push(HeadRecord {
+                device: key.0,
+                folder: key.1,
+                sequence: head.head.sequence,
+                location,
+            });
+            self.pending_bytes += header.entry_len();
+            added += 1;
+        }
+        if added > 0 {
+            self.commit()?;
+            info!(store = %self.marker.store, heads = added, "head entries added to the packs");
+        }
+        Ok(())
+    }
+
+    fn write_head_file(&self, head: &SignedHead) -> Result<(), WriteError> {
+        let heads = self.path.join(HEADS_DIR);
+        let device_dir = heads.join(head.head.device.to_hex());
+        if self.fs.kind(&device_dir).map_err(|e| self.write_error(&device_dir, e))?.is_none() {
+            let heads_missing =
+                self.fs.kind(&heads).map_err(|e| self.write_error(&heads, e))?.is_none();
+            self.fs.create_dir_all(&device_dir).map_err(|e| self.write_error(&device_dir, e))?;
+            if heads_missing {
+                self.fs.sync_dir(&self.path).map_err(|e| self.write_error(&self.path, e))?;
+            }
+            self.fs.sync_dir(&heads).map_err(|e| self.write_error(&heads, e))?;
+        }
+        self.write_atomic(&device_dir, &head.head.folder.to_hex(), &head.encode())
+    }
+
+    /// Forgets the committed blobs that a pack cut short, or deleted, no longer holds, and cuts
+    /// a short pack back to its last whole entry: they are stored again by the next put.
+    fn forget_lost(&mut self) -> Result<(), OpenError> {
+        let mut short: BTreeMap<u32, (u64, Problem)> = BTreeMap::new();
+        for (&seq, &committed) in &self.committed {
+            let path = self.pack_path(seq);
+            match self.fs.open(&path, false).and_then(|file| file.len()) {
+                Ok(len) if len < committed => {
+                    short.insert(seq, (len, Problem::Short));
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    short.insert(seq, (0, Problem::PackMissing));
+                }
+                Err(err) => warn!(pack = %path.display(), error = %err, "cannot check a pack"),
+            }
+        }
+        if short.is_empty() {
+            return Ok(());
+        }
+        let mut lost: BTreeMap<u32, (u64, u64, Vec<BlobId>)> = BTreeMap::new();
+        self.index
+            .scan(&mut |id, location| {
+                if let Some((len, _)) = short.get(&location.pack)
+                    && location.end() > *len
+                {
+                    let entry = lost.entry(location.pack).or_default();
+                    entry.0 += 1;
+                    entry.1 += u64::from(location.len);
+                    entry.2.push(id);
+                }
+            })
+            .map_err(|source| OpenError::Index { path: self.index_path.clone(), source })?;
+        // Cut each short pack back to its last whole entry, so that it can be appended to.
+        let mut lengths = Vec::new();
+        for (&seq, (len, problem)) in &short {
+            if *problem != Problem::Short {
+                continue;
+            }
+            let path = self.pack_path(seq);
+            let file =
+                self.fs.open(&path, true).map_err(|e| open_write_io(&self.path, &path, e))?;
+            let expect = PackHeader { store: self.marker.store, seq };
+            let walked = pack::walk(file.as_ref(), *len, expect, false, &mut |_| {})
+                .map_err(|e| open_io(&path, e))?;
+            if walked.end < *len {
+                file.set_len(walked.end).map_err(|e| open_write_io(&self.path, &path, e))?;
+                file.sync().map_err(|e| open_write_io(&self.path, &path, e))?;
+            }
+            lengths.push((seq, walked.end));
+        }
+        if !lengths.is_empty() {
+            let batch = Batch { pack_lengths: lengths.clone(), ..Batch::default() };
+            self.index
+                .commit(&batch)
+                .map_err(|source| OpenError::Index { path: self.index_path.clone(), source })?;
+            self.committed.extend(lengths);
+            self.readers_mut().clear();
+        }
+        let mut ids = Vec::new();
+        for (seq, (blobs, bytes, pack_ids)) in lost {
+            let problem = short.get(&seq).map_or(Problem::Short, |(_, p)| *p);
+            let pack = self.pack_path(seq);
+            warn!(pack = %pack.display(), blobs, %problem,
+                "committed blobs are lost with the pack's end; forgotten, to be stored again");
+            self.repairs.lost.push(LostBlobs { pack, blobs, bytes, problem });
+            ids.extend(pack_ids);
+        }
+        if let Err(err) = self.forget_damaged(&ids) {
+            warn!(store = %self.path.display(), error = %err, "cannot forget lost blobs");
+        }
+        Ok(())
     }
 }
 
@@ -1033,7 +1599,12 @@ impl Store {
             match self.fs.open(&path, true) {
                 Ok(file) => {
                     let file: Arc<dyn File> = Arc::from(file);
-                    if file.len().map_err(|e| self.write_error(&path, e))? == len {
+                    let mut header = [0u8; PackHeader::LEN];
+                    // Entries of a version go only into packs of that version.
+                    let current = file.read_exact_at(&mut header, 0).is_ok()
+                        && PackHeader::decode_versioned(&header)
+                            .is_ok_and(|(_, version)| version == PACK_VERSION);
+                    if current && file.len().map_err(|e| self.write_error(&path, e))? == len {
                         self.readers_mut().insert(seq, file.clone());
                         let out = Appender::open(&*self.fs, path.clone(), file, len)
                             .map_err(|e| self.write_error(&path, e))?;
@@ -1103,6 +1674,8 @@ impl Store {
         }
         self.pending.clear();
         self.pending_bytes = 0;
+        self.pending_heads.clear();
+        self.pending_forgotten.clear();
     }
 
     fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
@@ -1279,6 +1852,28 @@ fn check_entry(
     }
 }
 
+/// Reads the head entry body at `location` and, if it is a signed head of the vault, its
+/// record.
+fn head_record(file: &dyn File, location: Location, vault: VaultId) -> Option<HeadRecord> {
+    if u64::from(location.len) > HEAD_LEN_MAX {
+        return None;
+    }
+    let mut bytes = vec![0; location.len as usize];
+    file.read_exact_at(&mut bytes, location.offset).ok()?;
+    match SignedHead::decode(&bytes, vault) {
+        Ok(head) => Some(HeadRecord {
+            device: head.head.device,
+            folder: head.head.folder,
+            sequence: head.head.sequence,
+            location,
+        }),
+        Err(err) => {
+            warn!(offset = location.offset, error = %err, "head entry does not verify; skipped");
+            None
+        }
+    }
+}
+
 fn commit_rebuild(
     index: &mut dyn Index,
     batch: &mut BTreeMap<BlobId, Option<Location>>,
@@ -1300,6 +1895,7 @@ fn scan_index(
     packs_dir: &Path,
     seqs: &[u32],
     store: StoreId,
+    vault: VaultId,
 ) -> Result<MemIndex, OpenError> {
     let mut index = MemIndex::new();
     index.init(store).expect("a memory index does not fail");
@@ -1310,19 +1906,29 @@ fn scan_index(
         // Entries apply in order: a tombstone removes an earlier entry of its id (also one in
         // an earlier pack), a later entry brings it back.
         let mut changes: BTreeMap<BlobId, Option<Location>> = BTreeMap::new();
+        let mut heads = Vec::new();
         let walked =
             pack::walk(file.as_ref(), len, PackHeader { store, seq }, false, &mut |found| {
                 match found {
                     pack::Found::Entry { header, offset, .. } => {
-                        let location = match header.kind {
-                            EntryKind::Blob => Some(Location {
-                                pack: seq,
-                                offset: offset + EntryHeader::LEN as u64,
-                                len: header.len,
-                            }),
-                            EntryKind::Tombstone => None,
+                        let location = Location {
+                            pack: seq,
+                            offset: offset + EntryHeader::LEN as u64,
+                            len: header.len,
                         };
-                        changes.insert(header.blob, location);
+                        match header.kind {
+                            EntryKind::Blob => {
+                                changes.insert(header.blob, Some(location));
+                            }
+                            EntryKind::Tombstone => {
+                                changes.insert(header.blob, None);
+                            }
+                            EntryKind::Head => {
+                                if let Some(record) = head_record(file.as_ref(), location, vault) {
+                                    heads.push(record);
+                                }
+                            }
+                        }
                     }
                     pack::Found::Damaged { offset } => {
                         warn!(pack = %path.display(), offset, "damaged entry header skipped")
@@ -1333,7 +1939,7 @@ fn scan_index(
         if !walked.header_ok {
             warn!(pack = %path.display(), "damaged pack header");
         }
-        let mut batch = Batch { pack_lengths: vec![(seq, walked.end)], ..Batch::default() };
+        let mut batch = Batch { pack_lengths: vec![(seq, walked.end)], heads, ..Batch::default() };
         for (id, location) in changes {
             match location {
                 Some(location) => batch.puts.push((id, location)),
@@ -1486,6 +2092,18 @@ fn create_io(store: &Path, file: &Path, source: io::Error) -> CreateError {
     } else {
         CreateError::Io { path: file.to_path_buf(), source }
     }
+}
+
+/// An error and its causes on one line.
+fn error_text(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn read_io(path: &Path, source: io::Error) -> ReadError {

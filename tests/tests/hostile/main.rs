@@ -3,6 +3,7 @@
 //! processes over real stores and sockets.
 #![allow(missing_docs)]
 
+mod disk;
 mod names;
 mod newcomer;
 mod peers;

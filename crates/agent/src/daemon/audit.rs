@@ -77,28 +77,22 @@ pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> (Respon
     (Response::Audit { slices }, found)
 }
 
-/// Drops rotten blobs from the index of the store that holds each (a tombstone; the next
-/// push puts them again).
+/// Drops rotten blobs from the index of the store that holds each (a tombstone, and listed as
+/// forgotten: the next push, or the next backup of a file that uses one, puts them again).
 fn drop_rotten(work: &open_stores::Work, rotten: &[(usize, BlobId)]) {
     if rotten.is_empty() {
         return;
     }
     let mut stores = open_stores::write(work);
-    let mut touched: Vec<usize> = Vec::new();
-    for &(i, id) in rotten {
-        if let Some(store) = stores.get_mut(i) {
-            match store.remove(id) {
-                Ok(_) => touched.push(i),
-                Err(e) => tracing::warn!(blob = %id, store = %store.path().display(), error = %e,
-                    "cannot drop a damaged blob; it will not be repaired in place"),
-            }
+    for (i, store) in stores.iter_mut().enumerate() {
+        let ids: Vec<BlobId> =
+            rotten.iter().filter(|(at, _)| *at == i).map(|(_, id)| *id).collect();
+        if ids.is_empty() {
+            continue;
         }
-    }
-    touched.sort_unstable();
-    touched.dedup();
-    for i in touched {
-        if let Err(e) = stores[i].commit() {
-            tracing::warn!(store = %stores[i].path().display(), error = %e, "cannot drop damaged blobs");
+        if let Err(e) = store.forget_damaged(&ids) {
+            tracing::warn!(store = %store.path().display(), error = %e,
+                "cannot drop damaged blobs; they will not be repaired in place");
         }
     }
     tracing::warn!(

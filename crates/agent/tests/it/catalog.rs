@@ -55,7 +55,7 @@ fn a_head_signed_by_a_device_not_on_the_roster_is_ignored() {
     .sign(&stranger);
     assert!(store.write_head(&head).expect("the store checks only the signature"));
 
-    let stores = vec![store];
+    let mut stores = vec![store];
     let catalog = Catalog::new(home.keys().expect("trusted"), &stores);
     assert!(catalog.heads().expect("heads").is_empty(), "the planted head is ignored");
 

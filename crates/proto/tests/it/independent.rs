@@ -208,7 +208,7 @@ fn store_framing() {
 
     let store = triad_core::StoreId::from_bytes(fixtures::STORE);
     let pack = PackHeader { store, seq: 0x0102_0304 }.encode();
-    let mut expected = b"TRIADPAK\x01\0\0\0".to_vec();
+    let mut expected = b"TRIADPAK\x02\0\0\0".to_vec();
     expected.extend_from_slice(&fixtures::STORE);
     expected.extend_from_slice(&[4, 3, 2, 1]);
     assert_eq!(pack.as_slice(), expected);

@@ -77,16 +77,21 @@ fn store_framing() {
     assert!(matches!(&err, FrameError::Marker(e) if is_version_2(e)), "{err:?}");
 
     let header = PackHeader { store: triad_core::StoreId::from_bytes(fixtures::STORE), seq: 0 };
-    let pack = bumped(header.encode().to_vec(), 8);
-    let err = PackHeader::decode(&pack).expect_err("version 2 is refused");
-    assert!(matches!(err, FrameError::Version { found: 2, expected: 1, .. }), "{err:?}");
+    // Pack version 2 (head entries) is current; version 1 is still read; 3 is refused.
+    let mut pack = header.encode().to_vec();
+    assert_eq!(pack[8], 2);
+    pack[8] = 1;
+    assert_eq!(PackHeader::decode_versioned(&pack).expect("version 1 is read"), (header, 1));
+    pack[8] = 3;
+    let err = PackHeader::decode(&pack).expect_err("version 3 is refused");
+    assert!(matches!(err, FrameError::Version { found: 3, expected: 2, .. }), "{err:?}");
 
     // Entry headers carry no version of their own (the pack header's covers them), but an
     // unknown kind is refused even under a valid checksum.
     let mut entry = EntryHeader::tombstone(BlobId::from_bytes([0xc2; 32])).encode();
-    entry[4] = 3;
+    entry[4] = 4;
     let check = *blake3::hash(&entry[..44]).as_bytes();
     entry[44..].copy_from_slice(&check[..4]);
-    let err = EntryHeader::decode(&entry).expect_err("kind 3 is refused");
-    assert!(matches!(err, FrameError::Kind { found: 3 }), "{err:?}");
+    let err = EntryHeader::decode(&entry).expect_err("kind 4 is refused");
+    assert!(matches!(err, FrameError::Kind { found: 4 }), "{err:?}");
 }

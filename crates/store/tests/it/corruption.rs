@@ -3,6 +3,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 
+use triad_proto::store::EntryHeader;
 use triad_store::{BlobInfo, Config, Problem, ReadError, Store};
 
 use crate::common::{blob, create, fill, open, small_packs};
@@ -83,7 +84,7 @@ fn a_damaged_entry_header_shows_in_scrub() {
 }
 
 #[test]
-fn a_pack_truncated_inside_committed_data_is_reported_not_trimmed() {
+fn a_pack_truncated_inside_committed_data_is_reported_and_its_lost_blobs_forgotten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store");
     let config = small_packs();
@@ -101,23 +102,33 @@ fn a_pack_truncated_inside_committed_data_is_reported_not_trimmed() {
     let cut = last.location.offset + u64::from(last.len) / 2;
     OpenOptions::new().write(true).open(&pack).expect("open").set_len(cut).expect("truncate");
 
-    let store = open(&path, &config);
-    assert_eq!(std::fs::metadata(&pack).expect("metadata").len(), cut, "left alone");
-    match store.get(last.id) {
-        Err(ReadError::Corrupt { blob, problem: Problem::Short, .. }) => assert_eq!(blob, last.id),
-        other => panic!("expected a short read, got {other:?}"),
-    }
+    let mut store = open(&path, &config);
+    // The partial entry is cut off (the pack then takes the lost blob's tombstone); the blob is
+    // reported lost and forgotten, to be put again.
+    let whole = last.location.offset - EntryHeader::LEN as u64;
+    let len = std::fs::metadata(&pack).expect("metadata").len();
+    assert_eq!(len, whole + EntryHeader::LEN as u64, "cut to a whole entry, then a tombstone");
+    assert_eq!(store.repairs().lost.len(), 1, "{:?}", store.repairs());
+    assert_eq!(store.repairs().lost[0].blobs, 1);
+    assert_eq!(store.repairs().lost[0].problem, Problem::Short);
+    assert!(matches!(store.get(last.id), Err(ReadError::Missing { .. })));
+    assert_eq!(store.forgotten(), vec![last.id]);
     if first_in_pack.id != last.id {
         store.get(first_in_pack.id).expect("earlier blobs of the pack read fine");
     }
     let report = store.scrub(&mut |_| {}).expect("scrub");
-    assert_eq!(report.damaged.len(), 1, "{:?}", report.damaged);
-    assert_eq!(report.damaged[0].blob, Some(last.id));
-    assert_eq!(report.damaged[0].problem, Problem::Short);
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    // Put again, it is whole and no longer forgotten.
+    let again = blob(11);
+    assert_eq!(again.id(), last.id);
+    assert!(store.put(&again).expect("put"));
+    store.commit().expect("commit");
+    assert!(store.forgotten().is_empty());
+    assert_eq!(store.get(last.id).expect("get"), again);
 }
 
 #[test]
-fn a_missing_pack_is_reported() {
+fn a_missing_pack_is_reported_and_its_blobs_forgotten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store");
     let config = small_packs();
@@ -128,13 +139,13 @@ fn a_missing_pack_is_reported() {
     drop(store);
     std::fs::remove_file(&pack).expect("remove pack");
     let store = open(&path, &config);
-    assert!(matches!(
-        store.get(blob(0).id()),
-        Err(ReadError::Corrupt { problem: Problem::PackMissing, .. })
-    ));
+    assert_eq!(store.repairs().lost.len(), 1, "{:?}", store.repairs());
+    assert_eq!(store.repairs().lost[0].pack, pack);
+    assert_eq!(store.repairs().lost[0].problem, Problem::PackMissing);
+    assert!(matches!(store.get(blob(0).id()), Err(ReadError::Missing { .. })));
+    assert!(store.forgotten().contains(&blob(0).id()));
     let report = store.scrub(&mut |_| {}).expect("scrub");
-    assert!(report.damaged.iter().any(|d| d.blob == Some(blob(0).id())));
-    assert!(report.damaged.iter().all(|d| d.pack == pack));
+    assert!(report.damaged.is_empty(), "{:?}", report.damaged);
 }
 
 #[test]

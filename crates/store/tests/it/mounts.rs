@@ -226,8 +226,8 @@ fn full_index_inner() {
         assert!(committed < 1_000_000, "the index never filled the disk");
         let batch = Batch {
             puts: (committed..committed + 500).map(|n| (id(n), location(n))).collect(),
-            removes: Vec::new(),
             pack_lengths: vec![(0, (committed + 500) * 100)],
+            ..Batch::default()
         };
         match index.commit(&batch) {
             Ok(()) => committed += 500,
