@@ -318,6 +318,20 @@ impl Running {
         self.lines.recv_timeout(WAIT).expect("a line in time")
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends the signal `name` (`STOP`, `CONT`, `TERM`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name}");
+    }
+
     /// Waits for the process to end; returns its status and its remaining lines.
     pub fn finish(mut self) -> (ExitStatus, Vec<Value>) {
         let mut rest = Vec::new();
@@ -332,6 +346,8 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // A stopped process dies of SIGKILL all the same; let it run for its last moment.
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -355,7 +371,11 @@ pub fn start_agent(d: &Device) -> Agent {
 pub fn start_agent_as_is(d: &Device) -> Agent {
     let cmd =
         d.command(&["agent", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--no-mdns", "--json"]);
-    let process = Running::spawn(cmd, &d.root().join("agent.log"));
+    agent_of(Running::spawn(cmd, &d.root().join("agent.log")))
+}
+
+/// The agent that `process` (`triad agent --json`) is, once it says where it listens.
+pub fn agent_of(process: Running) -> Agent {
     let ready = process.line();
     assert_eq!(ready["event"], "listening", "{ready}");
     let addr = ready["addrs"][0].as_str().expect("an address").to_owned();

@@ -826,14 +826,14 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
     } else {
         println!(
             "Restored {} ({}) into {}; every file matched its recorded hash.",
-            files(totals.files),
+            output::count(totals.files, "file"),
             output::size(totals.bytes),
             dest.display()
         );
         if totals.skipped > 0 {
             println!(
                 "Skipped {} ({}) already there with the recorded content.",
-                files(totals.skipped),
+                output::count(totals.skipped, "file"),
                 output::size(totals.skipped_bytes)
             );
         }
@@ -863,18 +863,16 @@ fn restore(home_path: &Path, a: RestoreArgs) -> Result<u8> {
             );
         }
         if !totals.failed.is_empty() {
-            println!("{} could NOT be restored:", files(totals.failed.len() as u64));
+            println!(
+                "{} could NOT be restored:",
+                output::count(totals.failed.len() as u64, "file")
+            );
             for (p, r) in &totals.failed {
                 println!("  {}: {r}", p.display());
             }
         }
     }
     Ok(if totals.failed.is_empty() { EXIT_OK } else { EXIT_DAMAGE })
-}
-
-/// `1 file`, `2 files`.
-fn files(n: u64) -> String {
-    if n == 1 { "1 file".to_owned() } else { format!("{n} files") }
 }
 
 /// Refuses a restore that would write into a protected folder (its files would be backed up
