@@ -875,7 +875,7 @@ fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_
     let out = recover_from(&fresh, &pi_agent.addr, &laptop.phrase);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(
-        text(&out).contains("1 files") && text(&out).contains("IMG_0005.CR3"),
+        text(&out).contains("1 file (") && text(&out).contains("IMG_0005.CR3"),
         "{}",
         text(&out)
     );
