@@ -185,7 +185,7 @@ mod tests {
                 Response::Hello { name: "nas".into(), site: "studio".into(), stores: vec![store] },
                 Response::Missing { blobs: vec![id(1)] },
                 Response::Done,
-                Response::Refused { reason: "full".into() },
+                Response::Refused { code: wire::Refusal::Full, reason: "full".into() },
                 Response::Inventory { blobs: vec![id(1), id(2)], more: true },
                 Response::Heads { heads: vec![head().encode()] },
                 Response::Audit { slices: vec![Some(vec![1, 2, 3]), None] },
@@ -229,7 +229,7 @@ mod tests {
             out.push(wire::encode(&BlobFrame::Blob { id: id(9), bytes: vec![9; 300] }));
             out.push(wire::encode(&BlobFrame::Commit));
             out.push(wire::encode(&BlobAck::Committed { count: 3 }));
-            out.push(wire::encode(&BlobAck::Refused { reason: "quota".into() }));
+            out.push(wire::encode(&BlobAck::Refused { code: wire::Refusal::Quota, reason: "quota".into() }));
             out.push(wire::encode(&Fetch { blobs: vec![id(1)] }));
             let offer =
                 Offer { name: "nas".into(), site: "studio".into(), role: PairRole::Trusted };

@@ -60,7 +60,7 @@ pub fn object(data: &[u8]) {
         assert_eq!(Tree::decode(&tree.encode()).ok().as_ref(), Some(&tree), "tree round trip");
         if checked.is_ok() {
             for node in &tree.nodes {
-                assert!(crate::snapshot::is_valid_name(&node.name));
+                assert!(crate::snapshot::check_name(&node.name).is_ok());
             }
         }
     }
