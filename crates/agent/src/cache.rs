@@ -47,8 +47,8 @@ impl MetadataCache {
                 return Self::default();
             }
         };
-        match codec::decode::<Vec<(Vec<u8>, Entry)>>("metadata cache", CACHE_VERSION, &bytes) {
-            Ok(list) => Self { entries: list.into_iter().collect() },
+        match Self::decode(&bytes) {
+            Ok(cache) => cache,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "metadata cache damaged; every file will be read");
                 Self::default()
@@ -56,14 +56,25 @@ impl MetadataCache {
         }
     }
 
-    /// Writes the cache to `path` atomically.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
+    /// Decodes a cache file.
+    pub fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
+        let list: Vec<(Vec<u8>, Entry)> = codec::decode("metadata cache", CACHE_VERSION, bytes)?;
+        Ok(Self { entries: list.into_iter().collect() })
+    }
+
+    /// Encodes the cache file, its entries sorted by path.
+    pub fn encode(&self) -> Vec<u8> {
         let mut list: Vec<(&Vec<u8>, &Entry)> = self.entries.iter().collect();
         list.sort_by(|a, b| a.0.cmp(b.0));
+        codec::encode(CACHE_VERSION, &list)
+    }
+
+    /// Writes the cache to `path` atomically.
+    pub fn save(&self, path: &Path) -> io::Result<()> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        crate::home::write_atomic(path, &codec::encode(CACHE_VERSION, &list), 0o600)
+        crate::home::write_atomic(path, &self.encode(), 0o600)
     }
 
     /// The file entry recorded for `rel` if its stat is unchanged.

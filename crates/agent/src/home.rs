@@ -202,7 +202,7 @@ impl Home {
         if let Some(roster) = roster {
             write_private(&path.join("roster"), &roster.encode())?;
         }
-        write_private(&path.join("identity"), &codec::encode(IDENTITY_VERSION, &identity))?;
+        write_private(&path.join("identity"), &identity.encode())?;
         Ok(Home {
             path: path.into(),
             identity,
@@ -319,8 +319,19 @@ fn read_identity(path: &Path) -> Result<Identity, HomeError> {
         }
         Err(source) => return Err(HomeError::Io { path: file, source }),
     };
-    codec::decode("identity", IDENTITY_VERSION, &bytes)
-        .map_err(|source| HomeError::Decode { path: file, source })
+    Identity::decode(&bytes).map_err(|source| HomeError::Decode { path: file, source })
+}
+
+impl Identity {
+    /// Decodes the `identity` file of a home.
+    pub fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
+        codec::decode("identity", IDENTITY_VERSION, bytes)
+    }
+
+    /// Encodes the `identity` file of a home.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(IDENTITY_VERSION, self)
+    }
 }
 
 fn read_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, HomeError> {

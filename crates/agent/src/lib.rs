@@ -23,6 +23,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod home;
 pub mod join;
 pub mod open_stores;

@@ -37,8 +37,13 @@ impl Book {
     pub fn load(home: &Path) -> Book {
         std::fs::read(home.join(FILE))
             .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .and_then(|bytes| Self::decode(&bytes))
             .unwrap_or_default()
+    }
+
+    /// Decodes a `peers.json`; `None` if it is not one.
+    pub fn decode(bytes: &[u8]) -> Option<Book> {
+        serde_json::from_slice(bytes).ok()
     }
 
     /// Writes the book into `home`.

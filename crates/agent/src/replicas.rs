@@ -109,15 +109,24 @@ impl Ledger {
     pub fn load(home: &Path) -> Ledger {
         std::fs::read(home.join(FILE))
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<Ledger>(&bytes).ok())
-            .filter(|l| (1..=VERSION).contains(&l.version))
+            .and_then(|bytes| Self::decode(&bytes))
             .unwrap_or_default()
+    }
+
+    /// Decodes a `replicas.json`; `None` if it is not one of a version this build reads.
+    pub fn decode(bytes: &[u8]) -> Option<Ledger> {
+        serde_json::from_slice::<Ledger>(bytes).ok().filter(|l| (1..=VERSION).contains(&l.version))
+    }
+
+    /// Encodes the ledger as `replicas.json`.
+    pub fn encode(&self) -> Vec<u8> {
+        let ledger = Ledger { version: VERSION, ..self.clone() };
+        serde_json::to_vec_pretty(&ledger).expect("the ledger serializes")
     }
 
     /// Writes the ledger into `home`.
     pub fn save(&self, home: &Path) -> Result<(), HomeError> {
-        let ledger = Ledger { version: VERSION, ..self.clone() };
-        let bytes = serde_json::to_vec_pretty(&ledger).expect("the ledger serializes");
+        let bytes = self.encode();
         let path = home.join(FILE);
         write_atomic(&path, &bytes, 0o600).map_err(|source| HomeError::Io { path, source })
     }

@@ -30,6 +30,8 @@
 pub mod audit;
 pub mod chunk;
 pub mod codec;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod head;
 pub mod id;
 pub mod keys;

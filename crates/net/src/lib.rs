@@ -5,6 +5,8 @@
 //! agent's. Key items: [`Node`], [`Admission`], [`pair::Secret`], [`frame::read`].
 
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gate;
 pub mod node;
 pub mod pair;

@@ -294,7 +294,7 @@ fn seal<T: serde::Serialize>(key: &[u8; 32], value: &T) -> Vec<u8> {
         .expect("encryption of a small message cannot fail")
 }
 
-fn open<T: serde::de::DeserializeOwned>(
+pub(crate) fn open<T: serde::de::DeserializeOwned>(
     key: &[u8; 32],
     what: &'static str,
     sealed: &[u8],

@@ -7,6 +7,8 @@
 //!
 //! Key items: [`store::Marker`], [`store::PackHeader`], [`store::EntryHeader`], [`limits`].
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod limits;
 pub mod store;
 pub mod wire;

@@ -54,9 +54,10 @@ impl Location {
         })
     }
 
-    /// The offset just past the blob's bytes.
+    /// The offset just past the blob's bytes. A location read from a damaged index may name any
+    /// offset: past the end of every file, it saturates instead of overflowing.
     pub fn end(&self) -> u64 {
-        self.offset + u64::from(self.len)
+        self.offset.saturating_add(u64::from(self.len))
     }
 }
 
@@ -981,6 +982,12 @@ mod tests {
         assert_eq!(bytes, [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]);
         assert_eq!(Location::from_bytes(&bytes), Some(loc));
         assert_eq!(Location::from_bytes(&bytes[..15]), None);
+    }
+
+    #[test]
+    fn a_damaged_location_has_an_end() {
+        let damaged = Location::from_bytes(&[0xff; 16]).expect("16 bytes");
+        assert_eq!(damaged.end(), u64::MAX);
     }
 
     #[test]

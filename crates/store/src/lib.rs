@@ -40,6 +40,8 @@
 mod append;
 mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod index;
 mod pack;
 mod store;

@@ -1052,6 +1052,17 @@ impl Store {
             .map_err(CreateError::Open)
     }
 
+    /// Opens a store read-only over `fs`, its index built from the packs (for fuzzing).
+    pub(crate) fn open_scanned(
+        fs: Arc<dyn Fs>,
+        path: &Path,
+        vault: VaultId,
+        config: &Config,
+    ) -> Result<Store, OpenError> {
+        let (source, access) = (IndexSource::Scan, Access::ReadOnly);
+        Self::open_inner(fs, source, path, None, vault, access, config, None)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn open_inner(
         fs: Arc<dyn Fs>,
@@ -1823,7 +1834,7 @@ impl Drop for Store {
 }
 
 /// Checks an indexed blob's entry header and bytes; `None` if both are sound.
-fn check_entry(
+pub(crate) fn check_entry(
     file: &dyn File,
     id: BlobId,
     location: Location,
