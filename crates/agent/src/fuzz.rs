@@ -229,7 +229,10 @@ mod tests {
             out.push(wire::encode(&BlobFrame::Blob { id: id(9), bytes: vec![9; 300] }));
             out.push(wire::encode(&BlobFrame::Commit));
             out.push(wire::encode(&BlobAck::Committed { count: 3 }));
-            out.push(wire::encode(&BlobAck::Refused { code: wire::Refusal::Quota, reason: "quota".into() }));
+            out.push(wire::encode(&BlobAck::Refused {
+                code: wire::Refusal::Quota,
+                reason: "quota".into(),
+            }));
             out.push(wire::encode(&Fetch { blobs: vec![id(1)] }));
             let offer =
                 Offer { name: "nas".into(), site: "studio".into(), role: PairRole::Trusted };
