@@ -1160,14 +1160,28 @@ async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failur
     if shared.home.keys().is_err() {
         return Err("only a trusted device can remove devices".into());
     }
-    // The gate drops the device's connections as the members change.
+    // The removed device is told first, while it is still admitted: the gate drops its
+    // connections as soon as the roster changes here, and then it could only guess why.
+    let mut next = lock(&shared.roster).clone();
+    next.remove_with_device(shared.home.device_key(), entry.device);
+    let message = wire::Request::Roster { roster: next.encode() };
+    let peer = triad_net::peer_id(entry.device);
+    let told_removed = tokio::time::timeout(TELL_TIMEOUT, request(shared, peer, &message))
+        .await
+        .is_ok_and(|r| r.is_ok());
     shared.update_roster(|roster| {
         roster.remove_with_device(shared.home.device_key(), entry.device);
         Ok(true)
     })?;
-    let told = gossip(shared).await;
+    let mut told = gossip(shared).await;
+    if told_removed {
+        told.insert(0, name.to_owned());
+    }
     Ok(json!({ "done": true, "device": name, "told": told }))
 }
+
+/// How long telling one device of a roster change may take.
+const TELL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Pushes the roster to every other device that can be reached now; returns their names.
 async fn gossip(shared: &Arc<Shared>) -> Vec<String> {
@@ -1181,7 +1195,7 @@ async fn gossip(shared: &Arc<Shared>) -> Vec<String> {
         tasks.push(tokio::spawn(async move {
             let message = wire::Request::Roster { roster: bytes };
             let push = request(&shared, peer, &message);
-            match tokio::time::timeout(Duration::from_secs(5), push).await {
+            match tokio::time::timeout(TELL_TIMEOUT, push).await {
                 Ok(Ok(_)) => Some(name),
                 _ => None,
             }
@@ -1303,16 +1317,28 @@ async fn request(
     peer: PeerId,
     req: &wire::Request,
 ) -> Result<Response, SyncFailure> {
-    let mut stream = shared
-        .node
-        .open(peer, CONTROL_PROTOCOL)
-        .await
-        .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
-    let exchange = async {
-        frame::write(&mut stream, req).await?;
-        frame::read::<Response, _>(&mut stream, "control response", CONTROL_FRAME_MAX).await
+    let mut again = true;
+    let answer = loop {
+        let mut stream = shared
+            .node
+            .open(peer, CONTROL_PROTOCOL)
+            .await
+            .map_err(|e| SyncFailure::Unreachable(e.to_string()))?;
+        let exchange = async {
+            frame::write(&mut stream, req).await?;
+            frame::read::<Response, _>(&mut stream, "control response", CONTROL_FRAME_MAX).await
+        };
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
+        // The connection ended under the request (the peer restarted, or closed a connection
+        // it does not admit as soon as it was made): once more, on a new connection, which
+        // says why if the peer refuses it. Every control request may be asked twice.
+        if matches!(answer, Ok(Err(_))) && again && shared.node.connected(&peer).is_none() {
+            again = false;
+            continue;
+        }
+        break answer;
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+    match answer {
         // Busy is not a refusal: the peer is there but cannot take the request now.
         Ok(Ok(Response::Refused { code: Refusal::Busy, reason })) => {
             Err(SyncFailure::Unreachable(format!("the peer is {reason}")))
