@@ -127,8 +127,9 @@ struct Shared {
     unsaved: Mutex<std::collections::HashMap<triad_core::FolderId, HashSet<PathBuf>>>,
     /// The bandwidth limit of each device off this network, shared by every push to it.
     paces: Mutex<std::collections::HashMap<DeviceId, Arc<Pace>>>,
-    /// What the agent's own work is doing, in words, and since when.
-    doing: Mutex<(String, u64)>,
+    /// What the agent's own work is doing, in words, since when, and whether that is waiting
+    /// for a copy the last round could not make.
+    doing: Mutex<(String, u64, bool)>,
     /// A scrub after a failed audit is dropping rotten blobs: until it is done, `Missing` says
     /// busy, so that the repair that follows sees every blob that must come again.
     scrubbing: std::sync::atomic::AtomicBool,
@@ -270,7 +271,7 @@ pub async fn run(
         book: Mutex::new(Book::load(home_path)),
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
-        doing: Mutex::new(("starting".to_owned(), now_secs())),
+        doing: Mutex::new(("starting".to_owned(), now_secs(), false)),
         scrubbing: std::sync::atomic::AtomicBool::new(false),
         home,
         home_path: home_path.to_path_buf(),
@@ -1024,7 +1025,13 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
         control::Request::Sync { device, timeout_secs } => {
             let timeout = Duration::from_secs(timeout_secs.max(1));
             match tokio::time::timeout(timeout, sync(shared, &device, Some(&mut s))).await {
-                Ok(result) => result,
+                Ok(result) => {
+                    // What the agent's own work waits for may have come with this push.
+                    if result.is_ok() {
+                        let _ = shared.kick.try_send(());
+                    }
+                    result
+                }
                 Err(_) => Err(SyncFailure::Unreachable(format!(
                     "{device} did not finish within {timeout_secs} s"
                 ))
@@ -1352,7 +1359,9 @@ async fn request(
 
 /// Says how far the agent's own push to `name` is (`status` shows it), keeping when it began.
 fn pushing(shared: &Shared, name: &str, acked: u64, of: usize, bytes: u64) {
-    lock(&shared.doing).0 = format!(
+    let mut doing = lock(&shared.doing);
+    doing.2 = false;
+    doing.0 = format!(
         "pushing to {name}: {acked} of {of} blobs acknowledged, {} MiB sent",
         bytes / (1 << 20)
     );
@@ -1874,6 +1883,17 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
     let worst =
         summaries.iter().filter_map(|s| State::parse(s.worst)).max().unwrap_or(State::Protected);
     let survives = summaries.iter().all(|s| s.survives_site_loss);
+    // What the last round waited for is past once every file is protected (a `sync` by hand,
+    // or a device that answered since): the next round, kicked now, says what it does.
+    let (doing, since) = {
+        let doing = lock(&shared.doing);
+        if doing.2 && worst == State::Protected {
+            let _ = shared.kick.try_send(());
+            ("watching the folders".to_owned(), doing.1)
+        } else {
+            (doing.0.clone(), doing.1)
+        }
+    };
     // Devices that refuse copies: a full device is not an offline one.
     let refusing: Vec<Value> = lock(&shared.refusals)
         .iter()
@@ -1891,8 +1911,8 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
         "exit": worst.exit_code(),
         "survives_site_loss": survives,
         "doing": {
-            "what": lock(&shared.doing).0.clone(),
-            "since": lock(&shared.doing).1,
+            "what": doing,
+            "since": since,
             "next": Some(shared.next_round.load(std::sync::atomic::Ordering::Relaxed))
                 .filter(|at| *at > 0),
         },

@@ -248,3 +248,35 @@ fn pairing_and_device_messages_say_what_happened_and_what_to_do() {
     assert!(!said.contains("oneshot"), "{said}");
     assert!(said.contains("removed"), "{said}");
 }
+
+#[test]
+fn status_never_says_protected_while_it_says_it_waits_for_a_copy() {
+    let laptop = Device::new();
+    laptop.set_option("protect", "settle_ms", "200");
+    // The agent's own rounds come an hour apart: only what happens between them can end a wait.
+    laptop.set_option("protect", "retry_secs", "3600");
+    laptop.set_option("protect", "rescan_secs", "3600");
+    let laptop_agent = start_agent(&laptop);
+    let (nas, nas_agent) = paired(&laptop, &[], "nas", "studio");
+    drop(nas_agent);
+    drop(laptop_agent);
+    for i in 0..3 {
+        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 256 << 10, i);
+    }
+    laptop.set_option("protect", "auto", "true");
+    let _laptop_agent = start_agent_as_is(&laptop);
+    let answer = wait_for_status(&laptop, "waiting for the NAS", |a| {
+        a["doing"]["what"].as_str().is_some_and(|w| w.contains("waiting for nas"))
+    });
+    assert_ne!(answer["worst"], "PROTECTED", "{answer}");
+
+    // The NAS comes back and gets its copies by hand, between two rounds.
+    let nas_agent = start_agent(&nas);
+    laptop.ok(&["devices", "addr", "nas", dialable(&nas_agent.addr)]);
+    laptop.ok(&["sync", "nas"]);
+    let answer = wait_for_status(&laptop, "protected", |a| a["worst"] == "PROTECTED");
+    let doing = answer["doing"]["what"].as_str().unwrap_or_default();
+    assert!(!doing.contains("waiting"), "PROTECTED while {doing:?}: {answer}");
+    let said = laptop.ok(&["status"]);
+    assert!(said.contains("PROTECTED") && !said.contains("waiting for"), "{said}");
+}

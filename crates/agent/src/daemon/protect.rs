@@ -94,7 +94,12 @@ fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
 
 /// Says what the agent's own work is doing (`triad status` shows it).
 fn doing(shared: &Shared, what: String) {
-    *lock(&shared.doing) = (what, super::now_secs());
+    *lock(&shared.doing) = (what, super::now_secs(), false);
+}
+
+/// Says what copy the agent's own work waits for: moot once every file is protected.
+fn waiting(shared: &Shared, what: String) {
+    *lock(&shared.doing) = (what, super::now_secs(), true);
 }
 
 fn now() -> Timestamp {
@@ -240,7 +245,7 @@ async fn round(shared: &Arc<Shared>) -> bool {
                 .filter(|e| !candidates.iter().any(|(_, c)| c.device == e.device))
                 .map(|e| e.name.as_str())
                 .collect();
-            doing(
+            waiting(
                 shared,
                 if away.is_empty() {
                     "waiting for a device that can take the missing copies (add one with `triad pair`)"
@@ -266,7 +271,7 @@ async fn round(shared: &Arc<Shared>) -> bool {
                 bytes = %done["bytes_sent"], "push acknowledged"),
             Ok(Err(failure)) => {
                 tracing::warn!(device = %name, error = %failure.message, "push failed; will retry");
-                doing(shared, format!("a push to {name} failed: {}", failure.message));
+                waiting(shared, format!("a push to {name} failed: {}", failure.message));
                 complete = false;
             }
             Err(_) => {
