@@ -34,6 +34,19 @@ pub fn triad_bin() -> &'static str {
         let mut build = Command::new(cargo);
         build.args(["build", "--quiet", "-p", "triad-cli", "--bin", "triad"]);
         build.arg("--target-dir").arg(target_dir);
+        // What cargo set for this test alone: a build script that reads it (ring's reads
+        // CARGO_MANIFEST_DIR) would run again, and the next `cargo test` rebuild everything
+        // above it once more.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                || ["CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR", "OUT_DIR"].contains(&&*name)
+            {
+                build.env_remove(&*name);
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
