@@ -743,9 +743,8 @@ fn read_one(
     let mut eof = false;
     let closed = |_| io::Error::other("backup stopped");
     loop {
-        // What is left of the file as it was when opened, plus one byte to see the end; a file
-        // that grew meanwhile is read on in modest steps (it will be reported as changed).
-        let want = if read < expected { expected - read + 1 } else { 64 * 1024 };
+        // What is left of the file as it was when opened, plus one byte to see the end.
+        let want = expected.saturating_sub(read) + 1;
         let target = cap.min(buf.len().saturating_add(want));
         while !eof && buf.len() < target {
             let start = buf.len();
@@ -754,6 +753,20 @@ fn read_one(
             buf.truncate(start + n);
             read += n;
             eof = n == 0;
+        }
+        // A file that grew, or shrank, since it was opened is read again (or reported): stop
+        // before its end is cut into a chunk, which the file once finished would not have.
+        // Every chunk stored so far was cut by its content alone, and the file as it will be
+        // makes the same ones, so a file still being copied or recorded leaves nothing that
+        // no snapshot uses.
+        if read > expected
+            || (eof && read < expected)
+            || (eof && f.metadata()?.len() != read as u64)
+        {
+            let failed =
+                Done::FileFailed { file, token, reason: "changed while read".into(), retry: true };
+            done.send(failed).map_err(|_| io::Error::other("backup stopped"))?;
+            return Ok(ReadResult::Changed);
         }
         while let Some(len) = chunker.cut(&buf, eof) {
             let data = buf.split_to(len).freeze();

@@ -76,6 +76,21 @@ pub struct Report {
     /// Blobs the scrub (`read_data`) found damaged, per store: to be dropped from its index so
     /// that they are stored again.
     pub damaged: Vec<(PathBuf, BlobId)>,
+    /// Per store that holds any: how many blobs, of how many bytes, no snapshot reaches (a
+    /// backup stopped before its snapshot, a file that changed while it was read, history
+    /// lost with a damaged pack). They take space; nothing depends on them.
+    pub unused: Vec<Unused>,
+}
+
+/// Blobs of one store that no snapshot reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unused {
+    /// The store.
+    pub store: PathBuf,
+    /// How many.
+    pub blobs: u64,
+    /// Their bytes, as stored.
+    pub bytes: u64,
 }
 
 impl Report {
@@ -189,9 +204,13 @@ pub fn verify(
         chunks: HashSet::new(),
         bad: &mut bad,
     };
+    let mut snapshots = HashSet::new();
     for head in catalog.heads()? {
         let mut next = Some(head.head.snapshot);
         while let Some(id) = next {
+            if !snapshots.insert(id) {
+                break; // Its history is walked already (two heads share it).
+            }
             let snapshot: Snapshot = match catalog.load(id) {
                 Ok(s) => s,
                 Err(e) => {
@@ -202,6 +221,26 @@ pub fn verify(
             report.snapshots += 1;
             walker.tree(snapshot.root);
             next = snapshot.parent;
+        }
+    }
+    for store in stores {
+        let blobs = store
+            .blobs()
+            .map_err(|source| VerifyError::Store { path: store.path().into(), source })?;
+        let (mut count, mut bytes) = (0, 0);
+        for blob in blobs {
+            let id = &blob.id;
+            if !(walker.chunks.contains(id)
+                || walker.entries.contains(id)
+                || walker.trees.contains(id)
+                || snapshots.contains(id))
+            {
+                count += 1;
+                bytes += u64::from(blob.len);
+            }
+        }
+        if count > 0 {
+            report.unused.push(Unused { store: store.path().to_path_buf(), blobs: count, bytes });
         }
     }
     report.trees = walker.trees.len() as u64;

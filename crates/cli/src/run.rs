@@ -1197,6 +1197,7 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
             "snapshots": report.snapshots, "trees": report.trees, "files": report.files, "chunks": report.chunks,
             "blobs_read": report.blobs_read, "bytes_read": report.bytes_read,
             "dropped": dropped,
+            "unused": report.unused.iter().map(|u| json!({"store": u.store.to_string_lossy(), "blobs": u.blobs, "bytes": u.bytes})).collect::<Vec<_>>(),
             "store_problems": report.unattributed.iter().chain(&report.store_repairs).map(|(s, w)| json!({"store": s.to_string_lossy(), "problem": w})).collect::<Vec<_>>(),
             "problems": report.problems.iter().map(|p| json!({
                 "blob": p.blob.to_hex(), "kind": p.kind,
@@ -1229,6 +1230,15 @@ fn verify(home_path: &Path, a: VerifyArgs) -> Result<u8> {
         }
         for (store, what) in report.store_repairs.iter().chain(&report.unattributed) {
             println!("DAMAGED in {}: {what}", store.display());
+        }
+        for unused in &report.unused {
+            println!(
+                "In {}: {} ({}) that no snapshot uses, left by a backup that stopped or a file \
+                 that changed while it was read. They take space; nothing depends on them.",
+                unused.store.display(),
+                output::count(unused.blobs, "blob"),
+                output::size(unused.bytes)
+            );
         }
         if !report.problems.is_empty() {
             println!("{} blobs are MISSING or DAMAGED:", report.problems.len());

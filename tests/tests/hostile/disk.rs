@@ -256,3 +256,61 @@ fn a_store_is_private_whatever_the_umask() {
     assert_eq!(fs::metadata(&d.store).expect("stat").permissions().mode() & 0o777, 0o700);
     assert!(open.is_empty(), "others may read or write: {open:?}");
 }
+
+#[test]
+fn a_file_still_being_copied_leaves_no_blob_that_no_snapshot_uses() {
+    let d = Device::new();
+    make_shoot(&d.folder, 1);
+    let growing = d.folder.join("A001_C002.MOV");
+    write_noise(&growing, 24 << 20, 1);
+    // The card reader goes on appending while the backup reads.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let copier = {
+        let (stop, growing) = (stop.clone(), growing.clone());
+        std::thread::spawn(move || {
+            let key = blake3::hash(b"the rest of the clip");
+            let mut noise = blake3::Hasher::new_keyed(key.as_bytes()).finalize_xof();
+            let mut f = fs::OpenOptions::new().append(true).open(&growing).expect("open");
+            let mut piece = vec![0u8; 16 << 10];
+            for _ in 0..4096 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                noise.fill(&mut piece);
+                f.write_all(&piece).expect("append");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let out = d.run(&["backup", "--json"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    copier.join().expect("copier");
+    let first = summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(4), "skipped while it grew: {first}");
+    assert_eq!(first["skipped"][0]["path"], "A001_C002.MOV", "{first}");
+
+    // Once the copy is finished the clip is backed up, and every blob stored for it on the
+    // way is one its snapshot uses.
+    let second = d.backup();
+    assert_eq!(second["skipped"].as_array().map(Vec::len).unwrap_or(0), 0, "{second}");
+    let report: Value = serde_json::from_str(&d.ok(&["verify", "--json"])).expect("JSON");
+    assert_eq!(report["unused"], Value::Array(Vec::new()), "{report}");
+    assert!(!d.ok(&["verify"]).contains("no snapshot uses"));
+
+    // Blobs that no snapshot uses are counted, and are no damage: here the chunks of a clip
+    // whose snapshot a damaged pack lost, and which was deleted before the next backup.
+    let clip = d.folder.join("A001_C003.MOV");
+    write_noise(&clip, 6 << 20, 3);
+    d.backup();
+    let pack = packs(&d.store).pop().expect("a pack");
+    let len = fs::metadata(&pack).expect("stat").len();
+    fs::OpenOptions::new().write(true).open(&pack).expect("open").set_len(len - 4000).expect("cut");
+    fs::remove_file(&clip).expect("delete the clip");
+    d.backup();
+    let report: Value = serde_json::from_str(&d.ok(&["verify", "--json"])).expect("JSON");
+    let unused = &report["unused"][0];
+    assert!(unused["blobs"].as_u64().is_some_and(|n| n > 0), "{report}");
+    assert!(unused["bytes"].as_u64().is_some_and(|n| n > 1 << 20), "{report}");
+    let said = d.ok(&["verify"]);
+    assert!(said.contains("that no snapshot uses") && said.contains("nothing depends on them"));
+}
