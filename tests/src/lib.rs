@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -158,6 +158,16 @@ impl Device {
         summary(&out)
     }
 
+    /// Checks that every blob of every store re-hashes intact (`verify --read-data` exits 0),
+    /// restores the latest snapshot of the folder into `restored/`, and checks it against
+    /// the folder; returns how many files were compared.
+    pub fn intact_and_restores(&self) -> usize {
+        self.code(&["verify", "--read-data"], 0);
+        let to = self.root().join("restored");
+        self.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
+        assert_same_tree(&self.folder, &to.join("shoot"))
+    }
+
     /// Sets a `[backup]` key in the device's config.toml.
     pub fn set_backup_option(&self, key: &str, value: &str) {
         self.set_option("backup", key, value);
@@ -266,6 +276,36 @@ pub fn assert_same_tree(original: &Path, restored: &Path) -> usize {
         count += 1;
     }
     count
+}
+
+/// `triad status --json` on `d` with `extra` arguments: its exit code and its answer (null if
+/// it printed none).
+pub fn status(d: &Device, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["status", "--json"];
+    args.extend_from_slice(extra);
+    let out = d.run(&args);
+    let code = out.status.code().expect("an exit code");
+    (code, serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+/// Asks `status` until `done` holds for its answer, or panics after `WAIT`.
+pub fn wait_for_status(d: &Device, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let until = Instant::now() + WAIT;
+    loop {
+        let (_, answer) = status(d, &[]);
+        if done(&answer) {
+            return answer;
+        }
+        assert!(Instant::now() < until, "{what}: still {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A code with the nameplate of `code` and words that are not its own: a wrong guess.
+pub fn wrong_guess(code: &str) -> String {
+    let nameplate = code.split('-').next().expect("a nameplate");
+    let words = if code.ends_with("abandon-ability") { "able-about" } else { "abandon-ability" };
+    format!("{nameplate}-{words}")
 }
 
 /// Every pack file of a store, sorted.

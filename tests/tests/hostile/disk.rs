@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use triad_e2e::{Device, assert_same_tree, make_shoot, packs, summary, triad_bin, write_noise};
+use triad_e2e::{Device, make_shoot, packs, summary, triad_bin, write_noise};
 
 /// Flips one bit of the byte at `at`.
 fn flip_byte(path: &Path, at: u64) {
@@ -144,10 +144,7 @@ fn a_pack_that_lost_its_tail_does_not_block_the_folder() {
     assert_eq!(lost["from"], 1, "{lost}");
     assert_eq!(summary(&text)["sequence"], 3, "history goes on after the lost snapshot");
 
-    d.code(&["verify", "--read-data"], 0);
-    let to = d.root().join("restored");
-    d.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
-    assert_eq!(assert_same_tree(&d.folder, &to.join("shoot")), 7);
+    assert_eq!(d.intact_and_restores(), 7);
 }
 
 #[test]
@@ -164,10 +161,7 @@ fn flipped_bytes_in_a_blob_are_stored_again_by_the_next_backup() {
     let text = d.code(&["verify", "--read-data"], 3);
     assert!(text.contains("next `triad backup` stores them again"), "{text}");
     d.backup();
-    d.code(&["verify", "--read-data"], 0);
-    let to = d.root().join("restored");
-    d.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
-    assert_eq!(assert_same_tree(&d.folder, &to.join("shoot")), 6);
+    assert_eq!(d.intact_and_restores(), 6);
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use triad_e2e::{
-    Agent, Device, Running, WAIT, agent_of, can_unshare, dialable, join, open_pairing, start_agent,
-    start_agent_as_is, text, triad_bin, write_noise,
+    Agent, Device, Running, agent_of, can_unshare, dialable, join, open_pairing, start_agent,
+    start_agent_as_is, status, text, triad_bin, wait_for_status, write_noise, wrong_guess,
 };
 
 /// A new device joined to `inviter` (whose agent runs) by the link, as `name` at `site`.
@@ -29,25 +29,6 @@ fn paired(inviter: &Device, extra: &[&str], name: &str, site: &str) -> (Device, 
     let agent = start_agent(&d);
     inviter.ok(&["devices", "addr", name, dialable(&agent.addr)]);
     (d, agent)
-}
-
-/// `triad status --json` on `d`.
-fn status(d: &Device) -> Value {
-    serde_json::from_slice(&d.run(&["status", "--json"]).stdout).unwrap_or(Value::Null)
-}
-
-/// Asks `status` until `done` holds, or panics after `WAIT`.
-fn wait_for_status(d: &Device, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let until = Instant::now() + WAIT;
-    for _ in 0..1000 {
-        let answer = status(d);
-        if done(&answer) {
-            return answer;
-        }
-        assert!(Instant::now() < until, "{what}: still {answer}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("{what}: never");
 }
 
 /// Bytes `pid` has read so far (from `/proc/<pid>/io`).
@@ -166,7 +147,7 @@ exec "$TRIAD" agent --listen /ip4/127.0.0.1/udp/0/quic-v1 --no-mdns --json
     let human = laptop.run(&["status"]);
     let human = text(&human);
     assert!(human.contains("pi") && human.contains("full"), "{human}");
-    let answer = status(&laptop);
+    let (_, answer) = status(&laptop, &[]);
     assert!(answer.to_string().contains("full"), "{answer}");
 }
 
@@ -205,9 +186,7 @@ fn pairing_and_device_messages_say_what_happened_and_what_to_do() {
     let newcomer = Device::bare();
     let (pairing, first) = open_pairing(&laptop, &[]);
     let code = first["code"].as_str().expect("code").to_owned();
-    let nameplate = code.split('-').next().expect("nameplate");
-    let wrong = if code.ends_with("abandon-ability") { "able-about" } else { "abandon-ability" };
-    let _ = join(&newcomer, &format!("{nameplate}-{wrong}"), "nas", "studio", Some(&at));
+    let _ = join(&newcomer, &wrong_guess(&code), "nas", "studio", Some(&at));
     drop(pairing);
     let out = join(&newcomer, &code, "nas", "studio", Some(&at));
     let said = text(&out);

@@ -72,10 +72,7 @@ fn garbage_index_gives_a_clear_error_and_rebuild_loses_nothing() {
     let text = d.code(&["backup"], 1);
     assert!(text.contains("rebuild-index"), "the error says what to do: {text}");
     d.ok(&["store", "rebuild-index"]);
-    d.code(&["verify", "--read-data"], 0);
-    let to = d.root().join("restored");
-    d.ok(&["restore", "latest", "--to", to.to_str().expect("utf-8")]);
-    assert_eq!(assert_same_tree(&d.folder, &to.join("shoot")), 6);
+    assert_eq!(d.intact_and_restores(), 6);
 }
 
 #[test]

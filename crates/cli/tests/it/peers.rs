@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support::{
     Device, Running, WAIT, dialable, join, open_pairing, paired_nas, paired_pi, start_agent,
-    start_agent_as_is, text, write_noise,
+    start_agent_as_is, status, text, wait_for_status, write_noise, wrong_guess,
 };
 
 /// `triad recover --peer ADDR` on the new device `fresh` (named laptop2), the phrase on its
@@ -134,7 +134,11 @@ fn three_devices_pair_sync_and_a_storage_only_peer_holds_no_plaintext() {
 
     // Removing the Pi reaches the NAS at once; the Pi is no device of the vault any more.
     let removed = json(&laptop.ok(&["devices", "remove", "pi", "--json"]));
-    assert_eq!(removed["told"], serde_json::json!(["nas"]), "{removed}");
+    assert_eq!(
+        removed["told"],
+        serde_json::json!(["pi", "nas"]),
+        "the Pi hears it first: {removed}"
+    );
     for device in [&laptop, &nas] {
         let view = json(&device.ok(&["devices", "--json"]));
         let names: Vec<&str> = view["devices"]
@@ -184,10 +188,7 @@ fn a_wrong_code_is_burnt_an_expired_code_fails_and_a_vault_cannot_join_twice() {
     // One wrong guess burns the code.
     let (pairing, first) = open_pairing(&laptop, &[]);
     let code = first["code"].as_str().expect("code").to_owned();
-    let nameplate = code.split('-').next().expect("nameplate");
-    let wrong_words =
-        if code.ends_with("abandon-ability") { "able-about" } else { "abandon-ability" };
-    let out = join(&newcomer, &format!("{nameplate}-{wrong_words}"), "nas", "studio", Some(&at));
+    let out = join(&newcomer, &wrong_guess(&code), "nas", "studio", Some(&at));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("wrong"), "{}", text(&out));
     let (status, rest) = pairing.finish();
@@ -469,15 +470,6 @@ fn two_devices_push_to_each_other_at_the_same_moment() {
     }
 }
 
-/// `triad status --json` on `d`: its exit code and answer.
-fn status(d: &Device, extra: &[&str]) -> (i32, Value) {
-    let mut args = vec!["status", "--json"];
-    args.extend_from_slice(extra);
-    let out = d.run(&args);
-    let code = out.status.code().expect("an exit code");
-    (code, serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
-}
-
 fn count(answer: &Value, state: &str) -> u64 {
     answer["folders"][0]["counts"][state].as_u64().expect("a count")
 }
@@ -552,19 +544,6 @@ fn status_says_where_files_stand_and_check_says_whether_a_card_is_safe() {
     assert_eq!(code, 2, "{answer}");
     assert_eq!((count(&answer, "DEGRADED"), count(&answer, "AT-RISK")), (5, 1), "{answer}");
     drop(nas);
-}
-
-/// Asks `status` until `done` holds for its answer, or panics after `WAIT`.
-fn wait_for_status(d: &Device, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let until = std::time::Instant::now() + WAIT;
-    loop {
-        let (_, answer) = status(d, &[]);
-        if done(&answer) {
-            return answer;
-        }
-        assert!(std::time::Instant::now() < until, "{what}: still {answer}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
