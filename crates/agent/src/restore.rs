@@ -295,8 +295,40 @@ struct Run<'a> {
     report: Report,
 }
 
+/// The prefix of a restore's temporary files.
+const TMP_PREFIX: &str = ".triad-restore-";
+
+/// Removes from `dir` the temporary files of restores that were stopped (their process is
+/// gone): a restore run again cleans up after the one it resumes.
+fn sweep_stale_tmp(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| i32::from_str_radix(p, 16).ok()) else {
+            continue;
+        };
+        if pid <= 0 || process_exists(pid) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(file = %entry.path().display(),
+                "removed the temporary file of a restore that was stopped"),
+            Err(e) => tracing::warn!(file = %entry.path().display(), error = %e,
+                "cannot remove the temporary file of a restore that was stopped"),
+        }
+    }
+}
+
+/// Whether a process `pid` runs (a signal 0 reaches it, or it exists under another user).
+fn process_exists(pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else { return false };
+    !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+}
+
 impl Run<'_> {
     fn tree(&mut self, tree: &Tree, dir: &Path) -> Result<(), RestoreError> {
+        sweep_stale_tmp(dir);
         for node in &tree.nodes {
             let target = dir.join(std::ffi::OsStr::from_bytes(&node.name));
             self.node(node, &target)?;
@@ -503,7 +535,7 @@ fn create_tmp(dir: &Path) -> Result<(PathBuf, File), String> {
     let mut last = None;
     for _ in 0..16 {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".triad-restore-{:x}-{n:x}", std::process::id()));
+        let tmp = dir.join(format!("{TMP_PREFIX}{:x}-{n:x}", std::process::id()));
         match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp) {
             Ok(file) => return Ok((tmp, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),

@@ -5,6 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Instant;
 
 use serde_json::Value;
 use triad_agent::home::Home;
@@ -12,7 +13,7 @@ use triad_core::head::Head;
 use triad_core::keys::VaultKeys;
 use triad_core::snapshot::{Node, NodeKind, Object, Snapshot, Tree};
 use triad_core::{BlobId, Timestamp};
-use triad_e2e::{Device, assert_same_tree, make_shoot, packs, write_noise};
+use triad_e2e::{Device, Running, WAIT, assert_same_tree, make_shoot, packs, write_noise};
 use triad_store::{Access, Store};
 
 /// Seals an edited copy of the latest snapshot of `d`'s folder as the folder's next snapshot,
@@ -331,6 +332,38 @@ fn an_interrupted_restore_resumes() {
     assert_eq!(assert_same_tree(&d.folder, &to.join("shoot")), 6);
     let out = d.ok(&["restore", "latest", "--to", utf8(&to)]);
     assert!(out.contains("Restored 0 files") && out.contains("Skipped 6 files"), "{out}");
+}
+
+#[test]
+fn a_restore_killed_part_way_leaves_nothing_once_run_again() {
+    let d = Device::new();
+    make_shoot(&d.folder, 1);
+    write_noise(&d.folder.join("day1/A001_C001.MOV"), 96 << 20, 8);
+    d.backup();
+    let to = d.root().join("out");
+    let temporary = |dir: &Path| -> Vec<PathBuf> {
+        walk(dir)
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".triad-")))
+            .collect()
+    };
+    let restore = Running::spawn(
+        d.command(&["restore", "latest", "--to", utf8(&to)]),
+        &d.root().join("restore.log"),
+    );
+    // Killed while it writes the clip.
+    let until = Instant::now() + WAIT;
+    while temporary(&to).is_empty() {
+        assert!(Instant::now() < until, "the restore never wrote a temporary file");
+        std::thread::yield_now();
+    }
+    restore.signal("KILL");
+    let _ = restore.finish();
+    assert!(!temporary(&to).is_empty(), "a killed restore leaves its temporary file");
+
+    let out = d.ok(&["restore", "latest", "--to", utf8(&to)]);
+    assert_eq!(temporary(&to), Vec::<PathBuf>::new(), "{out}");
+    assert_eq!(assert_same_tree(&d.folder, &to.join("shoot")), 4);
 }
 
 #[test]
