@@ -1,4 +1,4 @@
-//! The agent's settings: plain data, built by the binary from its config file.
+//! The agent's settings: plain data, kept in `config.toml` in the home.
 
 use std::path::{Path, PathBuf};
 
@@ -316,6 +316,68 @@ impl Config {
             Some(folder) => Err(PlaceError::Store { folder: folder.path.clone(), store: path }),
             None => Ok(()),
         }
+    }
+}
+
+/// The name of the settings file in the home.
+pub const FILE: &str = "config.toml";
+
+/// The settings file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// It could not be read or written.
+    #[error("cannot {what} {path}")]
+    Io {
+        /// "read" or "write".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not valid settings.
+    #[error("the settings in {path} are not valid: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads `config.toml` from the home `home`; no file is the default settings.
+    pub fn load(home: &Path) -> Result<Config, ConfigError> {
+        let path = home.join(FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => return Err(ConfigError::Io { what: "read", path, source }),
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { path, reason: e.to_string() })
+    }
+
+    /// The settings as the text of `config.toml`.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        let body = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+            path: PathBuf::from(FILE),
+            reason: e.to_string(),
+        })?;
+        Ok(format!("# triad settings for this device; `triad config show` prints them.\n{body}"))
+    }
+
+    /// Writes `config.toml` into the home `home` at once (a reader sees the old file or the
+    /// new one).
+    pub fn save(&self, home: &Path) -> Result<(), ConfigError> {
+        let path = home.join(FILE);
+        let text = self.to_toml()?;
+        crate::home::write_atomic(&path, text.as_bytes(), 0o600).map_err(|source| ConfigError::Io {
+            what: "write",
+            path,
+            source,
+        })
     }
 }
 

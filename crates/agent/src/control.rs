@@ -72,13 +72,9 @@ pub enum Request {
         /// Audit now.
         now: bool,
     },
-    /// Use these policies from now on (the command has written them to the settings).
-    Policy {
-        /// The device's policy and proof windows.
-        policy: crate::config::PolicyConfig,
-        /// Folders with a policy of their own: (folder id in hex, policy).
-        folders: Vec<(String, triad_core::policy::Policy)>,
-    },
+    /// Read `config.toml` again and work by it from now on (a command changed it); answers
+    /// what the agent now does.
+    Reload,
     /// Remember an address of a device.
     AddAddress {
         /// The device's name.

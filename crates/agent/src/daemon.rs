@@ -110,7 +110,6 @@ struct Window {
 struct Shared {
     home: Home,
     home_path: PathBuf,
-    config: Config,
     node: Node,
     roster: Mutex<Roster>,
     /// Held while the roster changes, so that changes apply one after the other.
@@ -118,8 +117,14 @@ struct Shared {
     book: Mutex<Book>,
     /// What peers acknowledged of this device's folders.
     ledger: Mutex<Ledger>,
-    /// The settings as they are now: the policies may change while the agent runs.
+    /// The settings as they are now: `config.toml` is read again when a command changed it,
+    /// on SIGHUP, and when a round notices that the file changed.
     settings: Mutex<Config>,
+    /// When `config.toml` was last read (its modification time), to notice a hand edit.
+    settings_read: Mutex<Option<SystemTime>>,
+    /// Counts the times the settings were read again: the agent's own work watches the
+    /// folders of the latest.
+    settings_epoch: std::sync::atomic::AtomicU64,
     /// Wakes the agent's own work (a folder changed, a device joined, the policy changed).
     kick: mpsc::Sender<()>,
     /// Paths (relative to their folder) the file watcher saw change since the folder's last
@@ -153,7 +158,68 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// When the settings file of the home `home_path` was last changed, if it exists.
+fn config_mtime(home_path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(home_path.join(crate::config::FILE)).and_then(|m| m.modified()).ok()
+}
+
 impl Shared {
+    /// The settings as they are now.
+    fn config(&self) -> Config {
+        lock(&self.settings).clone()
+    }
+
+    /// Reads `config.toml` again and works by it from now on: the stores of the new settings
+    /// are opened once no work holds the old ones, the folders are watched, and a round
+    /// starts. Answers what the agent now does.
+    async fn reload(self: &Arc<Self>) -> Result<Value, String> {
+        let read_at = config_mtime(&self.home_path);
+        let mut config = Config::load(&self.home_path).map_err(|e| error_chain(&e))?;
+        // A folder on a device without a store keeps its catalog in the home, as at start.
+        let now = triad_core::Timestamp::new(now_secs() as i64, 0);
+        if crate::storeless::ensure_catalog(&self.home, &mut config, now)? {
+            config.save(&self.home_path).map_err(|e| error_chain(&e))?;
+        }
+        let before = self.config();
+        let stores_changed = serde_json::to_value(&before.stores).ok()
+            != serde_json::to_value(&config.stores).ok()
+            || serde_json::to_value(&before.store).ok() != serde_json::to_value(&config.store).ok();
+        if stores_changed {
+            self.stores.reconfigure(config.clone()).await;
+        }
+        *lock(&self.settings) = config.clone();
+        *lock(&self.settings_read) = read_at;
+        self.settings_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.kick.try_send(());
+        tracing::info!(
+            folders = config.folders.len(),
+            stores = config.stores.len(),
+            auto = config.protect.auto,
+            "settings read again"
+        );
+        let protects = config.protect.auto && self.home.keys().is_ok();
+        Ok(json!({
+            "done": true,
+            "folders": config.folders.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+            "stores": config.stores.iter().filter(|s| !s.catalog).map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
+            "backs_up": protects && !config.folders.is_empty(),
+        }))
+    }
+
+    /// Reads the settings again if `config.toml` changed since they were read (a hand edit).
+    async fn reload_if_changed(self: &Arc<Self>) {
+        let now = config_mtime(&self.home_path);
+        if now == *lock(&self.settings_read) {
+            return;
+        }
+        tracing::info!("config.toml changed; reading it again");
+        if let Err(e) = self.reload().await {
+            // Keep working by the settings as they were; say why once per change.
+            *lock(&self.settings_read) = now;
+            tracing::warn!(error = %e, "the changed settings cannot be used; the agent keeps the previous ones");
+        }
+    }
+
     fn members(&self) -> Vec<PeerId> {
         let me = self.home.device_id();
         lock(&self.roster)
@@ -271,11 +337,12 @@ pub async fn run(
         book: Mutex::new(Book::load(home_path)),
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
+        settings_read: Mutex::new(config_mtime(home_path)),
+        settings_epoch: std::sync::atomic::AtomicU64::new(0),
         doing: Mutex::new(("starting".to_owned(), now_secs(), false)),
         scrubbing: std::sync::atomic::AtomicBool::new(false),
         home,
         home_path: home_path.to_path_buf(),
-        config: config.clone(),
         node: node.clone(),
         roster: Mutex::new(roster),
         saving: Mutex::new(()),
@@ -346,6 +413,20 @@ pub async fn run(
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
+    // SIGHUP: read the settings again (after a hand edit of config.toml).
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;
+    let reloading = shared.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reloading.reload().await {
+                Ok(_) => tracing::info!("settings read again on SIGHUP"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the settings cannot be used; the agent keeps the previous ones")
+                }
+            }
+        }
+    });
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -444,7 +525,7 @@ async fn answer_control(
             // From the settings: opening a store to describe it is not worth its lock.
             // The catalog holds no data: not a place for anyone's copies.
             let stores = shared
-                .config
+                .config()
                 .data_stores()
                 .map(|s| StoreInfo { id: s.id, media: s.media, free: free_bytes(&s.path, s.quota) })
                 .collect();
@@ -466,7 +547,8 @@ async fn answer_control(
                 let Some(stores) = open_stores::read_within(&work, Duration::from_secs(10)) else {
                     return refuse(BUSY.into());
                 };
-                let data: Vec<&Store> = shared.config.holding_data(&stores).collect();
+                let config = shared.config();
+                let data: Vec<&Store> = config.holding_data(&stores).collect();
                 if data.is_empty() {
                     return refuse(NO_STORE.into());
                 }
@@ -561,6 +643,7 @@ async fn answer_control(
 /// Stores heads whose device is on the roster and whose snapshot every store holds.
 fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> Result<(), String> {
     let vault = shared.home.vault();
+    let config = shared.config();
     // Taking a head appends it to the store's packs: the stores are written.
     let mut stores = open_stores::write(work);
     for bytes in heads {
@@ -569,7 +652,7 @@ fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> R
             return Err(format!("head of device {} which is not on the roster", head.head.device));
         }
         // Not into the catalog: a push puts nothing there.
-        for store in stores.iter_mut().filter(|s| !shared.config.is_catalog(s.id())) {
+        for store in stores.iter_mut().filter(|s| !config.is_catalog(s.id())) {
             if !store.holds_committed(head.head.snapshot).map_err(|e| e.to_string())? {
                 return Err(format!(
                     "head names snapshot {} which is not here",
@@ -603,7 +686,8 @@ async fn on_blobs(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) 
 /// Receives blobs until the sender closes the stream; returns how many were acknowledged.
 async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result<u64, String> {
     let work = shared.stores.work().await?;
-    if shared.config.holding_data(&open_stores::read(&work)).next().is_none() {
+    let config = shared.config();
+    if config.holding_data(&open_stores::read(&work)).next().is_none() {
         let refused = BlobAck::Refused { code: Refusal::Other, reason: NO_STORE.into() };
         let _ = frame::write(&mut stream, &refused).await;
         let _ = stream.close().await;
@@ -631,14 +715,13 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
             BlobFrame::Blob { id, bytes } => {
                 let blob =
                     SealedBlob::verify(id, bytes).map_err(|e| format!("blob refused: {e}"))?;
-                let over =
-                    over_quota(&shared.config, &open_stores::read(&work), blob.as_bytes().len());
+                let over = over_quota(&config, &open_stores::read(&work), blob.as_bytes().len());
                 if let Some(reason) = over {
                     return Err(refuse_push(&mut stream, Refusal::Quota, reason).await);
                 }
                 let put = tokio::task::block_in_place(|| -> Result<(), WriteError> {
                     for store in open_stores::write(&work).iter_mut() {
-                        if !shared.config.is_catalog(store.id()) {
+                        if !config.is_catalog(store.id()) {
                             store.put(&blob)?;
                         }
                     }
@@ -659,7 +742,7 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
                     }
                     // A commit that failed for another push dropped every uncommitted put,
                     // this push's too: acknowledge only what is durably here.
-                    for store in shared.config.holding_data(&stores) {
+                    for store in config.holding_data(&stores) {
                         for id in &pending {
                             let held = store
                                 .holds_committed(*id)
@@ -1042,16 +1125,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
         control::Request::Status { files } => status(shared, &files).await,
         control::Request::Audit { now } => audit_devices(shared, now).await,
         control::Request::Check { hashes, card } => check(shared, &hashes, card.as_deref()).await,
-        control::Request::Policy { policy, folders } => {
-            let mut settings = lock(&shared.settings);
-            settings.policy = policy;
-            for folder in &mut settings.folders {
-                let hex = folder.id.to_hex();
-                folder.policy = folders.iter().find(|(id, _)| *id == hex).map(|(_, p)| *p);
-            }
-            let _ = shared.kick.try_send(());
-            Ok(json!({ "done": true }))
-        }
+        control::Request::Reload => shared.reload().await.map_err(Failure::from),
         control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
         control::Request::Fetch { blobs, into } => fetch_into(shared, &blobs, &into, &mut s).await,
     };
@@ -1115,7 +1189,7 @@ async fn describe(shared: &Shared, entry: Entry) -> Value {
     let this = entry.device == me;
     // The catalog holds no copies: it is not shown as a store.
     let stores: Vec<Value> = shared
-        .config
+        .config()
         .data_stores()
         .map(|s| {
             let free = free_bytes(&s.path, s.quota);
@@ -1474,15 +1548,15 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         let work = shared.stores.work().await?;
         let found = tokio::task::block_in_place(|| {
             let stores = open_stores::read(&work);
+            let settings = shared.config();
             let wanted: HashSet<BlobId> = missing
                 .iter()
                 .copied()
                 .filter(|id| {
-                    !shared.config.holding_data(&stores).any(|s| s.contains(*id).unwrap_or(false))
+                    !settings.holding_data(&stores).any(|s| s.contains(*id).unwrap_or(false))
                 })
                 .collect();
             let catalog = Catalog::new(keys, &stores);
-            let settings = lock(&shared.settings).clone();
             Origins::find(&catalog, &settings, shared.home.device_id(), &wanted)
         });
         origins = Arc::new(found.map_err(|e| error_chain(&e))?);
@@ -1526,11 +1600,11 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         let (ack_tx, mut acks) = mpsc::channel(64);
         tokio::spawn(read_acks(reader, ack_tx));
         let mut since_commit = 0u64;
-        let limited = shared.config.sync.limit_bytes_per_sec > 0
-            && (shared.config.sync.limit_lan
-                || !shared.node.connected(&peer).as_ref().is_some_and(is_lan));
+        let sync = shared.config().sync;
+        let limited = sync.limit_bytes_per_sec > 0
+            && (sync.limit_lan || !shared.node.connected(&peer).as_ref().is_some_and(is_lan));
         let pace = limited.then(|| {
-            let limit = shared.config.sync.limit_bytes_per_sec;
+            let limit = sync.limit_bytes_per_sec;
             lock(&shared.paces)
                 .entry(entry.device)
                 .or_insert_with(|| Arc::new(Pace::new(limit)))
@@ -1555,7 +1629,7 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             if let Some(pace) = &pace {
                 pace.sent(len).await;
             }
-            if since_commit >= shared.config.sync.commit_bytes {
+            if since_commit >= sync.commit_bytes {
                 if let Err(e) = frame::write(&mut writer, &BlobFrame::Commit).await {
                     return Err(why_stopped(&mut acks, e).await.into());
                 }
@@ -1672,7 +1746,7 @@ async fn fetch_into(
             triad_core::Media::Ssd,
             triad_core::StoreId::from_bytes(id),
             now,
-            &shared.config.store,
+            &shared.config().store,
         )
     })
     .map_err(|e| error_chain(&e))?;

@@ -25,7 +25,8 @@ type Slot = Option<RwLock<Vec<Store>>>;
 #[derive(Debug)]
 pub struct OpenStores {
     vault: VaultId,
-    config: Config,
+    /// The settings the stores are opened with; changed only while they are closed.
+    config: std::sync::Mutex<Config>,
     slot: Arc<AsyncRwLock<Slot>>,
 }
 
@@ -41,7 +42,11 @@ pub struct Lease<'a> {
 impl OpenStores {
     /// The stores of `config`, for the vault `vault`; none is opened yet.
     pub fn new(vault: VaultId, config: Config) -> Self {
-        Self { vault, config, slot: Arc::new(AsyncRwLock::new(None)) }
+        Self {
+            vault,
+            config: std::sync::Mutex::new(config),
+            slot: Arc::new(AsyncRwLock::new(None)),
+        }
     }
 
     /// Starts a piece of work, opening the stores if they are closed. Waits while they are
@@ -71,6 +76,14 @@ impl OpenStores {
         Lease { _slot: slot }
     }
 
+    /// Takes the stores of `config` from now on: waits until no work is under way, closes the
+    /// stores, and lets the next piece of work open those of `config`.
+    pub async fn reconfigure(&self, config: Config) {
+        let mut slot = self.slot.write().await;
+        *slot = None;
+        *self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+
     /// The stores if they are open and no one borrows them, without waiting.
     pub fn try_work(&self) -> Option<Work> {
         let slot = self.slot.clone().try_read_owned().ok()?;
@@ -78,11 +91,12 @@ impl OpenStores {
     }
 
     fn open(&self) -> Result<Vec<Store>, String> {
-        self.config
+        let config = self.config.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        config
             .stores
             .iter()
             .map(|s| {
-                Store::open(&s.path, Some(s.id), self.vault, Access::ReadWrite, &self.config.store)
+                Store::open(&s.path, Some(s.id), self.vault, Access::ReadWrite, &config.store)
                     .map_err(|e| format!("cannot open store {}: {e}", s.path.display()))
             })
             .collect()

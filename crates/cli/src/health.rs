@@ -375,22 +375,13 @@ pub(crate) fn policy(home_path: &Path, c: PolicyCommand) -> Result<u8> {
                 }
             }
             settings::save(home_path, &config)?;
-            // A running agent takes it at once.
-            if let Ok(mut client) = Client::connect(home_path) {
-                let folders = config
-                    .folders
-                    .iter()
-                    .filter_map(|f| Some((f.id.to_hex(), f.policy?)))
-                    .collect();
-                client.send(&Request::Policy { policy: config.policy.clone(), folders })?;
-                let answer = client.receive()?;
-                if let Some(message) = answer.get("error") {
-                    bail!("{}", message.as_str().unwrap_or("the agent refused the policy"));
-                }
-            }
+            let agent = settings::tell_agent(home_path)?;
             match index {
                 Some(i) => println!("{}: {policy}", config.folders[i].path.display()),
                 None => println!("device: {policy}"),
+            }
+            if agent.is_some() {
+                println!("The running agent works by it from now on.");
             }
             Ok(EXIT_OK)
         }

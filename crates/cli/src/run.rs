@@ -211,7 +211,11 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                 catalog: false,
             });
             settings::save(home_path, &dev.config)?;
+            let agent = settings::tell_agent(home_path)?;
             println!("Added store {} ({media}) at {}.", id.short(), path.display());
+            if agent.is_some() {
+                println!("The running agent keeps copies in it from now on.");
+            }
         }
         StoreCommand::List { json } => {
             let mut rows = Vec::new();
@@ -259,7 +263,11 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                 bail!("no store {store:?} on this device (see `triad store list`)");
             }
             settings::save(home_path, &dev.config)?;
+            let agent = settings::tell_agent(home_path)?;
             println!("Removed store {store} from this device; its files are left in place.");
+            if agent.is_some() {
+                println!("The running agent no longer uses it.");
+            }
         }
         StoreCommand::Scrub { json } => return scrub(&dev, json),
         StoreCommand::RebuildIndex { path } => {
@@ -332,11 +340,24 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
                 policy: None,
             });
             settings::save(home_path, &dev.config)?;
-            println!(
-                "Protecting {} ({media}). Run `triad backup` to take its first snapshot.",
-                path.display()
-            );
-            if dev.ensure_catalog()? {
+            let catalog_made = dev.ensure_catalog()?;
+            let agent = settings::tell_agent(home_path)?;
+            println!("Protecting {} ({media}).", path.display());
+            match agent {
+                Some(answer) if answer["backs_up"] == true => println!(
+                    "The agent backs it up now and watches it from now on; `triad status` shows \
+                     how far it is."
+                ),
+                Some(_) => println!(
+                    "The agent's own backups are off ([protect] auto = false): run `triad backup` \
+                     to take its first snapshot."
+                ),
+                None => println!(
+                    "Run `triad backup` to take its first snapshot, or start `triad agent` to \
+                     protect it from now on."
+                ),
+            }
+            if catalog_made {
                 println!(
                     "This device has no store: it keeps the catalog of its snapshots in {} and reads \
                      the files again when it sends them to your other devices. Add a store \
@@ -363,7 +384,11 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
                 .ok_or_else(|| anyhow!("no folder {folder:?} (see `triad folder list`)"))?;
             dev.config.folders.retain(|f| f.id != id);
             settings::save(home_path, &dev.config)?;
+            let agent = settings::tell_agent(home_path)?;
             println!("No longer protecting {folder}; its snapshots stay in the stores.");
+            if agent.is_some() {
+                println!("The running agent no longer watches it.");
+            }
         }
     }
     Ok(EXIT_OK)

@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use serde_json::Value;
 use triad_agent::Config;
+use triad_agent::control::{Client, ClientError, Request};
 
 /// The home directory: `--home`, `TRIAD_HOME`, or the platform's data directory.
 pub(crate) fn home_dir(given: Option<&Path>) -> Result<PathBuf> {
@@ -21,33 +23,39 @@ pub(crate) fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn config_path(home: &Path) -> PathBuf {
-    home.join("config.toml")
-}
-
 /// Loads `config.toml` from the home; a missing file is the default config.
 pub(crate) fn load(home: &Path) -> Result<Config> {
-    let path = config_path(home);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-        Err(e) => return Err(e).with_context(|| format!("while reading {}", path.display())),
-    };
-    toml::from_str(&text).with_context(|| format!("while reading settings from {}", path.display()))
+    Ok(Config::load(home)?)
 }
 
 /// Writes `config.toml` into the home atomically.
 pub(crate) fn save(home: &Path, config: &Config) -> Result<()> {
-    let path = config_path(home);
-    let text = to_toml(config)?;
-    triad_agent::home::write_atomic(&path, text.as_bytes(), 0o600)
-        .with_context(|| format!("while writing {}", path.display()))
+    Ok(config.save(home)?)
+}
+
+/// Tells the agent of the home, if one runs, to read the settings again; its answer says what
+/// it now does. `None` if no agent runs.
+pub(crate) fn tell_agent(home: &Path) -> Result<Option<Value>> {
+    match Client::connect(home) {
+        Ok(mut client) => {
+            client.send(&Request::Reload)?;
+            let answer = client.receive()?;
+            if let Some(message) = answer.get("error") {
+                bail!(
+                    "the settings are saved, but the running agent cannot use them: {}",
+                    message.as_str().unwrap_or("no reason given")
+                );
+            }
+            Ok(Some(answer))
+        }
+        Err(ClientError::NotRunning { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The config as TOML text.
 pub(crate) fn to_toml(config: &Config) -> Result<String> {
-    let body = toml::to_string_pretty(config).context("while encoding settings")?;
-    Ok(format!("# triad settings for this device; `triad config show` prints them.\n{body}"))
+    Ok(config.to_toml()?)
 }
 
 #[cfg(test)]

@@ -21,25 +21,41 @@ use crate::catalog::Catalog;
 use std::os::unix::ffi::OsStrExt;
 use triad_core::snapshot::FileEntry;
 
-/// Runs until the agent stops.
+/// Runs until the agent stops. Each round takes the settings as they are then: folders
+/// added, removed or re-pointed are watched from the next round, and turning `auto` off (or
+/// on) takes effect at once.
 pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
-    let settings = lock(&shared.settings).protect.clone();
-    if !settings.auto {
-        tracing::info!("the agent's own backups and pushes are off ([protect] auto = false)");
-        doing(&shared, "not backing up or pushing by itself ([protect] auto = false)".into());
-        return;
-    }
-    let _watcher = settings.watch.then(|| watch(&shared)).flatten();
-    let settle = Duration::from_millis(settings.settle_ms);
-    let mut next = Instant::now();
+    let mut epoch = None;
+    // Held for as long as it watches.
+    let mut _watcher = None;
+    let mut first = true;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            Some(()) = kicked.recv() => {
-                // Let a card being copied finish before reading it.
-                while let Ok(Some(())) = tokio::time::timeout(settle, kicked.recv()).await {}
-            }
+        // A hand edit of config.toml is noticed here.
+        shared.reload_if_changed().await;
+        let settings = lock(&shared.settings).protect.clone();
+        let now_epoch = shared.settings_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        if epoch != Some(now_epoch) {
+            epoch = Some(now_epoch);
+            // The old watcher goes first: a folder removed is no longer watched.
+            drop(_watcher.take());
+            _watcher = if settings.auto && settings.watch { watch(&shared) } else { None };
         }
+        if !settings.auto {
+            if first {
+                tracing::info!(
+                    "the agent's own backups and pushes are off ([protect] auto = false)"
+                );
+            }
+            first = false;
+            doing(&shared, "not backing up or pushing by itself ([protect] auto = false)".into());
+            shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
+            // Until the settings change (a reload kicks).
+            if kicked.recv().await.is_none() {
+                return;
+            }
+            continue;
+        }
+        first = false;
         shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
         let complete = round(&shared).await;
         let wait = if complete { settings.rescan_secs } else { settings.retry_secs };
@@ -49,7 +65,18 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
         // When the next round starts, as a time: `status` counts down to it.
         let at = super::now_secs() + wait.max(1);
         shared.next_round.store(at, std::sync::atomic::Ordering::Relaxed);
-        next = Instant::now() + Duration::from_secs(wait.max(1));
+        let next = Instant::now() + Duration::from_secs(wait.max(1));
+        let settle = Duration::from_millis(settings.settle_ms);
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            kick = kicked.recv() => {
+                if kick.is_none() {
+                    return;
+                }
+                // Let a card being copied finish before reading it.
+                while let Ok(Some(())) = tokio::time::timeout(settle, kicked.recv()).await {}
+            }
+        }
     }
 }
 
