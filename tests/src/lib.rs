@@ -475,6 +475,16 @@ pub fn paired_pi(laptop: &Device) -> (Device, Agent) {
     (pi, agent)
 }
 
+/// A new device joined to `inviter` (whose agent runs) by the link, as `name` at `site`.
+pub fn joined(inviter: &Device, extra: &[&str], name: &str, site: &str) -> Device {
+    let d = Device::bare();
+    let (pairing, first) = open_pairing(inviter, extra);
+    let out = join(&d, first["link"].as_str().expect("link"), name, site, None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    d
+}
+
 /// `triad join CODE --name NAME --site SITE --yes`, waiting up to 20 s, through `peer` if given.
 pub fn join(
     d: &Device,

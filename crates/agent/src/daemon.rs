@@ -44,6 +44,7 @@ use crate::status::{self, Names};
 use crate::storeless::Origins;
 
 mod audit;
+mod gossip;
 mod protect;
 
 /// How long a control request may take.
@@ -148,6 +149,10 @@ struct Shared {
     /// When the agent's own work starts its next round (seconds since the epoch; 0 while a
     /// round runs).
     next_round: std::sync::atomic::AtomicU64,
+    /// The address records this device holds (its own among them).
+    records: Mutex<gossip::Records>,
+    /// Wakes the gossip: there is news to pass on.
+    gossip_now: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -268,6 +273,7 @@ impl Shared {
         self.home.write_roster(&next).map_err(|e| e.to_string())?;
         *lock(&self.roster) = next.clone();
         self.apply_roster(&next);
+        gossip::news_to_tell(self);
         let shared = self.clone();
         tokio::spawn(async move {
             let _in_order = shared.roster_to_stores.lock().await;
@@ -351,6 +357,8 @@ pub async fn run(
         roster_to_stores: tokio::sync::Mutex::new(()),
         refusals: Mutex::new(std::collections::HashMap::new()),
         next_round: std::sync::atomic::AtomicU64::new(0),
+        records: Mutex::new(gossip::Records::default()),
+        gossip_now: tokio::sync::Notify::new(),
     });
     let roster = lock(&shared.roster).clone();
     shared.apply_roster(&roster);
@@ -408,7 +416,7 @@ pub async fn run(
         }
     });
     tokio::spawn(serve_socket(shared.clone(), listener, owner));
-    tokio::spawn(announce(shared.clone()));
+    tokio::spawn(gossip::run(shared.clone()));
     tokio::spawn(protect::run(shared.clone(), kicked));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -435,40 +443,6 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(home_path.join(ADDRS));
     Ok(())
-}
-
-/// Says hello to every device of the roster this one knows an address of, once, as the agent
-/// starts: each records the address this agent dials from (the one it listens on), so that a
-/// device paired without mDNS, whose inviter only saw the joining process, is reachable
-/// without `triad devices addr`.
-async fn announce(shared: Arc<Shared>) {
-    let me = shared.home.device_id();
-    let known: Vec<Entry> = {
-        let book = lock(&shared.book);
-        lock(&shared.roster)
-            .devices()
-            .into_iter()
-            .filter(|e| e.device != me && book.get(e.device).is_some_and(|p| !p.addrs.is_empty()))
-            .cloned()
-            .collect()
-    };
-    let hellos = known.iter().map(|entry| {
-        let shared = &shared;
-        async move {
-            let peer = triad_net::peer_id(entry.device);
-            let said =
-                tokio::time::timeout(REQUEST_TIMEOUT, request(shared, peer, &wire::Request::Hello))
-                    .await;
-            match said {
-                Ok(Ok(_)) => {
-                    shared.remember(entry.device, shared.node.connected(&peer).as_ref());
-                    tracing::info!(device = %entry.name, "told where this device is");
-                }
-                _ => tracing::debug!(device = %entry.name, "not reachable as the agent starts"),
-            }
-        }
-    });
-    futures::future::join_all(hellos).await;
 }
 
 /// Accepts the streams of `protocol` and hands those of peers `admitted` lets in to `handle`,
@@ -560,6 +534,9 @@ async fn answer_control(
             }),
             Err(reason) => refuse(reason),
         },
+        wire::Request::Gossip { roster, addresses } => {
+            gossip::answer(shared, &roster, &addresses).await
+        }
         wire::Request::Roster { roster } => match Roster::decode(&roster) {
             Ok(roster) => match shared.merge_roster(&roster) {
                 Ok(_) => Response::Done,

@@ -120,7 +120,8 @@ pub fn head(data: &[u8]) {
     }
 }
 
-/// Rosters, as read from a home, a store or a peer, and merged into a valid one.
+/// Rosters, as read from a home, a store or a peer, and merged into a valid one; and the same
+/// bytes as a device's signed address record.
 pub fn roster(data: &[u8]) {
     if let Ok(roster) = Roster::decode(data) {
         assert!(roster.verify().is_ok());
@@ -128,6 +129,13 @@ pub fn roster(data: &[u8]) {
         let mut mine = roster_of_vault().clone();
         let _ = mine.merge(&roster);
         assert!(mine.verify().is_ok(), "a merge keeps a roster valid");
+    }
+    // The same bytes as a device's address record: one that decodes verified.
+    let vault = roster_of_vault().vault;
+    if let Ok(record) = crate::address::SignedAddressRecord::decode(data, vault) {
+        let again = crate::address::SignedAddressRecord::decode(&record.encode(), vault);
+        assert_eq!(again.ok().as_ref(), Some(&record), "address record round trip");
+        assert!(record.record.addrs.len() <= crate::address::ADDRESSES_MAX);
     }
     // Unverified, the accessors and a merge must still be safe.
     if let Ok(roster) = codec::decode::<Roster>("roster", crate::roster::ROSTER_VERSION, data) {

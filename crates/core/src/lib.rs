@@ -27,6 +27,7 @@
 //! assert_eq!(plain, b"raw bytes of a photo");
 //! ```
 
+pub mod address;
 pub mod audit;
 pub mod chunk;
 pub mod codec;

@@ -65,6 +65,15 @@ pub enum NetError {
         /// The peer.
         target: String,
     },
+    /// The peer is there but does not serve the protocol (a `triad` command that holds a
+    /// device's identity, such as `join`, rather than its agent; or another version).
+    #[error("{target} does not serve {protocol} (not its agent, or another version of triad)")]
+    Unsupported {
+        /// The peer.
+        target: String,
+        /// The protocol.
+        protocol: String,
+    },
     /// The node's task has stopped.
     #[error("the network node has stopped")]
     Stopped,
@@ -312,6 +321,22 @@ impl Node {
         peer: PeerId,
         protocol: &'static str,
     ) -> Result<libp2p::Stream, NetError> {
+        match self.open_attempt(peer, protocol).await {
+            // Another task replaced the connection at the same moment, which aborts the dials
+            // under way: once more, on the connection it made.
+            Err(NetError::Dial { reason, .. }) if reason.contains("aborted") => {
+                tracing::debug!(%peer, "dial aborted by a reconnection; opening again");
+                self.open_attempt(peer, protocol).await
+            }
+            other => other,
+        }
+    }
+
+    async fn open_attempt(
+        &self,
+        peer: PeerId,
+        protocol: &'static str,
+    ) -> Result<libp2p::Stream, NetError> {
         self.connect(peer).await?;
         // On a live connection a stream opens in a round trip or two; one that does not open
         // in a few seconds is on a connection the peer has left (without a word, when its
@@ -322,6 +347,9 @@ impl Node {
         };
         match first {
             Ok(stream) => Ok(stream),
+            // A live connection to a peer without the protocol: closing it would cut whatever
+            // it serves (a pairing in progress); connecting again would change nothing.
+            Err(unsupported @ NetError::Unsupported { .. }) => Err(unsupported),
             Err(first) => {
                 if self.addresses(&peer).is_empty() {
                     return Err(first);
@@ -347,6 +375,12 @@ impl Node {
         protocol: &'static str,
     ) -> Result<libp2p::Stream, NetError> {
         self.control.clone().open_stream(peer, StreamProtocol::new(protocol)).await.map_err(|e| {
+            if let libp2p_stream::OpenStreamError::UnsupportedProtocol(_) = e {
+                return NetError::Unsupported {
+                    target: peer.to_string(),
+                    protocol: protocol.to_owned(),
+                };
+            }
             // The connection ended before the stream opened (its handler is gone): the
             // peer closed it at once.
             let text = e.to_string();

@@ -82,7 +82,20 @@ pub enum Request {
         /// The ranges.
         ranges: Vec<AuditRange>,
     },
+    /// What the sender knows of the vault: its roster (an encoded `Roster`) and every address
+    /// record it holds (each an encoded `SignedAddressRecord`), at most
+    /// [`ADDRESS_RECORDS_MAX`]. The receiver takes what it can verify and answers with what
+    /// the sender lacks.
+    Gossip {
+        /// The encoded roster.
+        roster: Vec<u8>,
+        /// The encoded address records.
+        addresses: Vec<Vec<u8>>,
+    },
 }
+
+/// The most address records in one [`Request::Gossip`] or [`Response::Gossip`].
+pub const ADDRESS_RECORDS_MAX: usize = 1024;
 
 /// The most ranges in one [`Request::Audit`].
 pub const AUDIT_RANGES_MAX: usize = 256;
@@ -161,6 +174,14 @@ pub enum Response {
     Audit {
         /// The slices.
         slices: Vec<Option<Vec<u8>>>,
+    },
+    /// The answer to [`Request::Gossip`]: the receiver's roster if the sender's lacked any of
+    /// it, and the address records newer than the sender's (or that it had none of).
+    Gossip {
+        /// The receiver's encoded roster, if the sender's lacked something.
+        roster: Option<Vec<u8>>,
+        /// The encoded address records the sender lacks.
+        addresses: Vec<Vec<u8>>,
     },
 }
 

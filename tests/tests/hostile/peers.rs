@@ -8,19 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use triad_e2e::{
-    Agent, Device, Running, agent_of, can_unshare, dialable, join, open_pairing, start_agent,
-    start_agent_as_is, status, text, triad_bin, wait_for_status, write_noise, wrong_guess,
+    Agent, Device, Running, agent_of, can_unshare, dialable, join, joined, open_pairing,
+    start_agent, start_agent_as_is, status, text, triad_bin, wait_for_status, write_noise,
+    wrong_guess,
 };
-
-/// A new device joined to `inviter` (whose agent runs) by the link, as `name` at `site`.
-fn joined(inviter: &Device, extra: &[&str], name: &str, site: &str) -> Device {
-    let d = Device::bare();
-    let (pairing, first) = open_pairing(inviter, extra);
-    let out = join(&d, first["link"].as_str().expect("link"), name, site, None);
-    assert!(out.status.success(), "{}", text(&out));
-    drop(pairing);
-    d
-}
 
 /// A trusted device with a store, paired to `inviter` and reachable at an address typed in.
 fn paired(inviter: &Device, extra: &[&str], name: &str, site: &str) -> (Device, Agent) {

@@ -1,5 +1,6 @@
 //! Codec records: file entry, tree, snapshot, signed head and roster, encoded and decoded.
 
+use triad_core::address::{AddressRecord, SignedAddressRecord};
 use triad_core::head::SignedHead;
 use triad_core::roster::Roster;
 use triad_core::snapshot::{FileEntry, Object, Snapshot, Tree};
@@ -106,6 +107,27 @@ fn roster_with_a_removal() {
     let back = Roster::decode(&bytes).expect("the vector verifies");
     assert_eq!(back, roster);
     assert!(back.device(fixtures::pi().device_id()).is_none());
+}
+
+#[test]
+fn address_record() {
+    let laptop = fixtures::laptop();
+    let vault = fixtures::roster().vault;
+    let record = AddressRecord {
+        device: laptop.device_id(),
+        seq: 1_767_225_600_000,
+        addrs: vec!["/ip4/192.168.1.20/udp/41641/quic-v1".into()],
+    };
+    let signed = SignedAddressRecord::sign(&laptop, vault, record);
+    let comments = lines(&[
+        "SignedAddressRecord (address version 1) of the laptop (DeviceKey [0x03; 32]) in the",
+        "vault of phrase.txt: seq 1767225600000, one address /ip4/192.168.1.20/udp/41641/quic-v1,",
+        "signed over \"triad/address-record/v1\" || vault id || 01 || record",
+    ]);
+    let bytes = hex_vector("address_record.hex", &comments, &signed.encode());
+    let back = SignedAddressRecord::decode(&bytes, vault).expect("the vector verifies");
+    assert_eq!(back, signed);
+    assert_eq!(back.encode(), bytes);
 }
 
 #[test]

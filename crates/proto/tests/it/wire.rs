@@ -53,6 +53,11 @@ fn control_requests() {
         &Request::Audit { ranges: vec![AuditRange { blob: blobs[0], start: 8192, len: 4096 }] },
     );
     check(
+        "wire_request_gossip.hex",
+        "control request Gossip: a (short, fake) roster [1, 2] and address records [3] and [4]",
+        &Request::Gossip { roster: vec![1, 2], addresses: vec![vec![3], vec![4]] },
+    );
+    check(
         "wire_fetch.hex",
         "fetch batch asking for blobs [0xb1; 32] and [0xb2; 32]",
         &Fetch { blobs: blobs.clone() },
@@ -87,6 +92,11 @@ fn control_responses() {
         "wire_response_audit.hex",
         "control response Audit: a (short, fake) slice [1, 2, 3], then a blob not held",
         &Response::Audit { slices: vec![Some(vec![1, 2, 3]), None] },
+    );
+    check(
+        "wire_response_gossip.hex",
+        "control response Gossip: a (short, fake) roster [5] and one address record [6, 7]",
+        &Response::Gossip { roster: Some(vec![5]), addresses: vec![vec![6, 7]] },
     );
     check(
         "wire_response_refused.hex",

@@ -1,0 +1,262 @@
+//! Membership and addresses converge: every two devices that meet exchange their rosters and
+//! the address records they hold, each answering with what the other lacks.
+//!
+//! Each device signs a record of its own addresses (see `triad_core::address`) and passes on
+//! every record it holds, so a device learns where another is from any third device. The agent
+//! keeps in touch with every device of the roster: at once when it starts and whenever it has
+//! news (a roster change, a newer record), then every [`TOUCH_EVERY`] while a device answers,
+//! backing off up to [`BACKOFF_MAX`] while it does not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use triad_core::DeviceId;
+use triad_core::address::{AddressRecord, SignedAddressRecord};
+use triad_core::roster::Roster;
+use triad_net::{Multiaddr, PeerId};
+use triad_proto::wire::{self, ADDRESS_RECORDS_MAX, Response};
+
+use super::{REQUEST_TIMEOUT, Shared, lock, request};
+
+/// How often a device that answers is met again.
+pub(super) const TOUCH_EVERY: Duration = Duration::from_secs(20);
+/// The first wait after a device did not answer; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_secs(2);
+/// The longest wait before trying a device that does not answer again.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The address records this device holds, its own among them.
+#[derive(Debug, Default)]
+pub(super) struct Records {
+    by_device: HashMap<DeviceId, SignedAddressRecord>,
+    /// The addresses the own record was made of, and its sequence number.
+    own: Option<(Vec<String>, u64)>,
+}
+
+impl Records {
+    /// Every record held, encoded.
+    fn encoded(&self) -> Vec<Vec<u8>> {
+        self.by_device.values().take(ADDRESS_RECORDS_MAX).map(SignedAddressRecord::encode).collect()
+    }
+}
+
+/// Signs a new record of this device's addresses if they changed since the last one.
+fn refresh_own(shared: &Shared) {
+    let mut addrs: Vec<String> = shared
+        .node
+        .listen_addrs()
+        .into_iter()
+        .filter(|a| !is_unspecified(a))
+        .map(|a| a.to_string())
+        .collect();
+    // Addresses another host can use first; loopback serves only this host.
+    addrs.sort_by_key(|a| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/"));
+    addrs.truncate(triad_core::address::ADDRESSES_MAX);
+    let mut records = lock(&shared.records);
+    if records.own.as_ref().is_some_and(|(held, _)| *held == addrs) {
+        return;
+    }
+    // Milliseconds since the epoch, and always past the last one: a newer record wins.
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX);
+    let seq = records.own.as_ref().map_or(now_ms, |(_, last)| now_ms.max(last + 1));
+    let me = shared.home.device_id();
+    let record = AddressRecord { device: me, seq, addrs: addrs.clone() };
+    let signed = SignedAddressRecord::sign(shared.home.device_key(), shared.home.vault(), record);
+    records.by_device.insert(me, signed);
+    records.own = Some((addrs, seq));
+}
+
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        triad_net::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
+        triad_net::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+/// Takes the records among `encoded` that verify, name a device of the roster other than this
+/// one, and are newer than those held; their addresses go to the address book and the network.
+/// Returns whether any was news, and the sequence number the sender holds for each device.
+async fn take_records(shared: &Shared, encoded: &[Vec<u8>]) -> (bool, HashMap<DeviceId, u64>) {
+    let vault = shared.home.vault();
+    let me = shared.home.device_id();
+    let mut theirs = HashMap::new();
+    let mut learnt: Vec<SignedAddressRecord> = Vec::new();
+    {
+        let roster = lock(&shared.roster);
+        let mut records = lock(&shared.records);
+        for bytes in encoded.iter().take(ADDRESS_RECORDS_MAX) {
+            let Ok(signed) = SignedAddressRecord::decode(bytes, vault) else {
+                tracing::debug!("an address record that does not verify was dropped");
+                continue;
+            };
+            let device = signed.record.device;
+            theirs.insert(device, signed.record.seq);
+            if device == me || roster.device(device).is_none() {
+                continue;
+            }
+            if signed.newer_than(records.by_device.get(&device)) {
+                records.by_device.insert(device, signed.clone());
+                learnt.push(signed);
+            }
+        }
+    }
+    for signed in &learnt {
+        let device = signed.record.device;
+        let peer = triad_net::peer_id(device);
+        {
+            let mut book = lock(&shared.book);
+            // The best address ends first.
+            for addr in signed.record.addrs.iter().rev() {
+                book.add(device, addr);
+            }
+            if let Err(e) = book.save(&shared.home_path) {
+                tracing::warn!(error = %e, "cannot save the address book");
+            }
+        }
+        for addr in &signed.record.addrs {
+            if let Ok(addr) = addr.parse::<Multiaddr>() {
+                let _ = shared.node.add_address(peer, addr).await;
+            }
+        }
+        tracing::info!(%device, addrs = ?signed.record.addrs, "learnt where a device is");
+    }
+    (!learnt.is_empty(), theirs)
+}
+
+/// The records held that are newer than `theirs` says the other device holds.
+fn records_they_lack(shared: &Shared, theirs: &HashMap<DeviceId, u64>) -> Vec<Vec<u8>> {
+    lock(&shared.records)
+        .by_device
+        .values()
+        .filter(|r| theirs.get(&r.record.device).is_none_or(|seq| *seq < r.record.seq))
+        .take(ADDRESS_RECORDS_MAX)
+        .map(SignedAddressRecord::encode)
+        .collect()
+}
+
+/// Whether `theirs` lacks anything of `ours`.
+fn lacks(theirs: &Roster, ours: &Roster) -> bool {
+    let mut merged = theirs.clone();
+    merged.merge(ours).unwrap_or(false)
+}
+
+/// Answers a [`wire::Request::Gossip`] of a device of the roster.
+pub(super) async fn answer(shared: &Arc<Shared>, roster: &[u8], addresses: &[Vec<u8>]) -> Response {
+    let theirs = match Roster::decode(roster) {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::Refused {
+                code: wire::Refusal::Other,
+                reason: format!("roster refused: {e}"),
+            };
+        }
+    };
+    let changed = match shared.merge_roster(&theirs) {
+        Ok(changed) => changed,
+        Err(reason) => return Response::Refused { code: wire::Refusal::Other, reason },
+    };
+    let (news, theirs_seq) = take_records(shared, addresses).await;
+    if changed || news {
+        news_to_tell(shared);
+    }
+    refresh_own(shared);
+    let ours = lock(&shared.roster).clone();
+    let roster = lacks(&theirs, &ours).then(|| ours.encode());
+    Response::Gossip { roster, addresses: records_they_lack(shared, &theirs_seq) }
+}
+
+/// Exchanges rosters and address records with `peer`; returns whether it answered.
+pub(super) async fn exchange(shared: &Arc<Shared>, peer: PeerId) -> bool {
+    refresh_own(shared);
+    let roster = lock(&shared.roster).encode();
+    let addresses = lock(&shared.records).encoded();
+    let asked = wire::Request::Gossip { roster: roster.clone(), addresses };
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, request(shared, peer, &asked)).await;
+    let (theirs, addresses) = match answer {
+        Ok(Ok(Response::Gossip { roster, addresses })) => (roster, addresses),
+        // An agent that predates gossip: at least it gets the roster.
+        Ok(Err(super::SyncFailure::Unreachable(_))) | Err(_) => return false,
+        Ok(_) => {
+            let pushed = request(shared, peer, &wire::Request::Roster { roster }).await;
+            return pushed.is_ok();
+        }
+    };
+    let mut news = false;
+    if let Some(bytes) = theirs {
+        match Roster::decode(&bytes) {
+            Ok(theirs) => match shared.merge_roster(&theirs) {
+                Ok(changed) => news |= changed,
+                Err(e) => tracing::warn!(%peer, error = %e, "a peer's roster was refused"),
+            },
+            Err(e) => tracing::warn!(%peer, error = %e, "a peer's roster was refused"),
+        }
+    }
+    news |= take_records(shared, &addresses).await.0;
+    if let Some(device) = triad_net::device_id(&peer) {
+        shared.remember(device, shared.node.connected(&peer).as_ref());
+    }
+    if news {
+        news_to_tell(shared);
+    }
+    true
+}
+
+/// Something new to pass on: every device is met again now.
+pub(super) fn news_to_tell(shared: &Shared) {
+    shared.gossip_now.notify_one();
+}
+
+/// Keeps in touch with every device of the roster until the agent stops.
+pub(super) async fn run(shared: Arc<Shared>) {
+    // Per device: when to meet it next, and the wait after the last failure.
+    let mut due: HashMap<DeviceId, (Instant, Duration)> = HashMap::new();
+    loop {
+        let me = shared.home.device_id();
+        let devices: Vec<DeviceId> = lock(&shared.roster)
+            .devices()
+            .into_iter()
+            .map(|e| e.device)
+            .filter(|d| *d != me)
+            .collect();
+        due.retain(|d, _| devices.contains(d));
+        let now = Instant::now();
+        let ready: Vec<DeviceId> = devices
+            .iter()
+            .copied()
+            .filter(|d| due.get(d).is_none_or(|(at, _)| *at <= now))
+            .collect();
+        let met = futures::future::join_all(ready.iter().map(|device| {
+            let shared = shared.clone();
+            let peer = triad_net::peer_id(*device);
+            async move { exchange(&shared, peer).await }
+        }))
+        .await;
+        let now = Instant::now();
+        for (device, answered) in ready.into_iter().zip(met) {
+            let backoff = due.get(&device).map_or(BACKOFF_FIRST, |(_, b)| *b);
+            let next = if answered {
+                (now + TOUCH_EVERY, BACKOFF_FIRST)
+            } else {
+                (now + backoff, (backoff * 2).min(BACKOFF_MAX))
+            };
+            due.insert(device, next);
+        }
+        let wake = due.values().map(|(at, _)| *at).min().unwrap_or(now + TOUCH_EVERY);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = shared.gossip_now.notified() => {
+                // News: meet every device now, whatever its backoff.
+                due.clear();
+            }
+        }
+    }
+}
