@@ -153,6 +153,9 @@ struct Shared {
     records: Mutex<gossip::Records>,
     /// Wakes the gossip: there is news to pass on.
     gossip_now: tokio::sync::Notify,
+    /// When a device of the vault last audited this one and every range was here (seconds
+    /// since the epoch; 0: not since the agent started).
+    last_audited: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -359,6 +362,7 @@ pub async fn run(
         next_round: std::sync::atomic::AtomicU64::new(0),
         records: Mutex::new(gossip::Records::default()),
         gossip_now: tokio::sync::Notify::new(),
+        last_audited: std::sync::atomic::AtomicU64::new(0),
     });
     let roster = lock(&shared.roster).clone();
     shared.apply_roster(&roster);
@@ -534,8 +538,8 @@ async fn answer_control(
             }),
             Err(reason) => refuse(reason),
         },
-        wire::Request::Gossip { roster, addresses } => {
-            gossip::answer(shared, &roster, &addresses).await
+        wire::Request::Gossip { roster, addresses, verdicts } => {
+            gossip::answer(shared, peer, &roster, &addresses, &verdicts).await
         }
         wire::Request::Roster { roster } => match Roster::decode(&roster) {
             Ok(roster) => match shared.merge_roster(&roster) {
@@ -597,6 +601,11 @@ async fn answer_control(
                 let (response, rotten) =
                     tokio::task::block_in_place(|| audit::answer(&work, &ranges));
                 drop(work);
+                if let Response::Audit { slices } = &response
+                    && slices.iter().all(Option::is_some)
+                {
+                    shared.last_audited.store(now_secs(), std::sync::atomic::Ordering::Relaxed);
+                }
                 if rotten && !shared.scrubbing.swap(true, std::sync::atomic::Ordering::SeqCst) {
                     tokio::spawn(audit::scrub_and_drop(shared.clone()));
                 }
@@ -1931,8 +1940,14 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
     let names = Names { roster: &roster, home_site: &identity.site, now };
     let summaries: Vec<status::FolderSummary> =
         folders.iter().map(|f| status::summarise(f, &names, &list)).collect();
+    if shared.home.keys().is_ok() {
+        let own: Vec<_> = folders.iter().map(|f| f.id).zip(&summaries).collect();
+        gossip::share_verdict(shared, &own);
+    }
     let worst =
         summaries.iter().filter_map(|s| State::parse(s.worst)).max().unwrap_or(State::Protected);
+    let (vault, vault_worst) = vault_view(shared, &roster);
+    let holds = holdings(shared).await;
     let survives = summaries.iter().all(|s| s.survives_site_loss);
     // What the last round waited for is past once every file is protected (a `sync` by hand,
     // or a device that answered since): the next round, kicked now, says what it does.
@@ -1958,8 +1973,9 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
         "device": identity.name,
         "site": identity.site,
         "storage_only": shared.home.keys().is_err(),
-        "worst": worst.as_str(),
-        "exit": worst.exit_code(),
+        "worst": worst.max(vault_worst).as_str(),
+        "exit": worst.max(vault_worst).exit_code(),
+        "own_worst": worst.as_str(),
         "survives_site_loss": survives,
         "doing": {
             "what": doing,
@@ -1969,7 +1985,65 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
         },
         "refusing": refusing,
         "folders": summaries,
+        "vault": vault,
+        "holds": holds,
     }))
+}
+
+/// The other devices' folders as their owners last judged them (from their signed verdicts),
+/// and the worst state among them.
+fn vault_view(shared: &Shared, roster: &Roster) -> (Vec<Value>, State) {
+    let me = shared.home.device_id();
+    let mut verdicts = lock(&shared.records).verdicts_of_others(me);
+    verdicts.sort_by_key(|v| v.device);
+    let mut worst = State::Protected;
+    let mut out = Vec::new();
+    for v in verdicts {
+        let Some(entry) = roster.device(v.device) else { continue };
+        worst = worst.max(v.worst());
+        let reachable = shared.node.connected(&triad_net::peer_id(v.device)).is_some();
+        let folders: Vec<Value> = v
+            .folders
+            .iter()
+            .map(|f| {
+                let counts: serde_json::Map<String, Value> = State::ALL
+                    .iter()
+                    .zip(f.counts)
+                    .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+                    .collect();
+                json!({
+                    "folder": f.path, "policy": f.policy, "last_backup": f.last_backup,
+                    "counts": counts, "worst": f.worst.as_str(),
+                    "reasons": f.reasons.iter().map(|(s, w, n)| json!([s.as_str(), w, n])).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out.push(json!({
+            "device": entry.name, "site": entry.site, "reachable": reachable,
+            "evaluated": v.evaluated, "worst": v.worst().as_str(), "folders": folders,
+        }));
+    }
+    (out, worst)
+}
+
+/// What this device's stores hold for the vault (blobs and bytes, no names), and when a
+/// device of the vault last audited it.
+async fn holdings(shared: &Shared) -> Value {
+    let config = shared.config();
+    let (mut blobs, mut bytes) = (0u64, 0u64);
+    if config.data_stores().next().is_some()
+        && let Some(work) = shared.stores.try_work()
+    {
+        let stores = open_stores::read(&work);
+        for store in config.holding_data(&stores) {
+            if let Ok(stats) = store.stats() {
+                blobs += stats.blobs;
+                bytes += stats.bytes;
+            }
+        }
+    }
+    let audited = shared.last_audited.load(std::sync::atomic::Ordering::Relaxed);
+    json!({"blobs": blobs, "bytes": bytes, "last_audited": Some(audited).filter(|a| *a > 0)})
 }
 
 async fn check(shared: &Shared, hashes: &[String], card: Option<&Path>) -> Result<Value, Failure> {

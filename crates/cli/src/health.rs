@@ -76,11 +76,28 @@ fn print_status(value: &Value) {
     println!("{device} ({})", site.unwrap_or("?"));
     let folders = value["folders"].as_array().cloned().unwrap_or_default();
     if folders.is_empty() {
-        if value["storage_only"] == true {
-            println!("This device keeps other devices' copies; it owns no folders.");
+        let blobs = value["holds"]["blobs"].as_u64().unwrap_or(0);
+        let bytes = value["holds"]["bytes"].as_u64().unwrap_or(0);
+        let audited = value["holds"]["last_audited"]
+            .as_i64()
+            .map(|at| format!("; a device of the vault last checked them {}", ago(at)))
+            .unwrap_or_default();
+        if blobs > 0 {
+            println!(
+                "This device protects no folder of its own; it keeps {} ({}) of the other \
+                 devices' copies{audited}.",
+                output::count(blobs, "blob"),
+                output::size(bytes)
+            );
+        } else if value["storage_only"] == true {
+            println!("This device keeps no copy yet: the other devices push theirs to it.");
         } else {
-            println!("No folders yet: add one with `triad folder add PATH`.");
+            println!(
+                "This device protects no folder and keeps no copy yet: add a folder with \
+                 `triad folder add PATH`, or a store with `triad store add PATH --media MEDIA`."
+            );
         }
+        print_vault(value);
         return;
     }
     for folder in &folders {
@@ -141,6 +158,7 @@ fn print_status(value: &Value) {
             );
         }
     }
+    print_vault(value);
     println!();
     for refusing in value["refusing"].as_array().into_iter().flatten() {
         let device = refusing["device"].as_str().unwrap_or("?");
@@ -175,6 +193,51 @@ fn print_status(value: &Value) {
         "Every file survives the loss of any one site: {}",
         if survives { "yes" } else { "no" }
     );
+}
+
+/// The other devices' folders, as their owners last judged them.
+fn print_vault(value: &Value) {
+    let devices = value["vault"].as_array().cloned().unwrap_or_default();
+    if devices.is_empty() {
+        return;
+    }
+    println!();
+    println!("The other devices' folders, as each last judged them:");
+    for device in &devices {
+        let reach = if device["reachable"] == true { "reachable" } else { "not reachable now" };
+        println!(
+            "{} ({}), {reach}, as of {}:",
+            device["device"].as_str().unwrap_or("?"),
+            device["site"].as_str().unwrap_or("?"),
+            ago(device["evaluated"].as_i64().unwrap_or(0))
+        );
+        let folders = device["folders"].as_array().cloned().unwrap_or_default();
+        if folders.is_empty() {
+            println!("  no folders");
+        }
+        for folder in &folders {
+            let counts: BTreeMap<String, u64> =
+                serde_json::from_value(folder["counts"].clone()).unwrap_or_default();
+            let files: u64 = counts.values().sum();
+            let last = folder["last_backup"].as_i64().map_or("never".to_owned(), ago);
+            println!(
+                "  {}  {} ({}; last backup {last})",
+                folder["folder"].as_str().unwrap_or("?"),
+                folder["worst"].as_str().unwrap_or("?"),
+                output::count(files, "file")
+            );
+            for r in folder["reasons"].as_array().into_iter().flatten() {
+                let n = r[2].as_u64().unwrap_or(0);
+                let text = r[1].as_str().unwrap_or("");
+                let state = r[0].as_str().unwrap_or("?");
+                if n > 0 {
+                    println!("    {state:<16} {text} ({n})");
+                } else {
+                    println!("    {state:<16} {text}");
+                }
+            }
+        }
+    }
 }
 
 /// Every regular file under `root`, sorted.

@@ -121,7 +121,7 @@ pub fn head(data: &[u8]) {
 }
 
 /// Rosters, as read from a home, a store or a peer, and merged into a valid one; and the same
-/// bytes as a device's signed address record.
+/// bytes as a device's signed address record and signed verdict.
 pub fn roster(data: &[u8]) {
     if let Ok(roster) = Roster::decode(data) {
         assert!(roster.verify().is_ok());
@@ -136,6 +136,12 @@ pub fn roster(data: &[u8]) {
         let again = crate::address::SignedAddressRecord::decode(&record.encode(), vault);
         assert_eq!(again.ok().as_ref(), Some(&record), "address record round trip");
         assert!(record.record.addrs.len() <= crate::address::ADDRESSES_MAX);
+    }
+    // And as a device's verdict.
+    if let Ok(signed) = crate::verdict::SignedVerdict::decode(data, vault) {
+        let again = crate::verdict::SignedVerdict::decode(&signed.encode(), vault);
+        assert_eq!(again.ok().as_ref(), Some(&signed), "verdict round trip");
+        let _ = signed.verdict.worst();
     }
     // Unverified, the accessors and a merge must still be safe.
     if let Ok(roster) = codec::decode::<Roster>("roster", crate::roster::ROSTER_VERSION, data) {

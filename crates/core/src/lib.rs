@@ -42,6 +42,7 @@ pub mod roster;
 pub mod seal;
 pub mod snapshot;
 pub mod time;
+pub mod verdict;
 
 pub use id::{BlobId, ChunkId, DeviceId, FolderId, StoreId, VaultId};
 pub use media::Media;

@@ -91,10 +91,14 @@ pub enum Request {
         roster: Vec<u8>,
         /// The encoded address records.
         addresses: Vec<Vec<u8>>,
+        /// The encoded verdicts (each a `SignedVerdict`) the sender holds, if the receiver is
+        /// a trusted device; none to a storage-only one.
+        verdicts: Vec<Vec<u8>>,
     },
 }
 
-/// The most address records in one [`Request::Gossip`] or [`Response::Gossip`].
+/// The most address records, and the most verdicts, in one [`Request::Gossip`] or
+/// [`Response::Gossip`].
 pub const ADDRESS_RECORDS_MAX: usize = 1024;
 
 /// The most ranges in one [`Request::Audit`].
@@ -182,6 +186,8 @@ pub enum Response {
         roster: Option<Vec<u8>>,
         /// The encoded address records the sender lacks.
         addresses: Vec<Vec<u8>>,
+        /// The encoded verdicts the sender lacks (to a trusted sender only).
+        verdicts: Vec<Vec<u8>>,
     },
 }
 

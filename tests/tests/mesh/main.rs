@@ -1,5 +1,7 @@
-//! The vault as people set it up: devices paired in any order find each other, and settings
-//! changed while the agent runs take effect at once.
+//! The vault as people set it up: devices paired in any order find each other, settings
+//! changed while the agent runs take effect at once, and any trusted device shows the whole
+//! vault.
 
 mod pairing;
 mod settings;
+mod vault;

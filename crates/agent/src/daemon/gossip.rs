@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use triad_core::DeviceId;
 use triad_core::address::{AddressRecord, SignedAddressRecord};
-use triad_core::roster::Roster;
+use triad_core::policy::State;
+use triad_core::roster::{Role, Roster};
+use triad_core::verdict::{FolderVerdict, SignedVerdict, Verdict};
 use triad_net::{Multiaddr, PeerId};
 use triad_proto::wire::{self, ADDRESS_RECORDS_MAX, Response};
 
@@ -27,12 +29,13 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 /// The longest wait before trying a device that does not answer again.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// The address records this device holds, its own among them.
+/// The address records and verdicts this device holds, its own among them.
 #[derive(Debug, Default)]
 pub(super) struct Records {
     by_device: HashMap<DeviceId, SignedAddressRecord>,
     /// The addresses the own record was made of, and its sequence number.
     own: Option<(Vec<String>, u64)>,
+    verdicts: HashMap<DeviceId, SignedVerdict>,
 }
 
 impl Records {
@@ -40,6 +43,118 @@ impl Records {
     fn encoded(&self) -> Vec<Vec<u8>> {
         self.by_device.values().take(ADDRESS_RECORDS_MAX).map(SignedAddressRecord::encode).collect()
     }
+
+    /// Every verdict held, encoded.
+    fn verdicts_encoded(&self) -> Vec<Vec<u8>> {
+        self.verdicts.values().take(ADDRESS_RECORDS_MAX).map(SignedVerdict::encode).collect()
+    }
+
+    /// The verdicts of other devices, as held.
+    pub(super) fn verdicts_of_others(&self, me: DeviceId) -> Vec<Verdict> {
+        self.verdicts
+            .values()
+            .filter(|v| v.verdict.device != me)
+            .map(|v| v.verdict.clone())
+            .collect()
+    }
+}
+
+/// Milliseconds since the epoch, past `last`: a sequence number that only grows.
+fn next_seq(last: Option<u64>) -> u64 {
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX);
+    last.map_or(now_ms, |last| now_ms.max(last + 1))
+}
+
+/// Signs a new verdict of this device's folders from `folders` (id and summary each) if it
+/// differs from the last one, or the last one is a minute old; news to pass on if it differs.
+pub(super) fn share_verdict(
+    shared: &Shared,
+    folders: &[(triad_core::FolderId, &crate::status::FolderSummary)],
+) {
+    let folders: Vec<FolderVerdict> = folders
+        .iter()
+        .take(triad_core::verdict::FOLDERS_MAX)
+        .map(|(id, s)| FolderVerdict {
+            folder: *id,
+            path: s.folder.chars().take(triad_core::verdict::TEXT_MAX / 4).collect(),
+            policy: s.policy.clone(),
+            last_backup: s.snapshot.as_ref().map(|(_, at)| *at),
+            counts: State::ALL.map(|state| s.counts.get(state.as_str()).copied().unwrap_or(0)),
+            worst: State::parse(s.worst).unwrap_or(State::Lost),
+            reasons: s
+                .reasons
+                .iter()
+                .take(triad_core::verdict::REASONS_MAX)
+                .map(|(state, words, n)| {
+                    let words: String =
+                        words.chars().take(triad_core::verdict::TEXT_MAX / 4).collect();
+                    (State::parse(state).unwrap_or(State::Lost), words, *n)
+                })
+                .collect(),
+        })
+        .collect();
+    let me = shared.home.device_id();
+    let now = i64::try_from(super::now_secs()).unwrap_or(i64::MAX);
+    let mut records = lock(&shared.records);
+    let held = records.verdicts.get(&me);
+    let changed = held.is_none_or(|h| h.verdict.folders != folders);
+    if !changed && held.is_some_and(|h| now - h.verdict.evaluated < 60) {
+        return;
+    }
+    let seq = next_seq(held.map(|h| h.verdict.seq));
+    let verdict = Verdict { device: me, seq, evaluated: now, folders };
+    let signed = SignedVerdict::sign(shared.home.device_key(), shared.home.vault(), verdict);
+    records.verdicts.insert(me, signed);
+    drop(records);
+    if changed {
+        news_to_tell(shared);
+    }
+}
+
+/// Takes the verdicts among `encoded` that verify, name a trusted device of the roster other
+/// than this one, and are newer than those held. Returns whether any was news, and the
+/// sequence number the sender holds for each device.
+fn take_verdicts(shared: &Shared, encoded: &[Vec<u8>]) -> (bool, HashMap<DeviceId, u64>) {
+    let vault = shared.home.vault();
+    let me = shared.home.device_id();
+    let roster = lock(&shared.roster);
+    let mut records = lock(&shared.records);
+    let mut theirs = HashMap::new();
+    let mut news = false;
+    for bytes in encoded.iter().take(ADDRESS_RECORDS_MAX) {
+        let Ok(signed) = SignedVerdict::decode(bytes, vault) else {
+            tracing::debug!("a verdict that does not verify was dropped");
+            continue;
+        };
+        let device = signed.verdict.device;
+        theirs.insert(device, signed.verdict.seq);
+        let trusted = roster.device(device).is_some_and(|e| e.role == Role::Trusted);
+        if device == me || !trusted {
+            continue;
+        }
+        if signed.newer_than(records.verdicts.get(&device)) {
+            records.verdicts.insert(device, signed);
+            news = true;
+        }
+    }
+    (news, theirs)
+}
+
+/// The verdicts held that are newer than `theirs` says the other device holds.
+fn verdicts_they_lack(shared: &Shared, theirs: &HashMap<DeviceId, u64>) -> Vec<Vec<u8>> {
+    lock(&shared.records)
+        .verdicts
+        .values()
+        .filter(|v| theirs.get(&v.verdict.device).is_none_or(|seq| *seq < v.verdict.seq))
+        .take(ADDRESS_RECORDS_MAX)
+        .map(SignedVerdict::encode)
+        .collect()
 }
 
 /// Signs a new record of this device's addresses if they changed since the last one.
@@ -58,15 +173,7 @@ fn refresh_own(shared: &Shared) {
     if records.own.as_ref().is_some_and(|(held, _)| *held == addrs) {
         return;
     }
-    // Milliseconds since the epoch, and always past the last one: a newer record wins.
-    let now_ms = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX);
-    let seq = records.own.as_ref().map_or(now_ms, |(_, last)| now_ms.max(last + 1));
+    let seq = next_seq(records.own.as_ref().map(|(_, last)| *last));
     let me = shared.home.device_id();
     let record = AddressRecord { device: me, seq, addrs: addrs.clone() };
     let signed = SignedAddressRecord::sign(shared.home.device_key(), shared.home.vault(), record);
@@ -149,8 +256,14 @@ fn lacks(theirs: &Roster, ours: &Roster) -> bool {
     merged.merge(ours).unwrap_or(false)
 }
 
-/// Answers a [`wire::Request::Gossip`] of a device of the roster.
-pub(super) async fn answer(shared: &Arc<Shared>, roster: &[u8], addresses: &[Vec<u8>]) -> Response {
+/// Answers a [`wire::Request::Gossip`] of `peer`, a device of the roster.
+pub(super) async fn answer(
+    shared: &Arc<Shared>,
+    peer: PeerId,
+    roster: &[u8],
+    addresses: &[Vec<u8>],
+    verdicts: &[Vec<u8>],
+) -> Response {
     let theirs = match Roster::decode(roster) {
         Ok(r) => r,
         Err(e) => {
@@ -165,24 +278,37 @@ pub(super) async fn answer(shared: &Arc<Shared>, roster: &[u8], addresses: &[Vec
         Err(reason) => return Response::Refused { code: wire::Refusal::Other, reason },
     };
     let (news, theirs_seq) = take_records(shared, addresses).await;
-    if changed || news {
+    let trusted = shared.is_trusted(&peer);
+    let (verdict_news, their_verdicts) =
+        if trusted { take_verdicts(shared, verdicts) } else { (false, HashMap::new()) };
+    if changed || news || verdict_news {
         news_to_tell(shared);
     }
     refresh_own(shared);
     let ours = lock(&shared.roster).clone();
     let roster = lacks(&theirs, &ours).then(|| ours.encode());
-    Response::Gossip { roster, addresses: records_they_lack(shared, &theirs_seq) }
+    Response::Gossip {
+        roster,
+        addresses: records_they_lack(shared, &theirs_seq),
+        // Folder paths and reasons: for trusted devices only.
+        verdicts: if trusted { verdicts_they_lack(shared, &their_verdicts) } else { Vec::new() },
+    }
 }
 
 /// Exchanges rosters and address records with `peer`; returns whether it answered.
 pub(super) async fn exchange(shared: &Arc<Shared>, peer: PeerId) -> bool {
     refresh_own(shared);
     let roster = lock(&shared.roster).encode();
-    let addresses = lock(&shared.records).encoded();
-    let asked = wire::Request::Gossip { roster: roster.clone(), addresses };
+    let trusted = shared.is_trusted(&peer);
+    let (addresses, verdicts) = {
+        let records = lock(&shared.records);
+        // Folder paths and reasons: for trusted devices only.
+        (records.encoded(), if trusted { records.verdicts_encoded() } else { Vec::new() })
+    };
+    let asked = wire::Request::Gossip { roster: roster.clone(), addresses, verdicts };
     let answer = tokio::time::timeout(REQUEST_TIMEOUT, request(shared, peer, &asked)).await;
-    let (theirs, addresses) = match answer {
-        Ok(Ok(Response::Gossip { roster, addresses })) => (roster, addresses),
+    let (theirs, addresses, verdicts) = match answer {
+        Ok(Ok(Response::Gossip { roster, addresses, verdicts })) => (roster, addresses, verdicts),
         // An agent that predates gossip: at least it gets the roster.
         Ok(Err(super::SyncFailure::Unreachable(_))) | Err(_) => return false,
         Ok(_) => {
@@ -201,6 +327,9 @@ pub(super) async fn exchange(shared: &Arc<Shared>, peer: PeerId) -> bool {
         }
     }
     news |= take_records(shared, &addresses).await.0;
+    if trusted {
+        news |= take_verdicts(shared, &verdicts).0;
+    }
     if let Some(device) = triad_net::device_id(&peer) {
         shared.remember(device, shared.node.connected(&peer).as_ref());
     }

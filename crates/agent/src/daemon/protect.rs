@@ -247,6 +247,16 @@ async fn round(shared: &Arc<Shared>) -> bool {
         }
     };
 
+    // Every trusted device of the vault sees this verdict.
+    {
+        let site = shared.home.identity().site.clone();
+        let names = crate::status::Names { roster: &roster, home_site: &site, now: now() };
+        let summaries: Vec<_> =
+            folders.iter().map(|f| crate::status::summarise(f, &names, &[])).collect();
+        let own: Vec<_> = folders.iter().map(|f| f.id).zip(&summaries).collect();
+        super::gossip::share_verdict(shared, &own);
+    }
+
     // Per folder, the devices that complete its policy; pushes carry every folder.
     let site = shared.home.identity().site.clone();
     let ledger = lock(&shared.ledger).clone();

@@ -2,8 +2,10 @@
 
 use triad_core::address::{AddressRecord, SignedAddressRecord};
 use triad_core::head::SignedHead;
+use triad_core::policy::State;
 use triad_core::roster::Roster;
 use triad_core::snapshot::{FileEntry, Object, Snapshot, Tree};
+use triad_core::verdict::{FolderVerdict, SignedVerdict, Verdict};
 
 use crate::fixtures;
 use crate::vectors::hex_vector;
@@ -126,6 +128,38 @@ fn address_record() {
     ]);
     let bytes = hex_vector("address_record.hex", &comments, &signed.encode());
     let back = SignedAddressRecord::decode(&bytes, vault).expect("the vector verifies");
+    assert_eq!(back, signed);
+    assert_eq!(back.encode(), bytes);
+}
+
+#[test]
+fn verdict() {
+    let laptop = fixtures::laptop();
+    let vault = fixtures::roster().vault;
+    let verdict = Verdict {
+        device: laptop.device_id(),
+        seq: 1_767_225_600_000,
+        evaluated: 1_767_225_600,
+        folders: vec![FolderVerdict {
+            folder: triad_core::FolderId::from_bytes([0xf0; 16]),
+            path: "/home/ana/Pictures/2026".into(),
+            policy: "copies=3 media=2 offsite=1".into(),
+            last_backup: Some(1_767_225_000),
+            counts: [10, 2, 0, 1, 0],
+            worst: State::AtRisk,
+            reasons: vec![(State::AtRisk, "not backed up yet".into(), 1)],
+        }],
+    };
+    let signed = SignedVerdict::sign(&laptop, vault, verdict);
+    let comments = lines(&[
+        "SignedVerdict (verdict version 1) of the laptop (DeviceKey [0x03; 32]) in the vault of",
+        "phrase.txt: seq 1767225600000, evaluated 1767225600, one folder [0xf0; 16] at",
+        "/home/ana/Pictures/2026, policy copies=3 media=2 offsite=1, last backup 1767225000,",
+        "counts [10, 2, 0, 1, 0], worst AtRisk, reason (AtRisk, \"not backed up yet\", 1),",
+        "signed over \"triad/verdict/v1\" || vault id || 01 || verdict",
+    ]);
+    let bytes = hex_vector("verdict.hex", &comments, &signed.encode());
+    let back = SignedVerdict::decode(&bytes, vault).expect("the vector verifies");
     assert_eq!(back, signed);
     assert_eq!(back.encode(), bytes);
 }

@@ -54,8 +54,12 @@ fn control_requests() {
     );
     check(
         "wire_request_gossip.hex",
-        "control request Gossip: a (short, fake) roster [1, 2] and address records [3] and [4]",
-        &Request::Gossip { roster: vec![1, 2], addresses: vec![vec![3], vec![4]] },
+        "control request Gossip: a (short, fake) roster [1, 2], address records [3] and [4], verdict [8]",
+        &Request::Gossip {
+            roster: vec![1, 2],
+            addresses: vec![vec![3], vec![4]],
+            verdicts: vec![vec![8]],
+        },
     );
     check(
         "wire_fetch.hex",
@@ -95,8 +99,8 @@ fn control_responses() {
     );
     check(
         "wire_response_gossip.hex",
-        "control response Gossip: a (short, fake) roster [5] and one address record [6, 7]",
-        &Response::Gossip { roster: Some(vec![5]), addresses: vec![vec![6, 7]] },
+        "control response Gossip: a (short, fake) roster [5], one address record [6, 7], no verdict",
+        &Response::Gossip { roster: Some(vec![5]), addresses: vec![vec![6, 7]], verdicts: vec![] },
     );
     check(
         "wire_response_refused.hex",
