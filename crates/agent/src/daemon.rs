@@ -20,7 +20,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use triad_core::head::SignedHead;
 use triad_core::policy::State;
-use triad_core::roster::{Entry, Role, Roster, Signer};
+use triad_core::roster::{Entry, Role, Roster, SignedChange, Signer, What};
 use triad_core::seal::SealedBlob;
 use triad_core::{BlobId, DeviceId};
 use triad_net::frame::{self, FrameError};
@@ -242,7 +242,7 @@ impl Shared {
     fn apply_roster(&self, roster: &Roster) {
         let admission = self.node.admission();
         admission.set_members(self.members());
-        admission.set_banned(roster.removed.iter().map(|r| triad_net::peer_id(r.removal.device)));
+        admission.set_banned(roster.removed().iter().map(|d| triad_net::peer_id(*d)));
     }
 
     fn device_named(&self, name: &str) -> Result<Entry, String> {
@@ -884,32 +884,51 @@ async fn verify_recovery(
     }
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
-    let ours = lock(&shared.roster).clone();
-    let challenge = RecoverMessage::Challenge { nonce, roster: ours.encode() };
+    // Only the heads' hashes before the proof: the roster (names, sites, keys) is for those
+    // who hold the phrase.
+    let (recovery_public, heads) = {
+        let roster = lock(&shared.roster);
+        (roster.recovery_public, roster.heads().iter().map(|h| h.0).collect())
+    };
+    let challenge = RecoverMessage::ChallengeHeads { nonce, heads };
     frame::write(&mut stream, &challenge).await.map_err(|e| e.to_string())?;
-    let RecoverMessage::Proof { signature, roster } = read(&mut stream).await? else {
-        return Err(refuse(&mut stream, "unexpected message").await);
+    let (signature, change) = match read(&mut stream).await? {
+        RecoverMessage::ProofChange { signature, change } => (signature, change),
+        RecoverMessage::Proof { .. } => {
+            return Err(refuse(
+                &mut stream,
+                "the recovering device runs an older triad; update it and try again",
+            )
+            .await);
+        }
+        _ => return Err(refuse(&mut stream, "unexpected message").await),
     };
     let me = shared.node.peer_id();
     let msg = wire::recovery_proof_message(&vault, &me.to_bytes(), &peer.to_bytes(), &nonce);
     let valid = <[u8; 64]>::try_from(signature.as_slice())
-        .is_ok_and(|sig| triad_core::keys::verify_signature(&ours.recovery_public, &msg, &sig));
+        .is_ok_and(|sig| triad_core::keys::verify_signature(&recovery_public, &msg, &sig));
     if !valid {
         return Err(refuse(&mut stream, "the recovery proof does not verify").await);
     }
-    let theirs = match Roster::decode(&roster) {
-        Ok(roster) => roster,
-        Err(e) => return Err(refuse(&mut stream, &format!("roster refused: {e}")).await),
+    let change = match SignedChange::decode(&change) {
+        Ok(change) => change,
+        Err(e) => return Err(refuse(&mut stream, &format!("admission refused: {e}")).await),
     };
     let device = triad_net::device_id(&peer).ok_or("not an ed25519 peer id")?;
-    if theirs.device(device).is_none_or(|e| e.signer != Signer::Recovery) {
+    let admits_prover = matches!(&change.change.what,
+        What::Admit(entry) if entry.device == device && entry.signer == Signer::Recovery);
+    if !admits_prover {
         return Err(refuse(
             &mut stream,
-            "the roster does not admit the prover by the recovery key",
+            "the change does not admit the prover by the recovery key",
         )
         .await);
     }
-    if let Err(e) = shared.merge_roster(&theirs) {
+    let admitted = shared.update_roster(|roster| {
+        roster.insert(change).map_err(|e| format!("admission refused: {e}"))?;
+        Ok(true)
+    });
+    if let Err(e) = admitted {
         return Err(refuse(&mut stream, &e).await);
     }
     shared.remember(device, shared.node.connected(&peer).as_ref());
@@ -1478,7 +1497,7 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
     if entry.device == me {
         return Err("that is this device".into());
     }
-    if lock(&shared.roster).removed.iter().any(|r| r.removal.device == me) {
+    if lock(&shared.roster).is_removed(me) {
         return Err(SyncFailure::Refused(
             Refusal::Removed,
             "this device was removed from the vault: the other devices take nothing from it \

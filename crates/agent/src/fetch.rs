@@ -153,6 +153,14 @@ pub async fn from_peer(
     let device = NewDevice { name: r.name, site: r.site, device_seed: r.device_seed };
     let (home, roster) =
         Home::recover(r.home, r.phrase, roster, device).map_err(|e| e.to_string())?;
+    // The device it recovered through is the one it knows where to find: the agent starts
+    // there, and learns every other device and address from it.
+    if let Some(through) = triad_net::device_id(&peer) {
+        let mut book = crate::peers::Book::load(r.home);
+        let addr = node.connected(&peer).unwrap_or_else(|| r.peer.clone());
+        book.add(through, &addr.to_string());
+        book.save(r.home).map_err(|e| e.to_string())?;
+    }
     store.write_roster(&roster).map_err(|e| e.to_string())?;
     // What the copy can give back: every snapshot checked for blobs that are not here.
     let incomplete = tokio::task::block_in_place(|| {

@@ -210,6 +210,8 @@ mod tests {
                 RecoverMessage::Proof { signature: vec![7; 64], roster: roster.clone() },
                 RecoverMessage::Welcome { roster },
                 RecoverMessage::Refused { reason: "no".into() },
+                RecoverMessage::ChallengeHeads { nonce: [6; 32], heads: vec![[9; 32]] },
+                RecoverMessage::ProofChange { signature: vec![7; 64], change: vec![3, 0, 0] },
             ]
         }
 

@@ -236,26 +236,35 @@ pub async fn prove_recovery(
         Ok(message) => Ok(message),
         Err(e) => Err(failed(&e)),
     };
-    let RecoverMessage::Challenge { nonce, roster } = next(&mut stream).await? else {
-        return Err(JoinError::Recovery("unexpected message".into()));
+    let (nonce, heads) = match next(&mut stream).await? {
+        RecoverMessage::ChallengeHeads { nonce, heads } => (nonce, heads),
+        RecoverMessage::Challenge { .. } => {
+            return Err(JoinError::Recovery(
+                "that device runs an older triad; update it and try again".into(),
+            ));
+        }
+        _ => return Err(JoinError::Recovery("unexpected message".into())),
     };
-    let mut roster = Roster::decode(&roster).map_err(|e| JoinError::Roster(e.to_string()))?;
-    if roster.vault != vault {
-        return Err(JoinError::Roster("it is another vault's".into()));
-    }
     let recovery = phrase.recovery_key();
-    roster.admit_with_recovery(&recovery, entry);
+    let heads = heads.into_iter().map(triad_core::roster::ChangeId).collect();
+    let change = Roster::recovery_admission(&recovery, heads, entry);
     let msg = wire::recovery_proof_message(
         &vault,
         &verifier.to_bytes(),
         &node.peer_id().to_bytes(),
         &nonce,
     );
-    let proof =
-        RecoverMessage::Proof { signature: recovery.sign(&msg).to_vec(), roster: roster.encode() };
+    let proof = RecoverMessage::ProofChange {
+        signature: recovery.sign(&msg).to_vec(),
+        change: change.encode(),
+    };
     frame::write(&mut stream, &proof).await.map_err(|e| failed(&e))?;
     let RecoverMessage::Welcome { roster } = next(&mut stream).await? else {
         return Err(JoinError::Recovery("unexpected message".into()));
     };
-    Roster::decode(&roster).map_err(|e| JoinError::Roster(e.to_string()))
+    let roster = Roster::decode(&roster).map_err(|e| JoinError::Roster(e.to_string()))?;
+    if roster.vault != vault {
+        return Err(JoinError::Roster("it is another vault's".into()));
+    }
+    Ok(roster)
 }

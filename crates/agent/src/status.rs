@@ -411,12 +411,7 @@ pub struct Names<'a> {
 
 impl Names<'_> {
     fn device(&self, device: DeviceId) -> String {
-        self.roster
-            .entries
-            .iter()
-            .rev()
-            .find(|e| e.entry.device == device)
-            .map_or_else(|| device.short(), |e| e.entry.name.clone())
+        self.roster.ever(device).map_or_else(|| device.short(), |e| e.name.clone())
     }
 
     fn holder(&self, holder: &Holder) -> String {

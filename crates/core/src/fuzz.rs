@@ -146,9 +146,20 @@ pub fn roster(data: &[u8]) {
     // Unverified, the accessors and a merge must still be safe.
     if let Ok(roster) = codec::decode::<Roster>("roster", crate::roster::ROSTER_VERSION, data) {
         let _ = roster.devices();
-        let device =
-            roster.entries.first().map_or(DeviceId::from_bytes([0; 32]), |e| e.entry.device);
+        let device = roster
+            .legacy
+            .entries
+            .first()
+            .map(|e| e.entry.device)
+            .or_else(|| {
+                roster.changes.first().map(|c| match &c.change.what {
+                    crate::roster::What::Admit(entry) => entry.device,
+                    crate::roster::What::Remove(removal) => removal.device,
+                })
+            })
+            .unwrap_or(DeviceId::from_bytes([0; 32]));
         let _ = roster.device(device);
+        let _ = roster.verify();
         let _ = roster.is_removed(device);
         let mut mine = roster_of_vault().clone();
         if mine.merge(&roster).is_ok() {

@@ -331,8 +331,9 @@ pub struct Welcome {
     pub addresses: Vec<String>,
 }
 
-/// The recovery proof: `Hello` (the prover), `Challenge` (the verifier), `Proof` (the
-/// prover), then `Welcome` or `Refused` (the verifier).
+/// The recovery proof: `Hello` (the prover), `ChallengeHeads` (the verifier), `ProofChange`
+/// (the prover), then `Welcome` or `Refused` (the verifier). `Challenge` and `Proof`, which
+/// showed the verifier's whole roster before any proof, are still decoded but refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecoverMessage {
     /// The vault the prover claims.
@@ -366,9 +367,27 @@ pub enum RecoverMessage {
         /// Why, for a person.
         reason: String,
     },
+    // Added later in wire version 1, with roster format 3: the verifier shows its roster to no
+    // one before the proof, and the prover sends only the change that admits it.
+    /// A fresh random challenge, and the hashes of the verifier's roster heads for the
+    /// prover's admission to follow.
+    ChallengeHeads {
+        /// 32 random bytes.
+        nonce: [u8; 32],
+        /// The heads of the verifier's roster (`ChangeId`s), ascending.
+        heads: Vec<[u8; 32]>,
+    },
+    /// The recovery key's signature over [`recovery_proof_message`], and the change that
+    /// admits the prover, signed by the recovery key (an encoded `SignedChange`).
+    ProofChange {
+        /// The 64-byte signature.
+        signature: Vec<u8>,
+        /// The encoded change.
+        change: Vec<u8>,
+    },
 }
 
-/// What the recovery key signs in a [`RecoverMessage::Proof`]: bound to the vault, both peer
+/// What the recovery key signs in a [`RecoverMessage::ProofChange`]: bound to the vault, both peer
 /// ids and the verifier's fresh challenge, so it proves nothing anywhere else.
 pub fn recovery_proof_message(
     vault: &triad_core::VaultId,

@@ -761,7 +761,7 @@ impl Store {
         roster.verify().map_err(WriteError::Roster)?;
         let _guard = self.meta_lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.write_atomic(&self.path.clone(), ROSTER_FILE, &roster.encode())?;
-        debug!(devices = roster.entries.len(), "roster stored");
+        debug!(devices = roster.devices().len(), "roster stored");
         Ok(())
     }
 

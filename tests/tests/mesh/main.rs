@@ -3,5 +3,6 @@
 //! vault.
 
 mod pairing;
+mod removal;
 mod settings;
 mod vault;

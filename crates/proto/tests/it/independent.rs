@@ -160,15 +160,21 @@ fn signed_head() {
 #[test]
 fn roster() {
     let bytes = fixtures::roster().encode();
-    let mut r = Reader::record(&bytes, 2);
+    let mut r = Reader::record(&bytes, 3);
     let vault = r.array::<32>();
     let recovery_public = r.array::<32>();
     assert_eq!(blake3::derive_key("triad 2026-11 vault id v1", &recovery_public), vault);
-    assert_eq!(r.varint(), 2);
+    assert_eq!(r.varint(), 0, "no legacy entries");
+    assert_eq!(r.varint(), 0, "no legacy removals");
+    assert_eq!(r.varint(), 2, "two changes");
     let mut trusted: Vec<[u8; 32]> = Vec::new();
     let mut names = Vec::new();
+    let mut ids: Vec<[u8; 32]> = Vec::new();
     for _ in 0..2 {
         let start = r.at;
+        let parents: Vec<[u8; 32]> = (0..r.varint()).map(|_| r.array::<32>()).collect();
+        assert_eq!(parents, ids, "each change follows the one before");
+        assert_eq!(r.varint(), 0, "an admission");
         let device = r.array::<32>();
         let name = r.string();
         let site = r.string();
@@ -178,9 +184,9 @@ fn roster() {
             1 => r.array::<32>(),
             v => panic!("signer variant {v}"),
         };
-        let mut message = b"triad/roster-entry/v1".to_vec();
+        let mut message = b"triad/roster-change/v3".to_vec();
         message.extend_from_slice(&vault);
-        message.push(1);
+        message.push(3);
         message.extend_from_slice(&bytes[start..r.at]);
         let signature: [u8; 64] = r.bytes().try_into().expect("64 signature bytes");
         assert!(signer == recovery_public || trusted.contains(&signer));
@@ -189,8 +195,9 @@ fn roster() {
             trusted.push(device);
         }
         names.push((name, site, role));
+        message.extend_from_slice(&signature);
+        ids = vec![*blake3::hash(&message).as_bytes()];
     }
-    assert_eq!(r.varint(), 0, "no removals");
     r.finish();
     assert_eq!(names, [("laptop", "home", 0), ("pi", "parents", 1)]);
 }

@@ -81,14 +81,18 @@ fn roster() {
     let laptop = fixtures::laptop().device_id();
     let pi = fixtures::pi().device_id();
     let comments = vec![
-        "Roster record (roster version 2) of the vault of phrase.txt, two signed entries:"
+        "Roster record (roster version 3) of the vault of phrase.txt: no legacy part, two"
+            .to_owned(),
+        "changes, each signed over \"triad/roster-change/v3\" || vault id || 03 || change:"
             .to_owned(),
         format!("recovery public key {}", hex::encode(roster.recovery_public)),
-        format!("1. device {laptop} (DeviceKey [0x03; 32]) \"laptop\" \"home\" Trusted,"),
-        "   signed by the recovery key".to_owned(),
-        format!("2. device {pi} (DeviceKey [0x04; 32]) \"pi\" \"parents\" StorageOnly,"),
-        "   signed by the laptop".to_owned(),
-        "and no removals".to_owned(),
+        format!("1. no parents; admit device {laptop} (DeviceKey [0x03; 32]) \"laptop\" \"home\""),
+        "   Trusted, signed by the recovery key".to_owned(),
+        "2. parent: change 1's hash (BLAKE3 of its signed message || signature); admit device"
+            .to_owned(),
+        format!(
+            "   {pi} (DeviceKey [0x04; 32]) \"pi\" \"parents\" StorageOnly, signed by the laptop"
+        ),
     ];
     let bytes = hex_vector("roster.hex", &comments, &roster.encode());
     let back = Roster::decode(&bytes).expect("the vector verifies");
@@ -101,14 +105,44 @@ fn roster_with_a_removal() {
     let mut roster = fixtures::roster();
     roster.remove_with_device(&fixtures::laptop(), fixtures::pi().device_id());
     let comments = vec![
-        "Roster record (roster version 2): roster.hex, then one removal: the pi, removed by the"
+        "Roster record (roster version 3): roster.hex, then a third change following the"
             .to_owned(),
-        "laptop, signed over \"triad/roster-removal/v1\" || vault id || 01 || removal".to_owned(),
+        "second: the pi removed by the laptop".to_owned(),
     ];
     let bytes = hex_vector("roster_removal.hex", &comments, &roster.encode());
     let back = Roster::decode(&bytes).expect("the vector verifies");
     assert_eq!(back, roster);
     assert!(back.device(fixtures::pi().device_id()).is_none());
+    assert!(back.is_removed(fixtures::pi().device_id()));
+}
+
+/// Rosters as versions 1 and 2 wrote them (ordered entries and removals, no parents) are
+/// still read, as the legacy part of a version 3 roster.
+#[test]
+fn version_1_and_2_rosters_are_still_read() {
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(crate::vectors::dir().join(name)).expect("vector");
+        crate::vectors::parse_hex(&text)
+    };
+    let names = |roster: &Roster| -> Vec<(String, String)> {
+        roster.devices().iter().map(|e| (e.name.clone(), e.site.clone())).collect()
+    };
+    let expected = vec![("laptop".to_owned(), "home".to_owned()), ("pi".into(), "parents".into())];
+    for (name, version) in [("roster_v1.hex", 1), ("roster_v2.hex", 2)] {
+        let bytes = read(name);
+        assert_eq!(bytes[0], version);
+        let mut roster = Roster::decode(&bytes).expect("an old roster verifies");
+        assert_eq!(names(&roster), expected, "{name}");
+        assert_eq!(roster.legacy.entries.len(), 2);
+        assert_eq!(roster.encode()[0], 3, "it is written back as version 3");
+        // It grows by changes that follow all of it.
+        roster.remove_with_device(&fixtures::laptop(), fixtures::pi().device_id());
+        let back = Roster::decode(&roster.encode()).expect("upgraded and grown");
+        assert_eq!(names(&back), expected[..1]);
+    }
+    let removed = Roster::decode(&read("roster_v2_removal.hex")).expect("verifies");
+    assert!(removed.is_removed(fixtures::pi().device_id()));
+    assert_eq!(names(&removed), expected[..1]);
 }
 
 #[test]
@@ -162,16 +196,4 @@ fn verdict() {
     let back = SignedVerdict::decode(&bytes, vault).expect("the vector verifies");
     assert_eq!(back, signed);
     assert_eq!(back.encode(), bytes);
-}
-
-#[test]
-fn a_version_1_roster_is_still_read() {
-    // roster_v1.hex is roster.hex as the first release wrote it (no removals).
-    let text =
-        std::fs::read_to_string(crate::vectors::dir().join("roster_v1.hex")).expect("vector");
-    let bytes = crate::vectors::parse_hex(&text);
-    assert_eq!(bytes[0], 1);
-    let roster = Roster::decode(&bytes).expect("a version 1 roster verifies");
-    assert_eq!(roster, fixtures::roster());
-    assert_eq!(roster.encode()[0], 2, "it is written back as version 2");
 }

@@ -40,13 +40,14 @@ fn heads_and_rosters() {
     let head = bumped(fixtures::signed_head().encode(), 0);
     let err = SignedHead::decode(&head, fixtures::vault()).expect_err("version 2 is refused");
     assert!(matches!(&err, HeadError::Decode(e) if is_version_2(e)), "{err:?}");
-    // Rosters are at version 2 (version 1 is still read, see records.rs); 3 is refused.
+    // Rosters are at version 3 (versions 1 and 2 are still read, see records.rs); 4 is
+    // refused.
     let mut roster = fixtures::roster().encode();
-    assert_eq!(roster[0], 2);
-    roster[0] = 3;
-    let err = Roster::decode(&roster).expect_err("version 3 is refused");
+    assert_eq!(roster[0], 3);
+    roster[0] = 4;
+    let err = Roster::decode(&roster).expect_err("version 4 is refused");
     assert!(
-        matches!(&err, RosterError::Decode(DecodeError::Version { found: 3, expected: 2, .. })),
+        matches!(&err, RosterError::Decode(DecodeError::Version { found: 4, expected: 3, .. })),
         "{err:?}"
     );
 }

@@ -176,6 +176,16 @@ fn recovery_proof() {
         "recovery Proof: signature 64 x 0x51, roster bytes [4, 5]",
         &RecoverMessage::Proof { signature: vec![0x51; 64], roster: vec![4, 5] },
     );
+    check(
+        "wire_recover_challenge_heads.hex",
+        "recovery ChallengeHeads: nonce [0x6e; 32], heads [[0xa1; 32], [0xa2; 32]]",
+        &RecoverMessage::ChallengeHeads { nonce: [0x6e; 32], heads: vec![[0xa1; 32], [0xa2; 32]] },
+    );
+    check(
+        "wire_recover_proof_change.hex",
+        "recovery ProofChange: signature 64 x 0x51, change bytes [6, 7]",
+        &RecoverMessage::ProofChange { signature: vec![0x51; 64], change: vec![6, 7] },
+    );
     let message = wire::recovery_proof_message(
         &crate::fixtures::vault(),
         b"verifier",
