@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use triad_core::ledger::Proof;
 use triad_core::{BlobId, DeviceId, FolderId, Media, StoreId};
 
 use crate::home::{HomeError, write_atomic};
@@ -38,39 +39,21 @@ pub struct Acknowledged {
     /// The folder's latest snapshot it holds, with everything the snapshot needs.
     #[serde(with = "crate::config::hex_id")]
     pub snapshot: BlobId,
-    /// When it was last proven to hold it (seconds since the Unix epoch): its acknowledgement,
-    /// then each audit it passed. A later push that finds the same snapshot already there does
-    /// not renew it: that is a claim, not a proof.
-    pub at: i64,
-    /// It failed its last audit: its copy counts for nothing until an audit passes again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub bad: bool,
-    /// Audits failed in a row.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub failures: u32,
-    /// A push repaired it since it failed (what it lacked was sent again); the next audit
-    /// says whether that worked.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub repaired: bool,
+    /// What is proven of it (`at`, `bad`, `failures`, `repaired` in the file), by the rules of
+    /// [`triad_core::ledger`].
+    #[serde(flatten)]
+    pub proof: Proof,
     /// File versions of the snapshot's history that it does not hold: their source files
     /// changed before they could be sent (a device without a store re-seals from its files).
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::config::hex_ids")]
     pub lacking: Vec<BlobId>,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-/// Audits a copy may fail in a row and still be repaired; after that the device is not sent
-/// the copy again (another device takes it) until it passes an audit.
-pub const REPAIRS_MAX: u32 = 2;
-
 impl Acknowledged {
     /// Whether a push to this device would make or mend its copy: it lacks the snapshot, or
-    /// its copy failed an audit and was not repaired yet (nor failed too often).
+    /// its copy failed an audit and was not mended yet (nor failed too often).
     pub fn wants(&self, snapshot: BlobId) -> bool {
-        self.snapshot != snapshot || (self.bad && !self.repaired && self.failures < REPAIRS_MAX)
+        self.proof.wants_push(self.snapshot == snapshot)
     }
 }
 
@@ -154,22 +137,14 @@ impl Ledger {
             match replica.folders.get_mut(&key) {
                 // A copy that failed an audit stays bad after the push that mends it, until
                 // an audit passes: the push sent only what the device said it lacked.
-                Some(a) if a.bad => {
+                Some(a) => {
+                    a.proof.pushed(a.snapshot == snapshot, now);
                     a.snapshot = snapshot;
-                    a.repaired = true;
                     a.lacking = lacks;
                 }
-                Some(a) if a.snapshot == snapshot => a.lacking = lacks,
-                _ => {
-                    let fresh = Acknowledged {
-                        snapshot,
-                        at: now,
-                        bad: false,
-                        failures: 0,
-                        repaired: false,
-                        lacking: lacks,
-                    };
-                    replica.folders.insert(key, fresh);
+                None => {
+                    let proof = Proof::acknowledged(now);
+                    replica.folders.insert(key, Acknowledged { snapshot, proof, lacking: lacks });
                 }
             }
         }
@@ -180,23 +155,15 @@ impl Ledger {
     pub fn audited(&mut self, device: DeviceId, passed: bool, now: i64) {
         let Some(replica) = self.peers.get_mut(&device.to_hex()) else { return };
         for ack in replica.folders.values_mut() {
-            if passed {
-                ack.at = ack.at.max(now);
-                ack.bad = false;
-                ack.failures = 0;
-            } else {
-                ack.bad = true;
-                ack.failures += 1;
-            }
-            ack.repaired = false;
+            ack.proof.audited(passed, now);
         }
     }
 
     /// When `device` was last proven to hold anything, and whether a copy is bad.
     pub fn proof_of(&self, device: DeviceId) -> Option<(i64, bool)> {
         let replica = self.peers.get(&device.to_hex())?;
-        let oldest = replica.folders.values().map(|a| a.at).min()?;
-        Some((oldest, replica.folders.values().any(|a| a.bad)))
+        let oldest = replica.folders.values().map(|a| a.proof.at).min()?;
+        Some((oldest, replica.folders.values().any(|a| a.proof.bad)))
     }
 
     /// When the check named `key` (`store:<hex>` or `folder:<hex>`) last passed.
@@ -220,7 +187,7 @@ impl Ledger {
     pub fn awaits_audit(&self, device: DeviceId) -> bool {
         self.peers
             .get(&device.to_hex())
-            .is_some_and(|r| r.folders.values().any(|a| a.bad && a.repaired))
+            .is_some_and(|r| r.folders.values().any(|a| a.proof.awaits_audit()))
     }
 
     /// Forgets a peer (it was removed from the vault).
@@ -254,7 +221,7 @@ mod tests {
         std::fs::write(dir.path().join(FILE), v1.to_string()).unwrap();
         let ledger = Ledger::load(dir.path());
         let (_, ack) = ledger.get(peer, folder).expect("the v1 entry is read");
-        assert_eq!((ack.snapshot, ack.at, ack.lacking.len()), (snapshot, 100, 0));
+        assert_eq!((ack.snapshot, ack.proof.at, ack.lacking.len()), (snapshot, 100, 0));
     }
 
     #[test]
@@ -265,10 +232,10 @@ mod tests {
         let mut ledger = Ledger::default();
         ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), 100);
         ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), 200);
-        assert_eq!(ledger.get(peer, folder).unwrap().1.at, 100);
+        assert_eq!(ledger.get(peer, folder).unwrap().1.proof.at, 100);
         ledger.record(peer, stores.clone(), &[(folder, s2)], &BTreeMap::new(), 300);
         let ack = ledger.get(peer, folder).unwrap().1.clone();
-        assert_eq!((ack.snapshot, ack.at, ack.bad), (s2, 300, false));
+        assert_eq!((ack.snapshot, ack.proof.at, ack.proof.bad), (s2, 300, false));
         assert!(!ack.wants(s2) && ack.wants(s1));
         // An audit renews the proof; a failed one makes the copy bad, and the push that mends
         // it does not make it good: the next audit does.

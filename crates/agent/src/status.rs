@@ -175,7 +175,7 @@ pub fn evaluate(
                     holder: Holder::Store { device: entry.device, store: s.id },
                     media: s.media,
                     site: entry.site.clone(),
-                    proven: (!acked.bad).then(|| Timestamp::new(acked.at, 0)),
+                    proven: acked.proof.counts_since(),
                 })
                 .collect();
             remote.push((versions, copies));

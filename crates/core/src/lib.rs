@@ -36,6 +36,7 @@ pub mod fuzz;
 pub mod head;
 pub mod id;
 pub mod keys;
+pub mod ledger;
 pub mod media;
 pub mod policy;
 pub mod roster;

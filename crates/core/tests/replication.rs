@@ -1,8 +1,10 @@
 //! The replication logic of `triad_core::policy` driven by a virtual clock and a fake
 //! network, the way the agent drives it each round: audit the devices that are due, evaluate
 //! the files, plan, push. Months pass in milliseconds; devices go offline, disappear, or start
-//! lying in audits.
+//! lying in audits. What the laptop knows of each peer's copy changes by the ledger's own
+//! rules ([`triad_core::ledger::Proof`]), the ones the agent keeps.
 
+use triad_core::ledger::Proof;
 use triad_core::policy::{self, Candidate, Copy, Holder, Policy, State, Windows};
 use triad_core::{DeviceId, FolderId, Media, StoreId, Timestamp};
 
@@ -21,12 +23,8 @@ struct Peer {
     online: Box<dyn Fn(i64) -> bool>,
     /// From when it answers audits wrongly (its disk rots, or it lies).
     lies_from: Option<i64>,
-    // What the laptop's ledger says of it:
-    holds: bool,
-    proven: i64,
-    bad: bool,
-    failures: u32,
-    repaired: bool,
+    /// What the laptop's ledger says of its copy, if it acknowledged one.
+    copy: Option<Proof>,
 }
 
 impl Peer {
@@ -40,11 +38,7 @@ impl Peer {
             lan,
             online: Box::new(|_| true),
             lies_from: None,
-            holds: false,
-            proven: 0,
-            bad: false,
-            failures: 0,
-            repaired: false,
+            copy: None,
         }
     }
 }
@@ -92,13 +86,15 @@ impl World {
                 proven: Some(Timestamp::new(now, 0)),
             },
         ];
-        for p in self.peers.iter().filter(|p| p.holds) {
-            copies.push(Copy {
-                holder: Holder::Store { device: p.device, store: p.store },
-                media: p.media,
-                site: p.site.into(),
-                proven: (!p.bad).then(|| Timestamp::new(p.proven, 0)),
-            });
+        for p in &self.peers {
+            if let Some(proof) = p.copy {
+                copies.push(Copy {
+                    holder: Holder::Store { device: p.device, store: p.store },
+                    media: p.media,
+                    site: p.site.into(),
+                    proven: proof.counts_since(),
+                });
+            }
         }
         copies
     }
@@ -108,28 +104,24 @@ impl World {
         let t = Timestamp::new(now, 0);
         // Audit the devices that answer and are due.
         for p in &mut self.peers {
-            let proof = p.holds.then(|| (Timestamp::new(p.proven, 0), p.bad && p.repaired));
-            if (p.online)(now) && policy::audit_due(self.windows, proof, t) {
-                if p.lies_from.is_some_and(|from| now >= from) {
-                    p.bad = true;
-                    p.failures += 1;
+            let proof = p.copy.as_ref().map(Proof::for_audit);
+            if let Some(copy) = p.copy.as_mut().filter(|_| (p.online)(now))
+                && policy::audit_due(self.windows, proof, t)
+            {
+                let lies = p.lies_from.is_some_and(|from| now >= from);
+                copy.audited(!lies, now);
+                if lies {
                     self.events.push(Event::AuditFailed { at: now, of: p.name });
-                } else {
-                    p.proven = now;
-                    p.bad = false;
-                    p.failures = 0;
                 }
-                p.repaired = false;
             }
         }
-        // Plan over the devices that answer and lack the snapshot or hold a bad copy.
+        // Plan over the devices that answer and whose copy a push would make or mend (there is
+        // one snapshot: a peer that acknowledged one holds it).
         let files = vec![self.copies(now)];
         let candidates: Vec<Candidate> = self
             .peers
             .iter()
-            // As the agent's ledger has it: a bad copy is mended once per failed audit, and
-            // not at all after two failures in a row.
-            .filter(|p| (p.online)(now) && (!p.holds || (p.bad && !p.repaired && p.failures < 2)))
+            .filter(|p| (p.online)(now) && p.copy.is_none_or(|c| c.wants_push(true)))
             .map(|p| Candidate {
                 device: p.device,
                 site: p.site.into(),
@@ -141,13 +133,10 @@ impl World {
         let picked = policy::plan(self.policy, self.windows, "home", &files, &candidates, t);
         for device in picked {
             let p = self.peers.iter_mut().find(|p| p.device == device).expect("a peer");
-            // The push is acknowledged: durable and checked there. A bad copy stays bad until
-            // an audit passes.
-            if p.bad {
-                p.repaired = true;
-            } else {
-                p.holds = true;
-                p.proven = now;
+            // The push is acknowledged: durable and checked there.
+            match p.copy.as_mut() {
+                Some(copy) => copy.pushed(true, now),
+                None => p.copy = Some(Proof::acknowledged(now)),
             }
             self.events.push(Event::Push { at: now, to: p.name });
         }

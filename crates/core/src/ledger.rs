@@ -1,0 +1,120 @@
+//! The rules of the replica ledger: what a device knows of a peer's copy of one folder's
+//! snapshot, and how a push and an audit change it.
+//!
+//! A peer's copy counts from its acknowledgement, and each audit it passes proves it again. A
+//! copy that fails an audit counts for nothing at once; the next push mends it (sends what the
+//! peer says it lacks) but does not make it good: only a passed audit does. A copy is mended
+//! once per failed audit, and not at all after [`REPAIRS_MAX`] failures in a row, so that
+//! another device takes the copy. The agent keeps one [`Proof`] per peer and folder in its
+//! ledger; the tests and simulations drive the same rules.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+/// Audits a copy may fail in a row and still be mended; after that the device is not sent the
+/// copy again (another device takes it) until it passes an audit.
+pub const REPAIRS_MAX: u32 = 2;
+
+/// What is proven of one peer's copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// When it was last proven (seconds since the Unix epoch): its acknowledgement, then each
+    /// audit it passed. A later push that finds the same snapshot already there does not renew
+    /// it: that is a claim, not a proof.
+    pub at: i64,
+    /// It failed its last audit: its copy counts for nothing until an audit passes again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bad: bool,
+    /// Audits failed in a row.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// A push mended it since it failed (what it lacked was sent again); the next audit says
+    /// whether that worked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repaired: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Proof {
+    /// A copy the peer acknowledged at `now`: durable there and checked against its address.
+    pub fn acknowledged(now: i64) -> Self {
+        Self { at: now, ..Self::default() }
+    }
+
+    /// A push to the peer ended acknowledged at `now`; `same` says whether it held the pushed
+    /// snapshot already. A bad copy is mended (and stays bad until an audit passes), a copy of
+    /// the same snapshot is not proven again, and a copy of another snapshot starts anew.
+    pub fn pushed(&mut self, same: bool, now: i64) {
+        if self.bad {
+            self.repaired = true;
+        } else if !same {
+            *self = Self::acknowledged(now);
+        }
+    }
+
+    /// The peer answered an audit at `now`: `passed` if every slice checked.
+    pub fn audited(&mut self, passed: bool, now: i64) {
+        if passed {
+            self.at = self.at.max(now);
+            self.bad = false;
+            self.failures = 0;
+        } else {
+            self.bad = true;
+            self.failures += 1;
+        }
+        self.repaired = false;
+    }
+
+    /// Whether a push would make or mend the copy: the peer lacks the snapshot (`same` is
+    /// false), or its copy failed an audit and was not mended yet (nor failed too often).
+    pub fn wants_push(&self, same: bool) -> bool {
+        !same || (self.bad && !self.repaired && self.failures < REPAIRS_MAX)
+    }
+
+    /// Whether the copy was mended since it failed, and waits for the audit that says whether
+    /// it holds again.
+    pub fn awaits_audit(&self) -> bool {
+        self.bad && self.repaired
+    }
+
+    /// When the copy was last proven, if it counts now.
+    pub fn counts_since(&self) -> Option<Timestamp> {
+        (!self.bad).then(|| Timestamp::new(self.at, 0))
+    }
+
+    /// What [`crate::policy::audit_due`] takes: the last proof and whether it awaits an audit.
+    pub fn for_audit(&self) -> (Timestamp, bool) {
+        (Timestamp::new(self.at, 0), self.awaits_audit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_copy_is_mended_once_per_failure_and_counts_again_only_after_an_audit() {
+        let mut proof = Proof::acknowledged(100);
+        proof.pushed(true, 200);
+        assert_eq!(proof.at, 100, "a push of the same snapshot proves nothing");
+        proof.pushed(false, 300);
+        assert_eq!(proof, Proof::acknowledged(300));
+        assert!(!proof.wants_push(true) && proof.wants_push(false));
+        proof.audited(true, 350);
+        assert_eq!(proof.counts_since(), Some(Timestamp::new(350, 0)));
+        proof.audited(false, 360);
+        assert_eq!(proof.counts_since(), None);
+        assert!(proof.wants_push(true), "a bad copy is mended");
+        proof.pushed(true, 370);
+        assert!(proof.awaits_audit() && proof.counts_since().is_none());
+        assert!(!proof.wants_push(true), "mended once per failure");
+        proof.audited(false, 380);
+        assert!(!proof.wants_push(true), "failed twice: another device takes the copy");
+        proof.audited(true, 390);
+        assert_eq!(proof, Proof::acknowledged(390));
+    }
+}
