@@ -149,6 +149,9 @@ struct Shared {
     /// When the agent's own work starts its next round (seconds since the epoch; 0 while a
     /// round runs).
     next_round: std::sync::atomic::AtomicU64,
+    /// The last round could not make every copy: a device of the vault that connects starts
+    /// the next one at once.
+    round_incomplete: std::sync::atomic::AtomicBool,
     /// The address records this device holds (its own among them).
     records: Mutex<gossip::Records>,
     /// Wakes the gossip: there is news to pass on.
@@ -360,6 +363,7 @@ pub async fn run(
         roster_to_stores: tokio::sync::Mutex::new(()),
         refusals: Mutex::new(std::collections::HashMap::new()),
         next_round: std::sync::atomic::AtomicU64::new(0),
+        round_incomplete: std::sync::atomic::AtomicBool::new(false),
         records: Mutex::new(gossip::Records::default()),
         gossip_now: tokio::sync::Notify::new(),
         last_audited: std::sync::atomic::AtomicU64::new(0),
@@ -422,6 +426,7 @@ pub async fn run(
     tokio::spawn(serve_socket(shared.clone(), listener, owner));
     tokio::spawn(gossip::run(shared.clone()));
     tokio::spawn(protect::run(shared.clone(), kicked));
+    tokio::spawn(protect::on_arrivals(shared.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| DaemonError::Socket { path: socket_path.clone(), source })?;

@@ -15,7 +15,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, mdns, noise, ping, tcp, yamux};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use libp2p::multiaddr::Protocol;
 use triad_core::DeviceId;
@@ -25,6 +25,8 @@ use crate::gate::{Admission, Gate};
 /// How long opening a stream on an existing connection may take before the connection is
 /// replaced.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Arrivals a slow receiver may fall behind by before it is told it lagged.
+const ARRIVALS_QUEUED: usize = 64;
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -133,6 +135,7 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
     listening: watch::Receiver<Vec<Multiaddr>>,
     discovered: watch::Receiver<Vec<PeerId>>,
+    arrivals: broadcast::Sender<PeerId>,
     book: Arc<Mutex<Book>>,
 }
 
@@ -258,8 +261,9 @@ impl Node {
         let (listening_tx, listening) = watch::channel(bound);
         let (discovered_tx, discovered) = watch::channel(Vec::new());
         let book = Arc::new(Mutex::new(Book::default()));
-        tokio::spawn(run(swarm, rx, listening_tx, discovered_tx, book.clone()));
-        Ok(Node { peer_id, control, admission, commands, listening, discovered, book })
+        let (arrivals, _) = broadcast::channel(ARRIVALS_QUEUED);
+        tokio::spawn(run(swarm, rx, listening_tx, discovered_tx, arrivals.clone(), book.clone()));
+        Ok(Node { peer_id, control, admission, commands, listening, discovered, arrivals, book })
     }
 
     /// This node's peer id.
@@ -416,6 +420,12 @@ impl Node {
         self.commands.send(Command::AddAddress { peer, addr }).await.map_err(|_| NetError::Stopped)
     }
 
+    /// Each peer that becomes connected (its first connection, dialled or accepted), as it
+    /// happens. A receiver that falls behind by more than a few dozen is told it lagged.
+    pub fn arrivals(&self) -> broadcast::Receiver<PeerId> {
+        self.arrivals.subscribe()
+    }
+
     /// Peers found by mDNS, as they are found.
     pub fn discovered(&self) -> watch::Receiver<Vec<PeerId>> {
         self.discovered.clone()
@@ -438,6 +448,7 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     listening: watch::Sender<Vec<Multiaddr>>,
     discovered: watch::Sender<Vec<PeerId>>,
+    arrivals: broadcast::Sender<PeerId>,
     book: Arc<Mutex<Book>>,
 ) {
     let mut dials: Dials = HashMap::new();
@@ -497,13 +508,19 @@ async fn run(
                         }
                     });
                 }
-                SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                SwarmEvent::ConnectionEstablished {
+                    peer_id, connection_id, endpoint, num_established, ..
+                } => {
                     let remote = match &endpoint {
                         ConnectedPoint::Dialer { address, .. } => address.clone(),
                         ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                     };
                     tracing::debug!(peer = %peer_id, %remote, "connected");
                     book.lock().unwrap_or_else(PoisonError::into_inner).connected.insert(peer_id, remote);
+                    if num_established.get() == 1 {
+                        // Nobody listening is fine: arrivals are news, not a duty.
+                        let _ = arrivals.send(peer_id);
+                    }
                     if let Some(reply) = dials.remove(&connection_id) {
                         let _ = reply.send(Ok(peer_id));
                     }

@@ -2,6 +2,7 @@
 //! changed while the agent runs take effect at once, and any trusted device shows the whole
 //! vault.
 
+mod events;
 mod pairing;
 mod removal;
 mod settings;

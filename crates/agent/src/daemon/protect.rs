@@ -58,6 +58,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
         first = false;
         shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
         let complete = round(&shared).await;
+        shared.round_incomplete.store(!complete, std::sync::atomic::Ordering::Relaxed);
         let wait = if complete { settings.rescan_secs } else { settings.retry_secs };
         if complete {
             doing(&shared, "watching the folders".to_owned());
@@ -76,6 +77,25 @@ pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
                 // Let a card being copied finish before reading it.
                 while let Ok(Some(())) = tokio::time::timeout(settle, kicked.recv()).await {}
             }
+        }
+    }
+}
+
+/// Starts the next round at once when a device of the vault connects while the last round
+/// could not make every copy: it may be the device that round waited for (back from a trip, its
+/// router restarted), and the retry could be minutes away.
+pub(super) async fn on_arrivals(shared: Arc<Shared>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut arrivals = shared.node.arrivals();
+    loop {
+        let member = match arrivals.recv().await {
+            Ok(peer) => shared.node.admission().is_member(&peer),
+            Err(RecvError::Lagged(_)) => true,
+            Err(RecvError::Closed) => return,
+        };
+        if member && shared.round_incomplete.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("a device of the vault connected while copies wait; working now");
+            let _ = shared.kick.try_send(());
         }
     }
 }
