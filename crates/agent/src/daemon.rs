@@ -1707,7 +1707,8 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
             tracing::warn!(device = %name, versions = lost,
                 "file versions could not be sent: their files changed before any other device held them");
         }
-        ledger.record(entry.device, stores, &acknowledged, &lacking, now_secs() as i64);
+        let claimed = already > 0;
+        ledger.record(entry.device, stores, &acknowledged, &lacking, claimed, now_secs() as i64);
         if let Err(e) = ledger.save(&shared.home_path) {
             tracing::warn!(error = %e, "cannot save the replica ledger");
         }

@@ -419,6 +419,7 @@ mod tests {
                 stores,
                 &[(folder, id(5))],
                 &Default::default(),
+                false,
                 100,
             );
             ledger.audited(DeviceId::from_bytes([3; 32]), false, 200);

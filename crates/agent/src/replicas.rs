@@ -116,12 +116,15 @@ impl Ledger {
 
     /// Writes down that `device`, with `stores`, acknowledged `snapshots` (folder, snapshot)
     /// at `now`, with every file version of their history but those in `lacking` (by folder).
+    /// `claimed`: the push found part of them there already (a copy new to this ledger is then
+    /// audited at once).
     pub fn record(
         &mut self,
         device: DeviceId,
         stores: Vec<PeerStore>,
         snapshots: &[(FolderId, BlobId)],
         lacking: &BTreeMap<FolderId, Vec<BlobId>>,
+        claimed: bool,
         now: i64,
     ) {
         let replica = self.peers.entry(device.to_hex()).or_default();
@@ -138,12 +141,13 @@ impl Ledger {
                 // A copy that failed an audit stays bad after the push that mends it, until
                 // an audit passes: the push sent only what the device said it lacked.
                 Some(a) => {
-                    a.proof.pushed(a.snapshot == snapshot, now);
+                    a.proof.pushed();
                     a.snapshot = snapshot;
                     a.lacking = lacks;
                 }
                 None => {
-                    let proof = Proof::acknowledged(now);
+                    let proof =
+                        if claimed { Proof::claimed(now) } else { Proof::acknowledged(now) };
                     replica.folders.insert(key, Acknowledged { snapshot, proof, lacking: lacks });
                 }
             }
@@ -225,17 +229,18 @@ mod tests {
     }
 
     #[test]
-    fn a_push_of_the_same_snapshot_does_not_renew_its_proof() {
+    fn a_push_does_not_renew_a_proof_only_an_audit_does() {
         let (peer, folder) = (DeviceId::from_bytes([1; 32]), FolderId::from_bytes([2; 16]));
         let stores = vec![PeerStore { id: StoreId::from_bytes([3; 16]), media: Media::Raid }];
         let (s1, s2) = (BlobId::of(b"one"), BlobId::of(b"two"));
         let mut ledger = Ledger::default();
-        ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), 100);
-        ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), 200);
+        ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), false, 100);
+        ledger.record(peer, stores.clone(), &[(folder, s1)], &BTreeMap::new(), false, 200);
         assert_eq!(ledger.get(peer, folder).unwrap().1.proof.at, 100);
-        ledger.record(peer, stores.clone(), &[(folder, s2)], &BTreeMap::new(), 300);
+        ledger.record(peer, stores.clone(), &[(folder, s2)], &BTreeMap::new(), false, 300);
         let ack = ledger.get(peer, folder).unwrap().1.clone();
-        assert_eq!((ack.snapshot, ack.proof.at, ack.proof.bad), (s2, 300, false));
+        // Nor does a push of another snapshot: what it held before is its word only.
+        assert_eq!((ack.snapshot, ack.proof.at, ack.proof.bad), (s2, 100, false));
         assert!(!ack.wants(s2) && ack.wants(s1));
         // An audit renews the proof; a failed one makes the copy bad, and the push that mends
         // it does not make it good: the next audit does.
@@ -244,7 +249,7 @@ mod tests {
         ledger.audited(peer, false, 360);
         assert_eq!(ledger.proof_of(peer), Some((350, true)));
         assert!(ledger.get(peer, folder).unwrap().1.wants(s2), "a bad copy is mended");
-        ledger.record(peer, stores.clone(), &[(folder, s2)], &BTreeMap::new(), 370);
+        ledger.record(peer, stores.clone(), &[(folder, s2)], &BTreeMap::new(), false, 370);
         assert_eq!(ledger.proof_of(peer), Some((350, true)));
         assert!(!ledger.get(peer, folder).unwrap().1.wants(s2), "mended once per failure");
         ledger.audited(peer, false, 380);
@@ -253,12 +258,12 @@ mod tests {
         assert_eq!(ledger.proof_of(peer), Some((390, false)));
         // New stores: nothing is known of them until they acknowledge.
         let other = vec![PeerStore { id: StoreId::from_bytes([4; 16]), media: Media::UsbHdd }];
-        ledger.record(peer, other, &[], &BTreeMap::new(), 400);
+        ledger.record(peer, other, &[], &BTreeMap::new(), false, 400);
         assert!(ledger.get(peer, folder).is_none());
 
         let dir = tempfile::tempdir().unwrap();
         let lacking = BTreeMap::from([(folder, vec![BlobId::of(b"a version")])]);
-        ledger.record(peer, stores, &[(folder, s1)], &lacking, 500);
+        ledger.record(peer, stores, &[(folder, s1)], &lacking, true, 500);
         assert_eq!(ledger.get(peer, folder).unwrap().1.lacking, lacking[&folder]);
         ledger.save(dir.path()).unwrap();
         assert_eq!(Ledger::load(dir.path()).peers, ledger.peers);

@@ -20,8 +20,9 @@ pub const REPAIRS_MAX: u32 = 2;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proof {
     /// When it was last proven (seconds since the Unix epoch): its acknowledgement, then each
-    /// audit it passed. A later push that finds the same snapshot already there does not renew
-    /// it: that is a claim, not a proof.
+    /// audit it passed. A later push does not renew it, whatever it sends: the device checks
+    /// what it receives, but of what it already held it only says that it has it (a copy
+    /// that rotted there since is still listed), and that is a claim, not a proof.
     pub at: i64,
     /// It failed its last audit: its copy counts for nothing until an audit passes again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -33,6 +34,10 @@ pub struct Proof {
     /// whether that worked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repaired: bool,
+    /// It was first acknowledged with part of it already there (this device's ledger was new,
+    /// or the peer's stores changed): that part is the peer's word, so it is audited at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claimed: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -45,14 +50,18 @@ impl Proof {
         Self { at: now, ..Self::default() }
     }
 
-    /// A push to the peer ended acknowledged at `now`; `same` says whether it held the pushed
-    /// snapshot already. A bad copy is mended (and stays bad until an audit passes), a copy of
-    /// the same snapshot is not proven again, and a copy of another snapshot starts anew.
-    pub fn pushed(&mut self, same: bool, now: i64) {
+    /// A copy the peer acknowledged at `now` while it held part of it already: it counts, and
+    /// is audited at once.
+    pub fn claimed(now: i64) -> Self {
+        Self { at: now, claimed: true, ..Self::default() }
+    }
+
+    /// A push to the peer ended acknowledged. A bad copy is mended (and stays bad until an
+    /// audit passes); a good one stays proven from its last proof, so that the audits keep
+    /// their pace however often new snapshots are pushed.
+    pub fn pushed(&mut self) {
         if self.bad {
             self.repaired = true;
-        } else if !same {
-            *self = Self::acknowledged(now);
         }
     }
 
@@ -67,6 +76,7 @@ impl Proof {
             self.failures += 1;
         }
         self.repaired = false;
+        self.claimed = false;
     }
 
     /// Whether a push would make or mend the copy: the peer lacks the snapshot (`same` is
@@ -75,10 +85,10 @@ impl Proof {
         !same || (self.bad && !self.repaired && self.failures < REPAIRS_MAX)
     }
 
-    /// Whether the copy was mended since it failed, and waits for the audit that says whether
-    /// it holds again.
+    /// Whether the copy waits for an audit now: it was mended since it failed, or part of it
+    /// is only the peer's word.
     pub fn awaits_audit(&self) -> bool {
-        self.bad && self.repaired
+        (self.bad && self.repaired) || self.claimed
     }
 
     /// When the copy was last proven, if it counts now.
@@ -99,22 +109,25 @@ mod tests {
     #[test]
     fn a_failed_copy_is_mended_once_per_failure_and_counts_again_only_after_an_audit() {
         let mut proof = Proof::acknowledged(100);
-        proof.pushed(true, 200);
-        assert_eq!(proof.at, 100, "a push of the same snapshot proves nothing");
-        proof.pushed(false, 300);
-        assert_eq!(proof, Proof::acknowledged(300));
+        proof.pushed();
+        assert_eq!(proof, Proof::acknowledged(100), "a push proves nothing of what was there");
         assert!(!proof.wants_push(true) && proof.wants_push(false));
         proof.audited(true, 350);
         assert_eq!(proof.counts_since(), Some(Timestamp::new(350, 0)));
         proof.audited(false, 360);
         assert_eq!(proof.counts_since(), None);
         assert!(proof.wants_push(true), "a bad copy is mended");
-        proof.pushed(true, 370);
+        proof.pushed();
         assert!(proof.awaits_audit() && proof.counts_since().is_none());
         assert!(!proof.wants_push(true), "mended once per failure");
         proof.audited(false, 380);
         assert!(!proof.wants_push(true), "failed twice: another device takes the copy");
         proof.audited(true, 390);
         assert_eq!(proof, Proof::acknowledged(390));
+        // What the peer held already is audited at once; it counts meanwhile.
+        let mut claimed = Proof::claimed(400);
+        assert!(claimed.awaits_audit() && claimed.counts_since().is_some());
+        claimed.audited(true, 410);
+        assert_eq!(claimed, Proof::acknowledged(410));
     }
 }

@@ -135,7 +135,7 @@ impl World {
             let p = self.peers.iter_mut().find(|p| p.device == device).expect("a peer");
             // The push is acknowledged: durable and checked there.
             match p.copy.as_mut() {
-                Some(copy) => copy.pushed(true, now),
+                Some(copy) => copy.pushed(),
                 None => p.copy = Some(Proof::acknowledged(now)),
             }
             self.events.push(Event::Push { at: now, to: p.name });
