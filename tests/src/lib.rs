@@ -288,6 +288,20 @@ pub fn status(d: &Device, extra: &[&str]) -> (i32, Value) {
     (code, serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
 }
 
+/// The names of the devices `d` lists in `devices --json` (only those online, if
+/// `online_only`).
+pub fn device_names(d: &Device, online_only: bool) -> Vec<String> {
+    let out = d.run(&["devices", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| !online_only || d["online"] == true)
+        .filter_map(|d| d["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Asks `status` until `done` holds for its answer, or panics after `WAIT`.
 pub fn wait_for_status(d: &Device, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let until = Instant::now() + WAIT;

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use triad_e2e::{Agent, Device, WAIT, joined, start_agent};
 
 /// A device with a vault of its own, named `name` at `site`, with a store.
@@ -25,15 +24,7 @@ fn join_through(inviter: &Device, extra: &[&str], name: &str, site: &str) -> (De
 
 /// The devices `d` lists as online, by name.
 fn online(d: &Device) -> Vec<String> {
-    let out = d.run(&["devices", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["devices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d["online"] == true)
-        .filter_map(|d| d["name"].as_str().map(str::to_owned))
-        .collect()
+    triad_e2e::device_names(d, true)
 }
 
 /// Waits until each of `devices` lists every name of `names` as online; returns how long it

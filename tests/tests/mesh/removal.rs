@@ -9,14 +9,7 @@ use triad_e2e::{Device, WAIT, joined, start_agent, text};
 
 /// The names of the devices `d` lists.
 fn names(d: &Device) -> Vec<String> {
-    let out = d.run(&["devices", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["devices"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["name"].as_str().map(str::to_owned))
-        .collect()
+    triad_e2e::device_names(d, false)
 }
 
 /// Waits until `d` lists `name` (or, if `listed` is false, no longer does); returns how long
