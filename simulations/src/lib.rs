@@ -5,7 +5,7 @@
 //! laptop, a site lost whole, outages of hours to weeks, sites cut off from the internet and a
 //! 20 Mbit/s uplink. What the laptop decides is what the agent decides, with the same code:
 //! [`policy::evaluate`] judges each file from what the laptop knows, [`policy::audit_due`] says
-//! whom to audit, [`policy::plan`] whom to push to, [`ledger::Proof`] what a push and an audit
+//! whom to audit, [`policy::plan`] whom to push to, [`Proof`] what a push and an audit
 //! prove, and [`Roster`] who belongs to the vault (merged between devices that meet). The
 //! simulation keeps the truth beside it (which copy is intact where) and checks at every step
 //! that the decisions never claim more than the truth:

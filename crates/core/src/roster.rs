@@ -155,7 +155,8 @@ impl Change {
 pub struct SignedChange {
     /// The change.
     pub change: Change,
-    /// Signature by the change's signer over [`SignedChange::message`].
+    /// Signature by the change's signer over the domain "triad/roster-change/v3", the vault id
+    /// and the encoded change.
     #[serde(with = "signature_bytes")]
     pub signature: [u8; 64],
 }
