@@ -52,13 +52,17 @@ pub fn repair_windows(summaries: &[Summary], out: impl Write) -> Result<(), png:
         if n == 0 {
             continue;
         }
+        let mut last: Option<u32> = None;
         for px in 0..w {
             let hours = 10f64.powf(f64::from(px) / f64::from(w) * max_log);
             let done = summary.repairs.partition_point(|r| *r <= hours) as f64 / n as f64;
             let py = MARGIN + h - (done * f64::from(h)) as u32;
-            for t in 0..2 {
-                put(MARGIN + px, py.saturating_sub(t), rgb);
+            // A step is drawn whole: from where the line was to where it is.
+            let (top, bottom) = last.map_or((py, py), |l| (l.min(py), l.max(py)));
+            for y in top.saturating_sub(1)..=bottom {
+                put(MARGIN + px, y, rgb);
             }
+            last = Some(py);
         }
     }
     let mut encoder = png::Encoder::new(out, WIDTH, HEIGHT);
