@@ -127,7 +127,7 @@ struct Shared {
     /// folders of the latest.
     settings_epoch: std::sync::atomic::AtomicU64,
     /// Wakes the agent's own work (a folder changed, a device joined, the policy changed).
-    kick: mpsc::Sender<()>,
+    kick: mpsc::Sender<protect::Wake>,
     /// Paths (relative to their folder) the file watcher saw change since the folder's last
     /// backup began: `status` reports those not in the snapshot as not backed up yet.
     unsaved: Mutex<std::collections::HashMap<triad_core::FolderId, HashSet<PathBuf>>>,
@@ -149,9 +149,6 @@ struct Shared {
     /// When the agent's own work starts its next round (seconds since the epoch; 0 while a
     /// round runs).
     next_round: std::sync::atomic::AtomicU64,
-    /// The last round could not make every copy: a device of the vault that connects starts
-    /// the next one at once.
-    round_incomplete: std::sync::atomic::AtomicBool,
     /// The address records this device holds (its own among them).
     records: Mutex<gossip::Records>,
     /// Wakes the gossip: there is news to pass on.
@@ -201,7 +198,7 @@ impl Shared {
         *lock(&self.settings) = config.clone();
         *lock(&self.settings_read) = read_at;
         self.settings_epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.kick.try_send(());
+        let _ = self.kick.try_send(protect::Wake::Changed);
         tracing::info!(
             folders = config.folders.len(),
             stores = config.stores.len(),
@@ -341,7 +338,7 @@ pub async fn run(
     let node =
         Node::start(keypair, NodeConfig { listen: options.listen, mdns: options.mdns }).await?;
     let vault = home.vault();
-    let (kick, kicked) = mpsc::channel(1);
+    let (kick, kicked) = mpsc::channel(16);
     let shared = Arc::new(Shared {
         kick,
         unsaved: Mutex::new(std::collections::HashMap::new()),
@@ -363,7 +360,6 @@ pub async fn run(
         roster_to_stores: tokio::sync::Mutex::new(()),
         refusals: Mutex::new(std::collections::HashMap::new()),
         next_round: std::sync::atomic::AtomicU64::new(0),
-        round_incomplete: std::sync::atomic::AtomicBool::new(false),
         records: Mutex::new(gossip::Records::default()),
         gossip_now: tokio::sync::Notify::new(),
         last_audited: std::sync::atomic::AtomicU64::new(0),
@@ -501,7 +497,7 @@ async fn answer_control(
         && shared.remember(device, shared.node.connected(&peer).as_ref())
     {
         // It may be what the policy waits for.
-        let _ = shared.kick.try_send(());
+        let _ = shared.kick.try_send(protect::Wake::Changed);
     }
     let response = match request {
         wire::Request::Hello => {
@@ -1037,7 +1033,7 @@ fn admit(
         Ok(true)
     })?;
     // A new device may be what the policy was waiting for.
-    let _ = shared.kick.try_send(());
+    let _ = shared.kick.try_send(protect::Wake::Changed);
     let roster = lock(&shared.roster).clone();
     // Not its address: the joining process exits when the pairing is done, and its port with
     // it. The new device's agent tells its address when it starts (it dials this one).
@@ -1121,7 +1117,7 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
                 Ok(result) => {
                     // What the agent's own work waits for may have come with this push.
                     if result.is_ok() {
-                        let _ = shared.kick.try_send(());
+                        let _ = shared.kick.try_send(protect::Wake::Changed);
                     }
                     result
                 }
@@ -1979,7 +1975,7 @@ async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
     let (doing, since) = {
         let doing = lock(&shared.doing);
         if doing.2 && worst == State::Protected {
-            let _ = shared.kick.try_send(());
+            let _ = shared.kick.try_send(protect::Wake::Changed);
             ("watching the folders".to_owned(), doing.1)
         } else {
             (doing.0.clone(), doing.1)
@@ -2148,7 +2144,7 @@ async fn audit_devices(shared: &Shared, now: bool) -> Result<Value, Failure> {
     }
     if rows.iter().any(|r| r["audit"]["result"] == "failed") {
         // Repair now rather than at the next round.
-        let _ = shared.kick.try_send(());
+        let _ = shared.kick.try_send(protect::Wake::Changed);
     }
     Ok(json!({ "done": true, "devices": rows }))
 }

@@ -12,6 +12,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use triad_core::policy::{self, Candidate, State};
+use triad_core::schedule::{Action, Event, Pace, Schedule};
 use triad_core::{DeviceId, Timestamp};
 use triad_proto::wire::{self, Response};
 
@@ -21,69 +22,87 @@ use crate::catalog::Catalog;
 use std::os::unix::ffi::OsStrExt;
 use triad_core::snapshot::FileEntry;
 
-/// Runs until the agent stops. Each round takes the settings as they are then: folders
-/// added, removed or re-pointed are watched from the next round, and turning `auto` off (or
-/// on) takes effect at once.
-pub(super) async fn run(shared: Arc<Shared>, mut kicked: mpsc::Receiver<()>) {
+/// What wakes the agent's own work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A folder changed, the settings changed, a device joined, a push by hand.
+    Changed,
+    /// A device of the vault connected.
+    DeviceConnected,
+}
+
+/// Runs until the agent stops. [`triad_core::schedule`] says when a round runs; each round
+/// takes the settings as they are then: folders added, removed or re-pointed are watched from
+/// the next round, and turning `auto` off (or on) takes effect at once.
+pub(super) async fn run(shared: Arc<Shared>, mut wakes: mpsc::Receiver<Wake>) {
+    let start = Instant::now();
+    let ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let pace = |p: &crate::config::ProtectConfig| Pace {
+        auto: p.auto,
+        rescan_ms: p.rescan_secs.saturating_mul(1000),
+        retry_ms: p.retry_secs.saturating_mul(1000),
+        settle_ms: p.settle_ms,
+    };
+    let mut schedule = Schedule::new(pace(&lock(&shared.settings).protect), ms());
     let mut epoch = None;
     // Held for as long as it watches.
     let mut _watcher = None;
-    let mut first = true;
     loop {
         // A hand edit of config.toml is noticed here.
         shared.reload_if_changed().await;
         let settings = lock(&shared.settings).protect.clone();
         let now_epoch = shared.settings_epoch.load(std::sync::atomic::Ordering::SeqCst);
         if epoch != Some(now_epoch) {
+            if epoch.is_some() {
+                schedule.handle(ms(), Event::Paced(pace(&settings)));
+            } else if !settings.auto {
+                tracing::info!(
+                    "the agent's own backups and pushes are off ([protect] auto = false)"
+                );
+            }
             epoch = Some(now_epoch);
             // The old watcher goes first: a folder removed is no longer watched.
             drop(_watcher.take());
             _watcher = if settings.auto && settings.watch { watch(&shared) } else { None };
         }
-        if !settings.auto {
-            if first {
-                tracing::info!(
-                    "the agent's own backups and pushes are off ([protect] auto = false)"
-                );
-            }
-            first = false;
-            doing(&shared, "not backing up or pushing by itself ([protect] auto = false)".into());
+        if let Some(Action::Round) = schedule.poll_action(ms()) {
             shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
-            // Until the settings change (a reload kicks).
-            if kicked.recv().await.is_none() {
-                return;
+            let complete = round(&shared).await;
+            schedule.handle(ms(), Event::RoundDone { complete });
+            if complete {
+                doing(&shared, "watching the folders".to_owned());
             }
             continue;
         }
-        first = false;
-        shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
-        let complete = round(&shared).await;
-        shared.round_incomplete.store(!complete, std::sync::atomic::Ordering::Relaxed);
-        let wait = if complete { settings.rescan_secs } else { settings.retry_secs };
-        if complete {
-            doing(&shared, "watching the folders".to_owned());
+        if !settings.auto {
+            doing(&shared, "not backing up or pushing by itself ([protect] auto = false)".into());
         }
         // When the next round starts, as a time: `status` counts down to it.
-        let at = super::now_secs() + wait.max(1);
+        let due = schedule.poll_timeout();
+        let at = due.map_or(0, |due| super::now_secs() + due.saturating_sub(ms()).div_ceil(1000));
         shared.next_round.store(at, std::sync::atomic::Ordering::Relaxed);
-        let next = Instant::now() + Duration::from_secs(wait.max(1));
-        let settle = Duration::from_millis(settings.settle_ms);
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            kick = kicked.recv() => {
-                if kick.is_none() {
-                    return;
+        let wake = match due {
+            Some(due) => {
+                let until = start + Duration::from_millis(due);
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => continue,
+                    wake = wakes.recv() => wake,
                 }
-                // Let a card being copied finish before reading it.
-                while let Ok(Some(())) = tokio::time::timeout(settle, kicked.recv()).await {}
             }
-        }
+            None => wakes.recv().await,
+        };
+        let Some(wake) = wake else { return };
+        let event = match wake {
+            Wake::Changed => Event::Changed,
+            Wake::DeviceConnected => Event::DeviceConnected,
+        };
+        schedule.handle(ms(), event);
     }
 }
 
-/// Starts the next round at once when a device of the vault connects while the last round
-/// could not make every copy: it may be the device that round waited for (back from a trip, its
-/// router restarted), and the retry could be minutes away.
+/// Tells the schedule when a device of the vault connects: if the last round waited for a
+/// copy, it may be the device it waited for (back from a trip, its router restarted), and the
+/// retry could be minutes away.
 pub(super) async fn on_arrivals(shared: Arc<Shared>) {
     use tokio::sync::broadcast::error::RecvError;
     let mut arrivals = shared.node.arrivals();
@@ -93,9 +112,8 @@ pub(super) async fn on_arrivals(shared: Arc<Shared>) {
             Err(RecvError::Lagged(_)) => true,
             Err(RecvError::Closed) => return,
         };
-        if member && shared.round_incomplete.load(std::sync::atomic::Ordering::Relaxed) {
-            tracing::info!("a device of the vault connected while copies wait; working now");
-            let _ = shared.kick.try_send(());
+        if member {
+            let _ = shared.kick.try_send(Wake::DeviceConnected);
         }
     }
 }
@@ -121,7 +139,7 @@ fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
                 }
             }
         }
-        let _ = seen.kick.try_send(());
+        let _ = seen.kick.try_send(Wake::Changed);
     };
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,
