@@ -363,9 +363,14 @@ pub fn plan(
     candidates: &[Candidate],
     now: Timestamp,
 ) -> Vec<DeviceId> {
-    let worst = |extra: &[&Candidate]| -> (State, usize) {
+    // How far the files are from the policy with `extra` holding them too: the worst state,
+    // how many files are at it, and how many copies, media and offsite copies are missing in
+    // all. The last counts progress that no single device shows in the state (a policy of two
+    // offsite copies needs two devices before any file changes state).
+    let worst = |extra: &[&Candidate]| -> (State, usize, u32) {
         let mut worst = State::Protected;
         let mut at_worst = 0;
+        let mut missing = 0u32;
         for copies in files {
             let mut copies = copies.clone();
             for c in extra {
@@ -377,19 +382,28 @@ pub fn plan(
                     proven: Some(now),
                 }));
             }
-            let state = evaluate(policy, windows, home_site, &copies, now).state;
+            let evaluation = evaluate(policy, windows, home_site, &copies, now);
+            for reason in &evaluation.reasons {
+                if let Reason::Copies { have, need }
+                | Reason::Media { have, need }
+                | Reason::Offsite { have, need } = reason
+                {
+                    missing += u32::from(need.saturating_sub(*have));
+                }
+            }
+            let state = evaluation.state;
             match state.cmp(&worst) {
                 std::cmp::Ordering::Greater => (worst, at_worst) = (state, 1),
                 std::cmp::Ordering::Equal => at_worst += 1,
                 std::cmp::Ordering::Less => {}
             }
         }
-        (worst, at_worst)
+        (worst, at_worst, missing)
     };
     let mut chosen: Vec<&Candidate> = Vec::new();
     let mut now_at = worst(&chosen);
     while now_at.0 != State::Protected {
-        let mut best: Option<(&Candidate, (State, usize))> = None;
+        let mut best: Option<(&Candidate, (State, usize, u32))> = None;
         for c in candidates {
             if !c.has_room || c.stores.is_empty() || chosen.iter().any(|d| d.device == c.device) {
                 continue;
@@ -602,6 +616,22 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_that_two_devices_meet_together_gets_both() {
+        // Two offsite copies: neither the Pi nor the friend's disk alone changes the state (it
+        // stays PENDING-OFFSITE), together they make it PROTECTED.
+        let p = Policy { copies: 3, media: 2, offsite: 2 };
+        let w = Windows::default();
+        let files =
+            vec![vec![source(1, Media::Ssd, "home"), store(1, 4, Media::UsbSsd, "home", 0)]];
+        let nas = candidate(2, Media::Raid, "home", true);
+        let pi = candidate(3, Media::UsbHdd, "parents", false);
+        let friend = candidate(4, Media::Hdd, "friend", false);
+        let mut picked = plan(p, w, "home", &files, &[nas, pi, friend], NOW);
+        picked.sort();
+        assert_eq!(picked, vec![device(3), device(4)]);
+    }
+
+    #[test]
     fn state_names_parse_in_any_case() {
         for s in State::ALL {
             assert_eq!(State::parse(s.as_str()), Some(s));
@@ -648,9 +678,10 @@ mod tests {
                 .map(|(i, site)| candidate(10 + i as u8, Media::ALL[i % 8], site, i % 2 == 0))
                 .collect();
             let picked = plan(policy, Windows::default(), "home", &files, &candidates, NOW);
-            // Every pick made things better: the worst state, or how many files are at it.
-            let outcome = |n: usize| -> (State, usize) {
-                let states: Vec<State> = files
+            // Every pick made things better: the worst state, how many files are at it, or how
+            // many copies, media and offsite copies are missing.
+            let outcome = |n: usize| -> (State, usize, u32) {
+                let evaluations: Vec<Evaluation> = files
                     .iter()
                     .map(|copies| {
                         let mut copies = copies.clone();
@@ -664,11 +695,21 @@ mod tests {
                                 proven: Some(NOW),
                             }));
                         }
-                        evaluate(policy, Windows::default(), "home", &copies, NOW).state
+                        evaluate(policy, Windows::default(), "home", &copies, NOW)
                     })
                     .collect();
-                let worst = states.iter().copied().max().unwrap_or(State::Protected);
-                (worst, states.iter().filter(|s| **s == worst).count())
+                let missing: u32 = evaluations
+                    .iter()
+                    .flat_map(|e| &e.reasons)
+                    .map(|r| match r {
+                        Reason::Copies { have, need }
+                        | Reason::Media { have, need }
+                        | Reason::Offsite { have, need } => u32::from(need.saturating_sub(*have)),
+                        _ => 0,
+                    })
+                    .sum();
+                let worst = evaluations.iter().map(|e| e.state).max().unwrap_or(State::Protected);
+                (worst, evaluations.iter().filter(|e| e.state == worst).count(), missing)
             };
             for n in 1..=picked.len() {
                 prop_assert!(outcome(n) < outcome(n - 1));
