@@ -332,6 +332,13 @@ impl Node {
                 tracing::debug!(%peer, "dial aborted by a reconnection; opening again");
                 self.open_attempt(peer, protocol).await
             }
+            // The addresses known were stale (a new device's join process, an agent restarted
+            // on another port), but the peer reached this node while the dial waited: once
+            // more, on the connection it made.
+            Err(failed @ NetError::Dial { .. }) if self.connected(&peer).is_some() => {
+                tracing::debug!(%peer, error = %failed, "dial failed but the peer connected; opening again");
+                self.open_attempt(peer, protocol).await
+            }
             other => other,
         }
     }
@@ -620,6 +627,35 @@ fn is_dialable(addr: &Multiaddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dial_to_a_stale_address_uses_the_connection_the_peer_made_meanwhile() {
+        let listen: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
+        let config = || NodeConfig { listen: listen.clone(), mdns: false };
+        let a = Node::start(keypair(&[1; 32]), config()).await.expect("node a");
+        let b = Node::start(keypair(&[2; 32]), config()).await.expect("node b");
+        a.admission().set_members([b.peer_id()]);
+        b.admission().set_members([a.peer_id()]);
+        let mut incoming = b.accept("/triad/test/1");
+        tokio::spawn(async move { while incoming.next().await.is_some() {} });
+        // A knows B only where nothing answers any more (the port of its join process).
+        let stale = std::net::UdpSocket::bind("127.0.0.1:0").expect("a port");
+        let port = stale.local_addr().expect("port").port();
+        drop(stale);
+        let stale: Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().expect("addr");
+        a.add_address(b.peer_id(), stale).await.expect("add");
+        let opening = tokio::spawn({
+            let (a, b) = (a.clone(), b.peer_id());
+            async move { a.open(b, "/triad/test/1").await }
+        });
+        // Meanwhile B greets A from where it really is.
+        b.dial(a.listen_addrs()[0].clone()).await.expect("b reaches a");
+        let opened = tokio::time::timeout(Duration::from_secs(60), opening)
+            .await
+            .expect("the open ends")
+            .expect("the task ends");
+        assert!(opened.is_ok(), "{:?}", opened.err());
+    }
 
     #[test]
     fn device_and_peer_ids_map_both_ways() {
