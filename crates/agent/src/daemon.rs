@@ -123,6 +123,8 @@ struct Shared {
     settings: Mutex<Config>,
     /// When `config.toml` was last read (its modification time), to notice a hand edit.
     settings_read: Mutex<Option<SystemTime>>,
+    /// Held while the settings are read again.
+    reloading: tokio::sync::Mutex<()>,
     /// Counts the times the settings were read again: the agent's own work watches the
     /// folders of the latest.
     settings_epoch: std::sync::atomic::AtomicU64,
@@ -181,13 +183,17 @@ impl Shared {
     /// are opened once no work holds the old ones, the folders are watched, and a round
     /// starts. Answers what the agent now does.
     async fn reload(self: &Arc<Self>) -> Result<Value, String> {
-        let read_at = config_mtime(&self.home_path);
+        // One at a time (SIGHUP, a command and a noticed edit may come together), so that the
+        // settings applied last are the ones read last.
+        let _one_at_a_time = self.reloading.lock().await;
         let mut config = Config::load(&self.home_path).map_err(|e| error_chain(&e))?;
         // A folder on a device without a store keeps its catalog in the home, as at start.
         let now = triad_core::Timestamp::new(now_secs() as i64, 0);
         if crate::storeless::ensure_catalog(&self.home, &mut config, now)? {
             config.save(&self.home_path).map_err(|e| error_chain(&e))?;
         }
+        // Read after this agent's own save, which is no hand edit to notice.
+        let read_at = config_mtime(&self.home_path);
         let before = self.config();
         let stores_changed = serde_json::to_value(&before.stores).ok()
             != serde_json::to_value(&config.stores).ok()
@@ -347,6 +353,7 @@ pub async fn run(
         ledger: Mutex::new(Ledger::load(home_path)),
         settings: Mutex::new(config.clone()),
         settings_read: Mutex::new(config_mtime(home_path)),
+        reloading: tokio::sync::Mutex::new(()),
         settings_epoch: std::sync::atomic::AtomicU64::new(0),
         doing: Mutex::new(("starting".to_owned(), now_secs(), false)),
         scrubbing: std::sync::atomic::AtomicBool::new(false),
@@ -1256,10 +1263,8 @@ async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failur
     let told_removed = tokio::time::timeout(TELL_TIMEOUT, request(shared, peer, &message))
         .await
         .is_ok_and(|r| r.is_ok());
-    shared.update_roster(|roster| {
-        roster.remove_with_device(shared.home.device_key(), entry.device);
-        Ok(true)
-    })?;
+    // The same change the removed device was told of (the roster may have grown meanwhile).
+    shared.update_roster(|roster| roster.merge(&next).map_err(|e| e.to_string()))?;
     let mut told = gossip(shared).await;
     if told_removed {
         told.insert(0, name.to_owned());

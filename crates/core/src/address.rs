@@ -60,10 +60,7 @@ pub enum AddressError {
 
 impl SignedAddressRecord {
     fn message(vault: VaultId, record: &AddressRecord) -> Vec<u8> {
-        let mut msg = DOMAIN.to_vec();
-        msg.extend_from_slice(vault.as_bytes());
-        msg.extend_from_slice(&codec::encode(ADDRESS_VERSION, record));
-        msg
+        codec::signed_message(DOMAIN, vault, ADDRESS_VERSION, record)
     }
 
     /// Signs `record` with the key of the device it names, for the vault `vault`.

@@ -70,6 +70,21 @@ pub fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     out
 }
 
+/// What a key signs for a record of a vault: a domain string that names the kind, the vault
+/// id, then the record (version byte and value), so that a signature proves nothing about
+/// another kind, another vault or another version.
+pub fn signed_message<T: Serialize>(
+    domain: &[u8],
+    vault: crate::VaultId,
+    version: u8,
+    value: &T,
+) -> Vec<u8> {
+    let mut msg = domain.to_vec();
+    msg.extend_from_slice(vault.as_bytes());
+    msg.extend_from_slice(&encode(version, value));
+    msg
+}
+
 /// Decodes a record of kind `what` written with format `version`. Never panics on input.
 pub fn decode<T: DeserializeOwned>(
     what: &'static str,

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Timestamp;
 
-/// Audits a copy may fail in a row and still be mended; after that the device is not sent the
-/// copy again (another device takes it) until it passes an audit.
+/// Audits failed in a row at which a copy is no longer mended: after the first failure it is
+/// mended once; after this many the device is not sent the copy again (another device takes
+/// it) until it passes an audit.
 pub const REPAIRS_MAX: u32 = 2;
 
 /// What is proven of one peer's copy.
@@ -73,7 +74,7 @@ impl Proof {
             self.failures = 0;
         } else {
             self.bad = true;
-            self.failures += 1;
+            self.failures = self.failures.saturating_add(1);
         }
         self.repaired = false;
         self.claimed = false;

@@ -38,7 +38,7 @@ pub const ROSTER_VERSION: u8 = 3;
 
 /// The most changes a roster holds. A vault of ten devices that pair, rename and remove for
 /// decades stays far below; a roster above it is refused.
-pub const ROSTER_CHANGES_MAX: usize = 1024;
+pub const ROSTER_CHANGES_MAX: usize = 256;
 
 /// The most parents one change names.
 pub const PARENTS_MAX: usize = 64;
@@ -46,6 +46,9 @@ pub const PARENTS_MAX: usize = 64;
 const ENTRY_DOMAIN: &[u8] = b"triad/roster-entry/v1";
 const REMOVAL_DOMAIN: &[u8] = b"triad/roster-removal/v1";
 const CHANGE_DOMAIN: &[u8] = b"triad/roster-change/v3";
+/// The record version inside a change's signed message and hash: 3, and it stays 3 if the
+/// roster's own format changes, so that no change needs signing again.
+const CHANGE_RECORD_VERSION: u8 = 3;
 /// The record version inside the signed message of legacy entries and removals.
 const SIGNED_RECORD_VERSION: u8 = 1;
 
@@ -164,10 +167,7 @@ pub struct SignedChange {
 impl SignedChange {
     /// What the signer signs: the domain, the vault and the change.
     fn message(vault: VaultId, change: &Change) -> Vec<u8> {
-        let mut msg = CHANGE_DOMAIN.to_vec();
-        msg.extend_from_slice(vault.as_bytes());
-        msg.extend_from_slice(&codec::encode(ROSTER_VERSION, change));
-        msg
+        codec::signed_message(CHANGE_DOMAIN, vault, CHANGE_RECORD_VERSION, change)
     }
 
     /// Signs `change` with the recovery key (its signer must be [`Signer::Recovery`]).
@@ -194,12 +194,12 @@ impl SignedChange {
 
     /// Encodes the change alone (as a recovering device sends it).
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(ROSTER_VERSION, self)
+        codec::encode(CHANGE_RECORD_VERSION, self)
     }
 
     /// Decodes a change alone; its signature is checked when a roster takes it.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        codec::decode("roster change", ROSTER_VERSION, bytes)
+        codec::decode("roster change", CHANGE_RECORD_VERSION, bytes)
     }
 }
 
@@ -238,8 +238,6 @@ struct State {
     removed: Vec<DeviceId>,
     /// The changes that no other change follows, ascending.
     heads: Vec<ChangeId>,
-    /// The hash of every change, in the order of `changes`.
-    ids: Vec<ChangeId>,
 }
 
 /// A roster of version 1, before removals.
@@ -287,6 +285,13 @@ pub enum RosterError {
         /// The change, by the first bytes of its hash.
         change: String,
     },
+    /// Format 2 entries or removals that this roster, already grown by changes, does not
+    /// hold: they come from a device that has not moved to format 3, and could be signed by
+    /// a device a change removed.
+    #[error(
+        "the other roster has format 2 entries this one lacks; every device of the vault must run format 3"
+    )]
+    LegacyClosed,
     /// More changes than [`ROSTER_CHANGES_MAX`].
     #[error("roster of {changes} changes is larger than the limit of {ROSTER_CHANGES_MAX}")]
     TooLarge {
@@ -342,17 +347,11 @@ impl Roster {
     }
 
     fn entry_message(vault: VaultId, entry: &Entry) -> Vec<u8> {
-        let mut msg = ENTRY_DOMAIN.to_vec();
-        msg.extend_from_slice(vault.as_bytes());
-        msg.extend_from_slice(&codec::encode(SIGNED_RECORD_VERSION, entry));
-        msg
+        codec::signed_message(ENTRY_DOMAIN, vault, SIGNED_RECORD_VERSION, entry)
     }
 
     fn removal_message(vault: VaultId, removal: &Removal) -> Vec<u8> {
-        let mut msg = REMOVAL_DOMAIN.to_vec();
-        msg.extend_from_slice(vault.as_bytes());
-        msg.extend_from_slice(&codec::encode(SIGNED_RECORD_VERSION, removal));
-        msg
+        codec::signed_message(REMOVAL_DOMAIN, vault, SIGNED_RECORD_VERSION, removal)
     }
 
     /// The changes that no other change follows: what a new change names as its parents.
@@ -449,6 +448,10 @@ impl Roster {
     /// Checks the legacy part by the old rules, in its order.
     fn evaluate_legacy(&self) -> Result<LegacyState, RosterError> {
         let vault = self.vault;
+        let held = self.legacy.entries.len().max(self.legacy.removed.len());
+        if held > ROSTER_CHANGES_MAX {
+            return Err(RosterError::TooLarge { changes: held });
+        }
         let mut trusted: Vec<DeviceId> = Vec::new();
         let mut latest: Vec<Entry> = Vec::new();
         for signed in &self.legacy.entries {
@@ -459,7 +462,9 @@ impl Roster {
             }
             // The latest entry decides: a device entered again as storage-only signs no more.
             if entry.role == Role::Trusted {
-                trusted.push(entry.device);
+                if !trusted.contains(&entry.device) {
+                    trusted.push(entry.device);
+                }
             } else {
                 trusted.retain(|d| *d != entry.device);
             }
@@ -551,79 +556,74 @@ impl Roster {
                 What::Remove(removal) => removals.entry(removal.device).or_default().push(i),
             }
         }
-        // Of a device's admissions that `take` lets through, the latest.
+        // Of a device's admissions that `take` lets through, the latest: the one with the most
+        // ancestors, then a storage-only one, then the smaller hash.
         let latest = |device: DeviceId, take: &dyn Fn(usize) -> bool| -> Option<usize> {
+            let trusted = |j: usize| matches!(&self.changes[j].change.what, What::Admit(e) if e.role == Role::Trusted);
             admissions.get(&device)?.iter().copied().filter(|&j| take(j)).min_by(|&a, &b| {
-                let storage_first = |j: usize| match &self.changes[j].change.what {
-                    What::Admit(e) => e.role != Role::StorageOnly,
-                    What::Remove(_) => true,
-                };
                 weight[b]
                     .cmp(&weight[a])
-                    .then(storage_first(a).cmp(&storage_first(b)))
+                    .then(trusted(a).cmp(&trusted(b)))
                     .then(ids[a].cmp(&ids[b]))
             })
         };
         // Whether `device` was trusted in the changes before change `i`, counting the
-        // admissions `take` lets through and the removals that count.
-        let trusted_before =
-            |i: usize, device: DeviceId, counts: &[bool], take: &dyn Fn(usize) -> bool| {
-                let before = &ancestors[i];
-                if legacy.removed.contains(&device)
-                    || removals
-                        .get(&device)
-                        .is_some_and(|rs| rs.iter().any(|&r| before.contains(r) && counts[r]))
-                {
-                    return false;
-                }
-                match latest(device, &|j| before.contains(j) && take(j)) {
-                    Some(j) => matches!(&self.changes[j].change.what,
-                        What::Admit(e) if e.role == Role::Trusted),
-                    None => legacy.trusted.contains(&device),
-                }
-            };
+        // admissions `take` lets through (every removal before `i` counts: one that did not
+        // was refused already).
+        let trusted_before = |i: usize, device: DeviceId, take: &dyn Fn(usize) -> bool| {
+            let before = &ancestors[i];
+            if legacy.removed.contains(&device)
+                || removals.get(&device).is_some_and(|rs| rs.iter().any(|&r| before.contains(r)))
+            {
+                return false;
+            }
+            match latest(device, &|j| before.contains(j) && take(j)) {
+                Some(j) => matches!(&self.changes[j].change.what,
+                    What::Admit(e) if e.role == Role::Trusted),
+                None => legacy.trusted.contains(&device),
+            }
+        };
+        // The admissions among the first `limit` changes, of those `within` lets through (a set
+        // that holds the ancestors of each of its changes), that take effect there: not void (a
+        // removal of their signer within the set does not follow them), and signed by the
+        // recovery key or by a device that admissions taking effect made trusted.
+        let effective_within = |within: &dyn Fn(usize) -> bool, limit: usize| -> Vec<bool> {
+            let mut effective = vec![false; limit];
+            for j in (0..limit).filter(|&j| within(j)) {
+                let change = &self.changes[j].change;
+                let takes = match (&change.what, change.signer()) {
+                    (What::Remove(_), _) | (What::Admit(_), Signer::Recovery) => true,
+                    (What::Admit(_), Signer::Device(by)) => {
+                        let void = removals.get(&by).is_some_and(|rs| {
+                            rs.iter().any(|&r| r < limit && within(r) && !ancestors[r].contains(j))
+                        });
+                        !void && trusted_before(j, by, &|x| effective[x])
+                    }
+                };
+                effective[j] = takes;
+            }
+            effective
+        };
 
-        // A change counts if its signer was trusted in what it follows.
-        let mut counts = vec![false; n];
-        for i in 0..n {
-            let change = &self.changes[i].change;
-            counts[i] = match change.signer() {
+        // A change counts if its signer was trusted in what it follows, by admissions that
+        // take effect there: a device admitted by one that was removed before signs nothing.
+        for (i, signed) in self.changes.iter().enumerate() {
+            let change = &signed.change;
+            let counts = match change.signer() {
                 Signer::Recovery => true,
                 Signer::Device(by) => {
-                    let counted = counts.clone();
-                    trusted_before(i, by, &counted, &|j| counted[j])
+                    let before = &ancestors[i];
+                    let effective = effective_within(&|j| before.contains(j), i);
+                    trusted_before(i, by, &|x| effective[x])
                 }
             };
-            if !counts[i] {
+            if !counts {
                 return Err(RosterError::Signature { device: target(change) });
             }
         }
-        // Whatever a removed device signed that its removal does not follow is void.
-        let voided = |i: usize| match self.changes[i].change.signer() {
-            Signer::Recovery => false,
-            Signer::Device(by) => removals
-                .get(&by)
-                .is_some_and(|rs| rs.iter().any(|&r| r != i && !ancestors[r].contains(i))),
-        };
-        // An admission takes effect if it counts, is not void, and its signer was trusted by
-        // admissions that took effect.
-        let mut effective = vec![false; n];
-        for i in 0..n {
-            let change = &self.changes[i].change;
-            effective[i] = match change.what {
-                What::Remove(_) => true,
-                What::Admit(_) => {
-                    !voided(i)
-                        && match change.signer() {
-                            Signer::Recovery => true,
-                            Signer::Device(by) => {
-                                let took = effective.clone();
-                                trusted_before(i, by, &counts, &|j| took[j])
-                            }
-                        }
-                }
-            };
-        }
+        // In the whole roster, whatever a removed device signed that its removal does not
+        // follow is void, and so is what only such a change let in.
+        let effective = effective_within(&|_| true, n);
 
         let mut removed = legacy.removed.clone();
         for signed in &self.changes {
@@ -655,7 +655,7 @@ impl Roster {
             .collect();
         let heads: BTreeSet<ChangeId> =
             ids.iter().zip(&followed).filter(|(_, f)| !**f).map(|(id, _)| *id).collect();
-        Ok(State { devices, removed, heads: heads.into_iter().collect(), ids })
+        Ok(State { devices, removed, heads: heads.into_iter().collect() })
     }
 
     /// Puts the changes in their canonical order (of those whose parents are all placed, the
@@ -729,6 +729,11 @@ impl Roster {
             Signer::Device(by) => self.is_removed(*by),
             Signer::Recovery => false,
         };
+        let lacked = legacy.entries.iter().any(|e| !self.legacy.entries.contains(e))
+            || legacy.removed.iter().any(|r| !self.legacy.removed.contains(r));
+        if lacked && !self.changes.is_empty() {
+            return Err(RosterError::LegacyClosed);
+        }
         let mut merged = self.clone();
         let mut added = false;
         for entry in &legacy.entries {
@@ -905,6 +910,38 @@ mod tests {
         }
         assert_eq!(removal_first.encode(), stolen_first.encode(), "one roster, one encoding");
         assert_eq!(Roster::decode(&removal_first.encode()).expect("valid"), removal_first);
+    }
+
+    #[test]
+    fn a_device_let_in_by_a_removed_one_signs_nothing_once_it_knows() {
+        // The thief's laptop (key 2) lets in a device of its own (key 9) while the NAS (key 1)
+        // removes the laptop. Key 9, once it hears of that, tries to remove the NAS.
+        let base = two_trusted();
+        let (nas, laptop, proxy) = (key(1), key(2), key(9));
+        let mut stolen = base.clone();
+        stolen.admit_with_device(&laptop, entry(&proxy, Role::Trusted));
+        let mut removal = base.clone();
+        removal.remove_with_device(&nas, laptop.device_id());
+        let mut heard = stolen.clone();
+        heard.merge(&removal).expect("merges");
+        assert!(heard.device(proxy.device_id()).is_none(), "its admission is void");
+        heard.remove_with_device(&proxy, nas.device_id());
+        assert!(matches!(heard.verify(), Err(RosterError::Signature { .. })));
+        let mut informed = removal.clone();
+        assert!(informed.merge(&heard).is_err(), "refused whole");
+        assert_eq!(names(&informed), vec![nas.device_id()]);
+    }
+
+    #[test]
+    fn a_roster_with_changes_takes_no_format_2_entry_it_lacks() {
+        let recovery = recovery();
+        let mut upgraded = two_trusted();
+        let mut old = Roster::new(&recovery);
+        let laptop = entry(&key(2), Role::Trusted);
+        let signature = recovery.sign(&Roster::entry_message(old.vault, &laptop));
+        old.legacy.entries.push(SignedEntry { entry: laptop, signature });
+        old.verify().expect("a valid format 2 part");
+        assert!(matches!(upgraded.merge(&old), Err(RosterError::LegacyClosed)));
     }
 
     #[test]

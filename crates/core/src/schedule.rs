@@ -63,6 +63,9 @@ pub struct Schedule {
     changed_while_running: bool,
     /// The last round could not make every copy.
     incomplete: bool,
+    /// When the first change not yet taken by a round came: however often the folder keeps
+    /// changing, its round comes at the latest a rescan interval after that.
+    first_change: Option<Millis>,
 }
 
 impl Schedule {
@@ -74,6 +77,7 @@ impl Schedule {
             running: false,
             changed_while_running: false,
             incomplete: false,
+            first_change: None,
         }
     }
 
@@ -90,11 +94,13 @@ impl Schedule {
                 self.running = false;
                 self.incomplete = !complete;
                 let wait = if complete { self.pace.rescan_ms } else { self.pace.retry_ms };
-                let next = now + wait.max(1);
+                let next = now.saturating_add(wait.max(1));
+                let changed = std::mem::take(&mut self.changed_while_running);
                 self.due = if !self.pace.auto {
                     None
-                } else if std::mem::take(&mut self.changed_while_running) {
-                    Some(next.min(now + self.pace.settle_ms))
+                } else if changed {
+                    self.first_change = Some(now);
+                    Some(next.min(now.saturating_add(self.pace.settle_ms)))
                 } else {
                     Some(next)
                 };
@@ -121,10 +127,14 @@ impl Schedule {
             self.changed_while_running = true;
             return;
         }
-        let settled = now + self.pace.settle_ms;
+        let first = *self.first_change.get_or_insert(now);
+        let latest = first.saturating_add(self.pace.rescan_ms);
+        let settled = now.saturating_add(self.pace.settle_ms).min(latest.max(now));
         self.due = Some(match self.due {
-            // Within a settle window already: wait for quiet again.
-            Some(due) if due > now && due <= now + self.pace.settle_ms => settled,
+            // Within a settle window already: wait for quiet again (up to `latest`).
+            Some(due) if due > now && due <= now.saturating_add(self.pace.settle_ms) => {
+                settled.max(due.min(latest))
+            }
             Some(due) => due.min(settled),
             None => settled,
         });
@@ -136,6 +146,7 @@ impl Schedule {
             Some(due) if !self.running && due <= now => {
                 self.due = None;
                 self.running = true;
+                self.first_change = None;
                 Some(Action::Round)
             }
             _ => None,
@@ -217,6 +228,19 @@ mod tests {
         let burst: Vec<_> = (0..4).map(|i| (10_000 + i * 1_000, Event::Changed)).collect();
         let rounds = drive(&mut s, 0, 100_000, &burst, &|_| true);
         assert_eq!(rounds, vec![0, 15_000]);
+    }
+
+    #[test]
+    fn a_folder_that_never_stops_changing_still_gets_its_round() {
+        // A log file written every second from 10 s on, for an hour.
+        let mut s = Schedule::new(PACE, 0);
+        let ticks: Vec<_> = (0..3_600).map(|i| (10_000 + i * 1_000, Event::Changed)).collect();
+        let rounds = drive(&mut s, 0, 2_000_000, &ticks, &|_| true);
+        // A round a rescan interval after the first change, then at most a rescan interval (a
+        // settle time and the round itself) after the one before: never put off for good.
+        assert_eq!(rounds[..2], [0, 910_000], "{rounds:?}");
+        assert!(rounds.len() >= 3, "{rounds:?}");
+        assert!(rounds[1..].windows(2).all(|w| w[1] - w[0] <= 903_000), "{rounds:?}");
     }
 
     #[test]

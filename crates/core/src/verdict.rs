@@ -100,10 +100,7 @@ impl Verdict {
 
 impl SignedVerdict {
     fn message(vault: VaultId, verdict: &Verdict) -> Vec<u8> {
-        let mut msg = DOMAIN.to_vec();
-        msg.extend_from_slice(vault.as_bytes());
-        msg.extend_from_slice(&codec::encode(VERDICT_VERSION, verdict));
-        msg
+        codec::signed_message(DOMAIN, vault, VERDICT_VERSION, verdict)
     }
 
     /// Signs `verdict` with the key of the device it names, for the vault `vault`.

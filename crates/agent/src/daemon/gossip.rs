@@ -216,19 +216,21 @@ async fn take_records(shared: &Shared, encoded: &[Vec<u8>]) -> (bool, HashMap<De
             }
         }
     }
+    if !learnt.is_empty() {
+        let mut book = lock(&shared.book);
+        for signed in &learnt {
+            // The best address ends first.
+            for addr in signed.record.addrs.iter().rev() {
+                book.add(signed.record.device, addr);
+            }
+        }
+        if let Err(e) = book.save(&shared.home_path) {
+            tracing::warn!(error = %e, "cannot save the address book");
+        }
+    }
     for signed in &learnt {
         let device = signed.record.device;
         let peer = triad_net::peer_id(device);
-        {
-            let mut book = lock(&shared.book);
-            // The best address ends first.
-            for addr in signed.record.addrs.iter().rev() {
-                book.add(device, addr);
-            }
-            if let Err(e) = book.save(&shared.home_path) {
-                tracing::warn!(error = %e, "cannot save the address book");
-            }
-        }
         for addr in &signed.record.addrs {
             if let Ok(addr) = addr.parse::<Multiaddr>() {
                 let _ = shared.node.add_address(peer, addr).await;
@@ -344,10 +346,14 @@ pub(super) fn news_to_tell(shared: &Shared) {
     shared.gossip_now.notify_one();
 }
 
-/// Keeps in touch with every device of the roster until the agent stops.
+/// Keeps in touch with every device of the roster until the agent stops. Each device is met
+/// on its own: one that does not answer (and takes its timeout to say so) holds up no other.
 pub(super) async fn run(shared: Arc<Shared>) {
+    use futures::stream::{FuturesUnordered, StreamExt};
     // Per device: when to meet it next, and the wait after the last failure.
     let mut due: HashMap<DeviceId, (Instant, Duration)> = HashMap::new();
+    let mut meeting: std::collections::HashSet<DeviceId> = std::collections::HashSet::new();
+    let mut exchanges = FuturesUnordered::new();
     loop {
         let me = shared.home.device_id();
         let devices: Vec<DeviceId> = lock(&shared.roster)
@@ -358,33 +364,41 @@ pub(super) async fn run(shared: Arc<Shared>) {
             .collect();
         due.retain(|d, _| devices.contains(d));
         let now = Instant::now();
-        let ready: Vec<DeviceId> = devices
-            .iter()
-            .copied()
-            .filter(|d| due.get(d).is_none_or(|(at, _)| *at <= now))
-            .collect();
-        let met = futures::future::join_all(ready.iter().map(|device| {
+        for device in devices {
+            if meeting.contains(&device) || due.get(&device).is_some_and(|(at, _)| *at > now) {
+                continue;
+            }
+            meeting.insert(device);
             let shared = shared.clone();
-            let peer = triad_net::peer_id(*device);
-            async move { exchange(&shared, peer).await }
-        }))
-        .await;
-        let now = Instant::now();
-        for (device, answered) in ready.into_iter().zip(met) {
-            let backoff = due.get(&device).map_or(BACKOFF_FIRST, |(_, b)| *b);
-            let next = if answered {
-                (now + TOUCH_EVERY, BACKOFF_FIRST)
-            } else {
-                (now + backoff, (backoff * 2).min(BACKOFF_MAX))
-            };
-            due.insert(device, next);
+            exchanges
+                .push(async move { (device, exchange(&shared, triad_net::peer_id(device)).await) });
         }
-        let wake = due.values().map(|(at, _)| *at).min().unwrap_or(now + TOUCH_EVERY);
+        let wake = due
+            .iter()
+            .filter(|(d, _)| !meeting.contains(d))
+            .map(|(_, (at, _))| *at)
+            .min()
+            .unwrap_or(now + TOUCH_EVERY);
         tokio::select! {
+            Some((device, answered)) = exchanges.next(), if !exchanges.is_empty() => {
+                meeting.remove(&device);
+                let backoff = due.get(&device).map_or(BACKOFF_FIRST, |(_, b)| *b);
+                let now = Instant::now();
+                let next = if answered {
+                    (now + TOUCH_EVERY, BACKOFF_FIRST)
+                } else {
+                    (now + backoff, (backoff * 2).min(BACKOFF_MAX))
+                };
+                due.insert(device, next);
+            }
             () = tokio::time::sleep_until(wake) => {}
             () = shared.gossip_now.notified() => {
-                // News: meet every device now, whatever its backoff.
-                due.clear();
+                // News: meet every device now; a device that does not answer keeps its
+                // backoff for after this try.
+                let now = Instant::now();
+                for (at, _) in due.values_mut() {
+                    *at = now;
+                }
             }
         }
     }
