@@ -403,3 +403,33 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
     }
 }
+
+/// How long telling one device of a roster change may take.
+pub(super) const TELL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pushes the roster to every other device that can be reached now; returns their names.
+pub(super) async fn gossip(shared: &Arc<Shared>) -> Vec<String> {
+    let roster = lock(&shared.roster).clone();
+    let me = shared.home.device_id();
+    let bytes = roster.encode();
+    let mut tasks = Vec::new();
+    for entry in roster.devices().into_iter().filter(|e| e.device != me) {
+        let (shared, bytes, name) = (shared.clone(), bytes.clone(), entry.name.clone());
+        let peer = triad_net::peer_id(entry.device);
+        tasks.push(tokio::spawn(async move {
+            let message = wire::Request::Roster { roster: bytes };
+            let push = request(&shared, peer, &message);
+            match tokio::time::timeout(TELL_TIMEOUT, push).await {
+                Ok(Ok(_)) => Some(name),
+                _ => None,
+            }
+        }));
+    }
+    let mut told = Vec::new();
+    for task in tasks {
+        if let Ok(Some(name)) = task.await {
+            told.push(name);
+        }
+    }
+    told
+}

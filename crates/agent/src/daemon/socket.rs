@@ -1,0 +1,251 @@
+//! The control socket: the `triad` commands of the home's owner, one request a connection,
+//! and the small answers (devices, removing a device, adding an address).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use triad_core::roster::{Entry, Role};
+use triad_net::Multiaddr;
+use triad_proto::wire::{self, Refusal, Response};
+
+use super::fetch::fetch_into;
+use super::gossip::{TELL_TIMEOUT, gossip};
+use super::pairing::pair_session;
+use super::push::{request, sync};
+use super::view::{audit_devices, check, status};
+use super::{Shared, free_bytes, lock, protect};
+use crate::control;
+
+pub(super) async fn serve_socket(shared: Arc<Shared>, listener: UnixListener, owner: u32) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        if uid != Some(owner) {
+            tracing::warn!(?uid, "control connection from another user refused");
+            let mut stream = stream;
+            let _ = stream
+                .write_all(
+                    b"{\"error\":\"refused: only the owner of this home may control its agent\"}\n",
+                )
+                .await;
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session(&shared, stream).await {
+                tracing::debug!(error = %e, "control session ended");
+            }
+        });
+    }
+}
+
+pub(super) struct Session {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    out: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Session {
+    pub(super) async fn say(&mut self, value: Value) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&value).expect("json values serialize");
+        line.push(b'\n');
+        self.out.write_all(&line).await
+    }
+
+    pub(super) async fn read(&mut self) -> io::Result<Option<control::Request>> {
+        let Some(line) = self.lines.next_line().await? else { return Ok(None) };
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
+    let (read, out) = stream.into_split();
+    let mut s = Session { lines: BufReader::new(read).lines(), out };
+    let Some(request) = s.read().await? else { return Ok(()) };
+    let result = match request {
+        control::Request::Lease => {
+            // The command works on the stores itself; the agent keeps off them until it is
+            // done (it closes the connection by exiting).
+            let _lease = shared.stores.lend().await;
+            s.say(json!({ "leased": true })).await?;
+            while s.read().await.is_ok_and(|line| line.is_some()) {}
+            return Ok(());
+        }
+        control::Request::Devices => devices(shared).await,
+        control::Request::Pair { storage_only, seconds, yes } => {
+            return pair_session(shared, &mut s, storage_only, seconds, yes).await;
+        }
+        control::Request::PairDecision { .. } => Err("no pairing is waiting for a decision".into()),
+        control::Request::Sync { device, timeout_secs } => {
+            let timeout = Duration::from_secs(timeout_secs.max(1));
+            match tokio::time::timeout(timeout, sync(shared, &device, Some(&mut s))).await {
+                Ok(result) => {
+                    // What the agent's own work waits for may have come with this push.
+                    if result.is_ok() {
+                        let _ = shared.kick.try_send(protect::Wake::Changed);
+                    }
+                    result
+                }
+                Err(_) => Err(SyncFailure::Unreachable(format!(
+                    "{device} did not finish within {timeout_secs} s"
+                ))
+                .into()),
+            }
+        }
+        control::Request::AddAddress { device, addr } => add_address(shared, &device, &addr).await,
+        control::Request::Status { files } => status(shared, &files).await,
+        control::Request::Audit { now } => audit_devices(shared, now).await,
+        control::Request::Check { hashes, card } => check(shared, &hashes, card.as_deref()).await,
+        control::Request::Reload => shared.reload().await.map_err(Failure::from),
+        control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
+        control::Request::Fetch { blobs, into } => fetch_into(shared, &blobs, &into, &mut s).await,
+    };
+    match result {
+        Ok(value) => s.say(value).await,
+        Err(failure) => {
+            let code = failure.code.map(Refusal::as_str);
+            s.say(json!({ "error": failure.message, "kind": failure.kind, "code": code })).await
+        }
+    }
+}
+
+pub(super) struct Failure {
+    pub(super) kind: &'static str,
+    pub(super) message: String,
+    /// Why the other device refused, when it did.
+    pub(super) code: Option<Refusal>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { kind: "error", message, code: None }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure { kind: "error", message: message.to_owned(), code: None }
+    }
+}
+
+pub(super) enum SyncFailure {
+    Unreachable(String),
+    Refused(Refusal, String),
+}
+
+impl From<SyncFailure> for Failure {
+    fn from(f: SyncFailure) -> Self {
+        match f {
+            SyncFailure::Unreachable(message) => {
+                Failure { kind: "unreachable", message, code: None }
+            }
+            SyncFailure::Refused(code, message) => {
+                Failure { kind: "refused", message, code: Some(code) }
+            }
+        }
+    }
+}
+
+async fn devices(shared: &Shared) -> Result<Value, Failure> {
+    let entries: Vec<Entry> = lock(&shared.roster).devices().into_iter().cloned().collect();
+    // Every device is asked at once: one that is away costs its timeout once, not per device.
+    let out = futures::future::join_all(entries.into_iter().map(|e| describe(shared, e))).await;
+    Ok(json!({ "done": true, "devices": out }))
+}
+
+/// One device as `triad devices` shows it: online or not, its stores.
+async fn describe(shared: &Shared, entry: Entry) -> Value {
+    let me = shared.home.device_id();
+    let peer = triad_net::peer_id(entry.device);
+    let this = entry.device == me;
+    // The catalog holds no copies: it is not shown as a store.
+    let stores: Vec<Value> = shared
+        .config()
+        .data_stores()
+        .map(|s| {
+            let free = free_bytes(&s.path, s.quota);
+            json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": free})
+        })
+        .collect();
+    // Online: it answers now, at the connection there is or at a known address.
+    let (connected, stores) = if this {
+        (None, stores)
+    } else {
+        let ask = async {
+            shared.node.connect(peer).await.ok()?;
+            match request(shared, peer, &wire::Request::Hello).await {
+                Ok(Response::Hello { stores, .. }) => Some(stores),
+                _ => None,
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(4), ask).await {
+            Ok(Some(stores)) => (
+                shared.node.connected(&peer),
+                stores
+                    .iter()
+                    .map(|s| json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": s.free}))
+                    .collect(),
+            ),
+            _ => (None, Vec::new()),
+        }
+    };
+    let book = lock(&shared.book);
+    let known = book.get(entry.device);
+    json!({
+        "name": entry.name,
+        "site": entry.site,
+        "role": match entry.role { Role::Trusted => "trusted", Role::StorageOnly => "storage-only" },
+        "device": entry.device.to_hex(),
+        "this": this,
+        "online": this || connected.is_some() || !stores.is_empty(),
+        "last_seen": known.and_then(|p| p.last_seen),
+        "address": connected.map(|a| a.to_string()).or_else(|| known.and_then(|p| p.addrs.first().cloned())),
+        "stores": stores,
+    })
+}
+
+async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failure> {
+    let entry = shared.device_named(name)?;
+    if entry.device == shared.home.device_id() {
+        return Err("this is this device; remove it from another trusted device".into());
+    }
+    if shared.home.keys().is_err() {
+        return Err("only a trusted device can remove devices".into());
+    }
+    // The removed device is told first, while it is still admitted: the gate drops its
+    // connections as soon as the roster changes here, and then it could only guess why.
+    let mut next = lock(&shared.roster).clone();
+    next.remove_with_device(shared.home.device_key(), entry.device);
+    let message = wire::Request::Roster { roster: next.encode() };
+    let peer = triad_net::peer_id(entry.device);
+    let told_removed = tokio::time::timeout(TELL_TIMEOUT, request(shared, peer, &message))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    // The same change the removed device was told of (the roster may have grown meanwhile).
+    shared.update_roster(|roster| roster.merge(&next).map_err(|e| e.to_string()))?;
+    let mut told = gossip(shared).await;
+    if told_removed {
+        told.insert(0, name.to_owned());
+    }
+    Ok(json!({ "done": true, "device": name, "told": told }))
+}
+
+async fn add_address(shared: &Shared, name: &str, addr: &str) -> Result<Value, Failure> {
+    let entry = shared.device_named(name)?;
+    let parsed: Multiaddr =
+        addr.parse().map_err(|e| format!("{addr:?} is not a multiaddress: {e}"))?;
+    shared
+        .node
+        .add_address(triad_net::peer_id(entry.device), parsed.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut book = lock(&shared.book);
+    book.add(entry.device, addr);
+    book.save(&shared.home_path).map_err(|e| e.to_string())?;
+    Ok(json!({ "done": true }))
+}
