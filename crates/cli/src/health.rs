@@ -63,7 +63,7 @@ pub(crate) fn status(home_path: &Path, a: StatusArgs) -> Result<u8> {
         let value = ask(home_path, &Request::Status { files: a.files.clone() })?;
         let worst = value["worst"].as_str().and_then(State::parse).unwrap_or(State::Lost);
         if a.json {
-            output::json_line(&value)?;
+            output::json_line(&status_json(&value))?;
             return Ok(exit_of(worst));
         }
         print_status(&value);
@@ -193,6 +193,52 @@ fn print_status(value: &Value) {
         "Every file survives the loss of any one site: {}",
         if survives { "yes" } else { "no" }
     );
+}
+
+/// The agent's answer to `status` as `--json` prints it (docs/JSON.md): times as RFC 3339,
+/// and the rows the agent sends as tuples as objects with named fields.
+fn status_json(answer: &Value) -> Value {
+    let mut out = output::agent_answer(answer);
+    if let Some(doing) = out.get_mut("doing") {
+        output::set_time(doing, "since");
+        output::set_time(doing, "next");
+    }
+    if let Some(holds) = out.get_mut("holds") {
+        output::set_time(holds, "last_audited");
+    }
+    for refusing in output::rows_mut(&mut out, "refusing") {
+        output::set_time(refusing, "since");
+    }
+    for folder in output::rows_mut(&mut out, "folders") {
+        if let Some(snapshot) = folder.get_mut("snapshot")
+            && let Some([id, at]) = snapshot.as_array().map(Vec::as_slice)
+        {
+            *snapshot = json!({"id": id, "time": output::json_time(at)});
+        }
+        name_reasons(folder);
+        for file in output::rows_mut(folder, "files") {
+            if let Some([path, state, reasons]) = file.as_array().map(Vec::as_slice) {
+                *file = json!({"path": path, "state": state, "reasons": reasons});
+            }
+        }
+    }
+    for device in output::rows_mut(&mut out, "vault") {
+        output::set_time(device, "evaluated");
+        for folder in output::rows_mut(device, "folders") {
+            output::set_time(folder, "last_backup");
+            name_reasons(folder);
+        }
+    }
+    out
+}
+
+/// Each `[state, reason, files]` of a folder's `reasons` as an object.
+fn name_reasons(folder: &mut Value) {
+    for reason in output::rows_mut(folder, "reasons") {
+        if let Some([state, text, files]) = reason.as_array().map(Vec::as_slice) {
+            *reason = json!({"state": state, "reason": text, "files": files});
+        }
+    }
 }
 
 /// The other devices' folders, as their owners last judged them.
@@ -456,7 +502,11 @@ pub(crate) fn audit(home_path: &Path, a: AuditArgs) -> Result<u8> {
     let rows = value["devices"].as_array().cloned().unwrap_or_default();
     let failed = rows.iter().any(|r| r["audit"]["result"] == "failed" || r["bad"] == true);
     if a.json {
-        output::json_line(&value)?;
+        let mut out = json!({ "devices": rows });
+        for row in output::rows_mut(&mut out, "devices") {
+            output::set_time(row, "last_proven");
+        }
+        output::json_line(&out)?;
     } else if rows.is_empty() {
         println!("No other device to audit.");
     } else {

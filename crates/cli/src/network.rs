@@ -318,7 +318,7 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
             bail!("{message}");
         }
         if a.json {
-            output::json_line(&value)?;
+            output::json_line(&output::agent_answer(&value))?;
         } else {
             let told: Vec<&str> =
                 value["told"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -342,7 +342,11 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
                 if let Some((message, _)) = error_of(&value) {
                     bail!("{message}");
                 }
-                println!("{name} is at {parsed} from now on; the agent dials it there.");
+                if a.json {
+                    output::json_line(&addr_json(&name, &parsed, true))?;
+                } else {
+                    println!("{name} is at {parsed} from now on; the agent dials it there.");
+                }
                 Ok(EXIT_OK)
             }
             Err(ClientError::NotRunning { .. }) => {
@@ -356,9 +360,13 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
                 let mut book = Book::load(home_path);
                 book.add(entry.device, &parsed.to_string());
                 book.save(home_path)?;
-                println!(
-                    "{name} is at {parsed} from now on; the agent dials it there when it starts."
-                );
+                if a.json {
+                    output::json_line(&addr_json(&name, &parsed, false))?;
+                } else {
+                    println!(
+                        "{name} is at {parsed} from now on; the agent dials it there when it starts."
+                    );
+                }
                 Ok(EXIT_OK)
             }
             Err(e) => Err(e.into()),
@@ -397,7 +405,17 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
         Err(e) => return Err(e.into()),
     };
     if a.json {
-        output::json_line(&json!({"agent_running": running, "devices": devices}))?;
+        let mut out = json!({"agent_running": running, "devices": devices});
+        for device in output::rows_mut(&mut out, "devices") {
+            output::set_time(device, "last_seen");
+            for store in output::rows_mut(device, "stores") {
+                // The agent says u64::MAX when it cannot tell (no quota, no file system answer).
+                if store["free"] == u64::MAX {
+                    store["free"] = Value::Null;
+                }
+            }
+        }
+        output::json_line(&out)?;
         return Ok(EXIT_OK);
     }
     if !running {
@@ -438,6 +456,12 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// What `devices addr --json` prints: the address remembered, and whether the running agent
+/// dials it now (or, not running, when it starts).
+fn addr_json(name: &str, addr: &Multiaddr, agent_running: bool) -> Value {
+    json!({"device": name, "address": addr.to_string(), "agent_running": agent_running})
 }
 
 pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {

@@ -1,4 +1,4 @@
-//! What people and scripts see: logging, progress, sizes and times.
+//! What people and scripts see: logging, progress, sizes, times and the `--json` lines.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime};
@@ -69,12 +69,58 @@ pub(crate) fn bar(total: u64, message: &str) -> ProgressBar {
     bar
 }
 
-/// Prints one JSON value on its own line to standard output.
+/// The version of every `--json` output, carried in each object's `format` field. Within a
+/// version, fields are only added; removing or renaming a field, or changing what one means or
+/// its type, makes the next version. `docs/JSON.md` documents every field of every command.
+pub(crate) const JSON_FORMAT: u64 = 1;
+
+/// Prints one JSON object on its own line to standard output, with the `format` field added.
 pub(crate) fn json_line(value: &serde_json::Value) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
+    serde_json::to_writer(&mut out, &versioned(value))?;
     out.write_all(b"\n")?;
     out.flush()
+}
+
+/// A time given as seconds since the epoch, as an RFC 3339 string; `null` stays `null` (never,
+/// or not known).
+pub(crate) fn json_time(secs: &serde_json::Value) -> serde_json::Value {
+    secs.as_i64().map_or(serde_json::Value::Null, |s| time(Timestamp::new(s, 0)).into())
+}
+
+/// An answer of the agent as a command's `--json` prints it: without `done`, which ends the
+/// answer on the control socket and is no field of the output.
+pub(crate) fn agent_answer(answer: &serde_json::Value) -> serde_json::Value {
+    let mut out = answer.clone();
+    if let Some(fields) = out.as_object_mut() {
+        fields.remove("done");
+    }
+    out
+}
+
+/// Turns `object[key]`, seconds since the epoch, into an RFC 3339 time, if it is there.
+pub(crate) fn set_time(object: &mut serde_json::Value, key: &str) {
+    if let Some(at) = object.get_mut(key) {
+        *at = json_time(at);
+    }
+}
+
+/// The rows of the array `object[key]` (none if there is no such array).
+pub(crate) fn rows_mut<'a>(
+    object: &'a mut serde_json::Value,
+    key: &str,
+) -> impl Iterator<Item = &'a mut serde_json::Value> {
+    object.get_mut(key).and_then(serde_json::Value::as_array_mut).into_iter().flatten()
+}
+
+/// `value` with `"format": JSON_FORMAT` added.
+fn versioned(value: &serde_json::Value) -> serde_json::Value {
+    let fields = value.as_object().expect("every --json output is an object with named fields");
+    assert!(!fields.contains_key("format"), "`format` is the version of the output: {value}");
+    let mut out = serde_json::Map::new();
+    out.insert("format".to_owned(), JSON_FORMAT.into());
+    out.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+    serde_json::Value::Object(out)
 }
 
 #[cfg(test)]
@@ -91,5 +137,18 @@ mod tests {
     #[test]
     fn times_are_utc() {
         assert_eq!(time(Timestamp::new(0, 0)), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn json_times_are_rfc_3339_and_never_stays_null() {
+        let at = serde_json::json!(1_767_225_600);
+        assert_eq!(json_time(&at), "2026-01-01T00:00:00Z");
+        assert_eq!(json_time(&serde_json::Value::Null), serde_json::Value::Null);
+    }
+
+    #[test]
+    fn every_json_object_carries_its_format() {
+        let line = versioned(&serde_json::json!({"ok": true}));
+        assert_eq!(line, serde_json::json!({"format": JSON_FORMAT, "ok": true}));
     }
 }

@@ -230,7 +230,7 @@ fn store(home_path: &Path, c: StoreCommand) -> Result<u8> {
                 rows.push(json!({"id": s.id.to_hex(), "path": s.path.to_string_lossy(), "media": s.media.as_str(), "catalog": s.catalog, "status": state}));
             }
             if json {
-                output::json_line(&json!(rows))?;
+                output::json_line(&json!({ "stores": rows }))?;
             } else if rows.is_empty() {
                 println!("No stores yet: add one with `triad store add PATH --media MEDIA`.");
             } else {
@@ -369,7 +369,7 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
         FolderCommand::List { json } => {
             if json {
                 let rows: Vec<_> = dev.config.folders.iter().map(|f| json!({"id": f.id.to_hex(), "path": f.path.to_string_lossy(), "media": f.media.as_str(), "exclude": f.exclude})).collect();
-                output::json_line(&json!(rows))?;
+                output::json_line(&json!({ "folders": rows }))?;
             } else {
                 for f in &dev.config.folders {
                     println!("{}  {:<8} {}", f.id.short(), f.media.as_str(), f.path.display());
@@ -600,7 +600,8 @@ fn snapshots(home_path: &Path, a: SnapshotsArgs) -> Result<u8> {
         (&x.snapshot.folder_name, x.snapshot.time).cmp(&(&y.snapshot.folder_name, y.snapshot.time))
     });
     if a.json {
-        output::json_line(&json!(list.iter().map(snapshot_json).collect::<Vec<_>>()))?;
+        let list: Vec<_> = list.iter().map(snapshot_json).collect();
+        output::json_line(&json!({ "snapshots": list }))?;
         return Ok(EXIT_OK);
     }
     if list.is_empty() {
@@ -675,7 +676,7 @@ fn ls(home_path: &Path, a: LsArgs) -> Result<u8> {
     }
     if a.json {
         let rows: Vec<_> = groups.into_iter().flat_map(|(_, rows)| rows).collect();
-        output::json_line(&json!(rows))?;
+        output::json_line(&json!({ "entries": rows }))?;
     } else {
         let mut out = std::io::stdout().lock();
         let several = groups.len() > 1;

@@ -42,7 +42,7 @@ fn latest_sequences(d: &Device) -> Vec<(String, u64)> {
     let out = d.ok(&["snapshots", "--json"]);
     let list: Value = serde_json::from_str(out.trim()).expect("json");
     let mut best: Vec<(String, u64)> = Vec::new();
-    for s in list.as_array().expect("array") {
+    for s in list["snapshots"].as_array().expect("array") {
         let name = s["folder"].as_str().expect("folder").to_owned();
         let seq = s["sequence"].as_u64().expect("sequence");
         match best.iter_mut().find(|(n, _)| *n == name) {

@@ -108,7 +108,7 @@ fn forged_entry_names_and_links_never_lead_outside_the_target() {
     write_noise(&d.folder.join("a").join("f.CR3"), 200_000, 2);
     d.backup();
     let honest: Value = serde_json::from_str(d.ok(&["snapshots", "--json"]).trim()).expect("json");
-    let honest = honest[0]["id"].as_str().expect("id").to_owned();
+    let honest = honest["snapshots"][0]["id"].as_str().expect("id").to_owned();
     let to = d.root().join("out");
     let outside = d.root().join("outside");
     fs::create_dir_all(&outside).expect("mkdir");
@@ -137,7 +137,8 @@ fn forged_entry_names_and_links_never_lead_outside_the_target() {
 fn folder_ids(d: &Device) -> Vec<(String, PathBuf)> {
     let list: Value =
         serde_json::from_str(d.ok(&["folder", "list", "--json"]).trim()).expect("json");
-    list.as_array()
+    list["folders"]
+        .as_array()
         .expect("rows")
         .iter()
         .map(|f| {
@@ -152,7 +153,7 @@ fn folder_ids(d: &Device) -> Vec<(String, PathBuf)> {
 /// File names (last component) in each latest snapshot made by the device named `device`.
 fn names_by(d: &Device, device: &str) -> Vec<Vec<String>> {
     let list: Value = serde_json::from_str(d.ok(&["snapshots", "--json"]).trim()).expect("json");
-    let mut latest: Vec<(String, u64, String)> = list
+    let mut latest: Vec<(String, u64, String)> = list["snapshots"]
         .as_array()
         .expect("rows")
         .iter()
@@ -170,7 +171,7 @@ fn names_by(d: &Device, device: &str) -> Vec<Vec<String>> {
         .map(|(_, _, id)| {
             let rows: Value =
                 serde_json::from_str(d.ok(&["ls", id, "--json"]).trim()).expect("json");
-            let mut names: Vec<String> = rows
+            let mut names: Vec<String> = rows["entries"]
                 .as_array()
                 .expect("rows")
                 .iter()
@@ -300,7 +301,7 @@ fn paths_printed_by_ls_restore() {
     make_shoot(&d.folder, 1);
     d.backup();
     let rows: Value = serde_json::from_str(d.ok(&["ls", "latest", "--json"]).trim()).expect("json");
-    let file = rows
+    let file = rows["entries"]
         .as_array()
         .expect("rows")
         .iter()

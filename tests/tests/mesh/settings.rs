@@ -84,5 +84,5 @@ fn settings_changed_while_the_agent_runs_take_effect_at_once() {
     assert!(!said.status.success(), "{}", text(&said));
     fs::write(&config, good).expect("restore");
     let (_, answer) = status(&d, &[]);
-    assert!(answer["done"] == true, "the agent still answers: {answer}");
+    assert!(answer["worst"].is_string(), "the agent still answers: {answer}");
 }

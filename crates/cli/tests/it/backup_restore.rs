@@ -46,7 +46,7 @@ fn restore_is_byte_identical_with_modes_and_mtimes() {
 
     // The listing shows what is there, with the content hash `b3sum` would print.
     let ls: Value = serde_json::from_str(&d.ok(&["ls", "latest", "day1", "--json"])).expect("json");
-    let notes = ls
+    let notes = ls["entries"]
         .as_array()
         .expect("array")
         .iter()
@@ -85,9 +85,9 @@ fn unchanged_renamed_and_edited_backups_store_only_what_changed() {
 
     // Every version is still there.
     let snapshots: Value = serde_json::from_str(&d.ok(&["snapshots", "--json"])).expect("json");
-    assert_eq!(snapshots.as_array().expect("array").len(), 3);
-    let oldest =
-        snapshots.as_array().expect("array").iter().find(|s| s["sequence"] == 1).expect("first");
+    let snapshots = snapshots["snapshots"].as_array().expect("array");
+    assert_eq!(snapshots.len(), 3);
+    let oldest = snapshots.iter().find(|s| s["sequence"] == 1).expect("first");
     let to = d.root().join("first");
     let id = oldest["short_id"].as_str().expect("id");
     d.ok(&["restore", id, "day1/raw/IMG_0000.xmp", "--to", to.to_str().expect("utf-8")]);

@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod demo;
 mod home;
+mod json;
 mod mounts;
 mod peers;
 mod recover;

@@ -535,7 +535,7 @@ fn status_says_where_files_stand_and_check_says_whether_a_card_is_safe() {
     assert_eq!(code, 1, "{answer}");
     let listed = &answer["folders"][0]["files"];
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{answer}");
-    assert_eq!(listed[0][0], "IMG_0002.CR3", "{answer}");
+    assert_eq!(listed[0]["path"], "IMG_0002.CR3", "{answer}");
 
     // A removed device stops counting: the edited file's recorded version is left in one
     // store alone.
@@ -620,7 +620,7 @@ fn a_new_device_recovers_everything_from_the_phrase_and_the_storage_only_pi_alon
     // history continues) and the Pi holds the copy again, without any data sent twice.
     let folders: Value =
         serde_json::from_str(&fresh.ok(&["folder", "list", "--json"])).expect("JSON");
-    assert_eq!(folders.as_array().map(Vec::len), Some(1), "{folders}");
+    assert_eq!(folders["folders"].as_array().map(Vec::len), Some(1), "{folders}");
     fresh.set_option("protect", "retry_secs", "1");
     let _fresh_agent = start_agent_as_is(&fresh);
     fresh.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
@@ -630,7 +630,8 @@ fn a_new_device_recovers_everything_from_the_phrase_and_the_storage_only_pi_alon
     });
     assert_eq!(answer["survives_site_loss"], true, "{answer}");
     let history = json(&fresh.ok(&["snapshots", "--json"]));
-    assert!(history.as_array().is_some_and(|s| s.len() >= 2), "the history continues: {history}");
+    let snapshots = history["snapshots"].as_array();
+    assert!(snapshots.is_some_and(|s| s.len() >= 2), "the history continues: {history}");
     // And the lost laptop is removed, for good, everywhere it can be told.
     let removed = json(&fresh.ok(&["devices", "remove", "laptop", "--json"]));
     assert_eq!(removed["told"], serde_json::json!(["pi"]), "{removed}");
@@ -791,9 +792,9 @@ fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_
     assert_eq!(report["files"], 5, "{report}");
     // The laptop's catalog holds metadata only: a small fraction of the files' bytes.
     let stores = json(&laptop.ok(&["store", "list", "--json"]));
-    assert_eq!(stores.as_array().map(Vec::len), Some(1), "{stores}");
-    assert_eq!(stores[0]["catalog"], true, "{stores}");
-    let held = stores[0]["status"]["bytes"].as_u64().expect("bytes");
+    assert_eq!(stores["stores"].as_array().map(Vec::len), Some(1), "{stores}");
+    assert_eq!(stores["stores"][0]["catalog"], true, "{stores}");
+    let held = stores["stores"][0]["status"]["bytes"].as_u64().expect("bytes");
     assert!(held < 64 << 10, "the catalog holds {held} bytes");
     drop(agent);
 
@@ -806,7 +807,7 @@ fn a_laptop_without_a_store_sends_from_its_files_and_a_version_changed_first_is_
     write_noise(&edited, 800 << 10, 55);
     let (code, answer) = status(&laptop, &["--files", "lost"]);
     assert_eq!((code, count(&answer, "LOST")), (2, 1), "{answer}");
-    assert_eq!(answer["folders"][0]["files"][0][0], "IMG_0005.CR3", "{answer}");
+    assert_eq!(answer["folders"][0]["files"][0]["path"], "IMG_0005.CR3", "{answer}");
     let out = laptop.run(&["sync", "nas", "--json"]);
     assert_eq!(out.status.code(), Some(4), "a partial push: {}", text(&out));
     let pushed = json(&String::from_utf8_lossy(&out.stdout));
@@ -881,7 +882,7 @@ fn a_file_not_backed_up_yet_is_at_risk_until_it_is() {
     assert!(answer.to_string().contains("not backed up yet"), "{answer}");
     let (code, listed) = status(&laptop, &["--files", "at-risk"]);
     assert_eq!(code, 2, "{listed}");
-    assert_eq!(listed["folders"][0]["files"][0][0], "IMG_0001.CR3", "{listed}");
+    assert_eq!(listed["folders"][0]["files"][0]["path"], "IMG_0001.CR3", "{listed}");
     assert_eq!(listed["folders"][0]["files"].as_array().map(Vec::len), Some(1), "{listed}");
 
     // Backed up by hand: the file is in the snapshot as it is on disk; two copies at home.

@@ -22,7 +22,11 @@ fn an_emptied_folder_is_refused_unless_allowed() {
     assert!(text.contains("is empty but its last snapshot had 3 files"), "{text}");
     assert!(text.contains("--allow-empty"), "{text}");
     let snapshots: Value = serde_json::from_str(&d.ok(&["snapshots", "--json"])).expect("json");
-    assert_eq!(snapshots.as_array().expect("array").len(), 1, "no empty snapshot was made");
+    assert_eq!(
+        snapshots["snapshots"].as_array().expect("array").len(),
+        1,
+        "no empty snapshot was made"
+    );
     let s = summary(&d.ok(&["backup", "--json", "--allow-empty"]));
     assert_eq!(s["files"], 0);
 }
