@@ -3,10 +3,12 @@
 //! A vault of 3 to 10 devices (a laptop that owns the photos, a NAS beside it, a Pi at the
 //! parents', friends' disks further away) lives through disk failures, bit rot, a stolen
 //! laptop, a site lost whole, outages of hours to weeks, sites cut off from the internet and a
-//! 20 Mbit/s uplink. What the laptop decides is what the agent decides, with the same code:
-//! [`policy::evaluate`] judges each file from what the laptop knows, [`policy::audit_due`] says
-//! whom to audit, [`policy::plan`] whom to push to, [`Proof`] what a push and an audit
-//! prove, and [`Roster`] who belongs to the vault (merged between devices that meet). The
+//! 20 Mbit/s uplink. What the laptop decides is what the agent decides, with the same engine:
+//! [`Schedule`] says when its rounds run and [`Round`] what each does (whom to audit, when to
+//! judge, whom to push to, whether to retry soon), [`policy::evaluate`] judges each file from
+//! what the laptop knows, [`Proof`] is what a push and an audit prove, and [`Roster`] who
+//! belongs to the vault (merged between devices that meet). The simulation only performs the
+//! actions and feeds their results back, as the agent does. The
 //! simulation keeps the truth beside it (which copy is intact where) and checks at every step
 //! that the decisions never claim more than the truth:
 //!
@@ -25,6 +27,10 @@ use triad_core::keys::{DeviceKey, Phrase, RecoveryKey};
 use triad_core::ledger::Proof;
 use triad_core::policy::{self, Candidate, Copy, Holder, Policy, State, Windows};
 use triad_core::roster::{Entry, Role, Roster, Signer};
+use triad_core::round::{
+    Action as RoundAction, Event as RoundEvent, Folder as RoundFolder, Peer, Round,
+};
+use triad_core::schedule::{Action as ScheduleAction, Event as ScheduleEvent, Pace, Schedule};
 use triad_core::{DeviceId, FolderId, Media, StoreId, Timestamp};
 
 /// One hour, the simulation's step, in seconds.
@@ -151,6 +157,8 @@ pub struct Outcome {
     pub bytes: f64,
     /// Broken invariants, with the hour each broke at; empty in a good run.
     pub violations: Vec<String>,
+    /// Events the engine ([`Schedule`] and [`Round`]) handled.
+    pub events: u64,
 }
 
 /// One storage place: the laptop's folder, its USB store, or a peer's store.
@@ -249,10 +257,19 @@ struct Sim<'a> {
 }
 
 /// Runs the vault under `policy` through `scenario`, from `seed`.
+///
+/// The laptop's agent runs as the agent does: [`Schedule`] says when a round runs (a change
+/// starts one at once, a device of the vault that comes back starts one if copies wait, a
+/// round that could not make every copy is retried after an hour, one that did after six),
+/// and [`Round`] decides what it does.
 pub fn run(policy: Policy, scenario: &Scenario, seed: u64) -> Outcome {
     let mut sim = Sim::new(policy, scenario, seed);
     let end = i64::from(scenario.years) * YEAR;
     let mut next_shoot = 0;
+    let ms = |secs: i64| u64::try_from(secs).unwrap_or(0).saturating_mul(1000);
+    let pace = Pace { auto: true, rescan_ms: ms(6 * HOUR), retry_ms: ms(HOUR), settle_ms: 0 };
+    let mut schedule = Schedule::new(pace, 0);
+    let mut reached = vec![false; sim.devices.len()];
     while sim.now < end {
         if sim.now >= next_shoot {
             sim.shoot();
@@ -261,9 +278,23 @@ pub fn run(policy: Policy, scenario: &Scenario, seed: u64) -> Outcome {
         sim.events();
         sim.gossip();
         sim.transfers();
-        if sim.dirty || sim.now % (6 * HOUR) == 0 {
-            sim.dirty = false;
-            sim.round();
+        let now = ms(sim.now);
+        if std::mem::take(&mut sim.dirty) {
+            schedule.handle(now, ScheduleEvent::Changed);
+            sim.out.events += 1;
+        }
+        for (d, before) in reached.iter_mut().enumerate().skip(1) {
+            let reaches = sim.reaches(d);
+            if reaches && !*before {
+                schedule.handle(now, ScheduleEvent::DeviceConnected);
+                sim.out.events += 1;
+            }
+            *before = reaches;
+        }
+        if let Some(ScheduleAction::Round) = schedule.poll_action(now) {
+            let complete = sim.round();
+            schedule.handle(now, ScheduleEvent::RoundDone { complete });
+            sim.out.events += 1;
             sim.measure();
         }
         sim.now += HOUR;
@@ -419,6 +450,7 @@ impl<'a> Sim<'a> {
             holding.changed.push(self.now);
         }
         let laptop_up = self.up(0);
+        self.dirty = true; // The folder changed: the watcher starts a round.
         for h in 0..2 {
             self.set(h, f, laptop_up);
             self.local[h].push(laptop_up.then_some(self.now));
@@ -706,11 +738,13 @@ impl<'a> Sim<'a> {
         copies
     }
 
-    /// One round of the laptop's agent: its own checks, the audits due, a verdict on every
-    /// file, and the pushes the planner picks.
-    fn round(&mut self) {
+    /// One round of the laptop's agent, as [`Round`] decides it: the audits due, a verdict on
+    /// every file, and the pushes the planner picks. Returns whether it made every copy it
+    /// could; a push still under way counts as not made (the agent's round gives up waiting
+    /// for it and resumes it at the next).
+    fn round(&mut self) -> bool {
         if !self.up(0) {
-            return;
+            return true;
         }
         let now = self.t();
         let nfiles = self.made.len();
@@ -721,33 +755,85 @@ impl<'a> Sim<'a> {
                 }
             }
         }
-        for d in 1..self.devices.len() {
-            let Some(mut proof) = self.known[d].proof else { continue };
-            if self.reaches(d) && policy::audit_due(self.windows, Some(proof.for_audit()), now) {
-                let known = &self.known[d];
-                let holding = &self.holdings[1 + d];
-                let passed = (0..known.acked)
-                    .filter(|f| !known.lacking.contains(f))
-                    .all(|f| holding.intact[f]);
-                proof.audited(passed, self.now);
-                self.known[d].proof = Some(proof);
-                if !passed {
-                    // The audited device scrubs and drops what is rotten from its index, so
-                    // that the push that mends it sends those again.
-                    let holding = &mut self.holdings[1 + d];
-                    holding.indexed.clone_from(&holding.intact);
+        // The devices of the roster that answer.
+        let laptop_site = self.devices[0].site;
+        let peers: Vec<Peer> = (1..self.devices.len())
+            .filter(|&d| self.reaches(d))
+            .filter(|&d| self.devices[0].roster.device(self.devices[d].key.device_id()).is_some())
+            .map(|d| Peer {
+                candidate: Candidate {
+                    device: self.devices[d].key.device_id(),
+                    site: self.sites[self.devices[d].site].clone(),
+                    stores: vec![(
+                        store_of(&self.holdings[1 + d].holder),
+                        self.holdings[1 + d].media,
+                    )],
+                    lan: self.devices[d].site == laptop_site,
+                    has_room: true,
+                },
+                proof: self.known[d].proof.map(|p| p.for_audit()),
+            })
+            .collect();
+        let home = self.sites[laptop_site].clone();
+        let mut round = Round::new(self.windows, &home, peers, now);
+        loop {
+            let action = round.poll_action();
+            let event = match action {
+                Some(RoundAction::Audit(device)) => {
+                    self.audit(device);
+                    RoundEvent::Audited(device)
                 }
-            }
+                Some(RoundAction::Evaluate) => RoundEvent::Evaluated(vec![self.evaluate()]),
+                Some(RoundAction::Push(device)) => self.push(device),
+                Some(RoundAction::Done(outcome)) => return outcome.complete(),
+                None => {
+                    self.violation("a round waits for an answer it was given".into());
+                    return false;
+                }
+            };
+            round.handle(now, event);
+            self.out.events += 1;
         }
-        // A verdict on every file (files with the same copies are judged once).
-        type Key = Vec<(Holder, Media, Option<i64>)>;
+    }
+
+    /// The laptop audits a device: the copies it acknowledged must all be intact there.
+    fn audit(&mut self, device: DeviceId) {
+        let Some(d) = self.index_of(device) else { return };
+        let Some(mut proof) = self.known[d].proof else { return };
+        let known = &self.known[d];
+        let holding = &self.holdings[1 + d];
+        let passed =
+            (0..known.acked).filter(|f| !known.lacking.contains(f)).all(|f| holding.intact[f]);
+        proof.audited(passed, self.now);
+        self.known[d].proof = Some(proof);
+        if !passed {
+            // The audited device scrubs and drops what is rotten from its index, so that the
+            // push that mends it sends those again.
+            let holding = &mut self.holdings[1 + d];
+            holding.indexed.clone_from(&holding.intact);
+        }
+    }
+
+    /// A verdict on every file (files with the same copies are judged once), as the folder
+    /// the round plans for.
+    fn evaluate(&mut self) -> RoundFolder {
+        let now = self.t();
+        let nfiles = self.made.len();
+        // A copy as its holding's index and its proof: cheap to hash.
+        type Key = Vec<(usize, i64)>;
+        let holders: Vec<Holder> = self.holdings.iter().map(|h| h.holder).collect();
         let mut cache: HashMap<Key, State> = HashMap::new();
         let mut files: Vec<Vec<Copy>> = Vec::new();
         self.judged.clear();
         for f in 0..nfiles {
             let copies = self.copies_of(f);
-            let key: Key =
-                copies.iter().map(|c| (c.holder, c.media, c.proven.map(|t| t.secs))).collect();
+            let key: Key = copies
+                .iter()
+                .map(|c| {
+                    let h = holders.iter().position(|h| *h == c.holder).unwrap_or(usize::MAX);
+                    (h, c.proven.map_or(i64::MIN, |t| t.secs))
+                })
+                .collect();
             let state = match cache.get(&key) {
                 Some(state) => *state,
                 None => {
@@ -764,46 +850,51 @@ impl<'a> Sim<'a> {
             }
             self.judged.push(state);
         }
-        if self.judged.iter().all(|s| *s == State::Protected) {
-            return;
-        }
-        let laptop_site = self.devices[0].site;
-        let candidates: Vec<Candidate> = (1..self.devices.len())
-            .filter(|&d| self.reaches(d) && self.known[d].push.is_none())
-            .filter(|&d| self.devices[0].roster.device(self.devices[d].key.device_id()).is_some())
+        // A device that holds the snapshot with nothing to mend is not pushed to again; one
+        // whose push is under way may be picked again, and its push goes on.
+        let held_by = (1..self.devices.len())
             .filter(|&d| {
                 let known = &self.known[d];
-                known.proof.is_none_or(|p| p.wants_push(known.acked == nfiles))
+                known.push.is_none()
+                    && known.proof.is_some_and(|p| !p.wants_push(known.acked == nfiles))
             })
-            .map(|d| Candidate {
-                device: self.devices[d].key.device_id(),
-                site: self.sites[self.devices[d].site].clone(),
-                stores: vec![(store_of(&self.holdings[1 + d].holder), self.holdings[1 + d].media)],
-                lan: self.devices[d].site == laptop_site,
-                has_room: true,
-            })
+            .map(|d| self.devices[d].key.device_id())
             .collect();
-        let home = self.sites[laptop_site].clone();
-        let picked = policy::plan(self.policy, self.windows, &home, &files, &candidates, now);
-        for device in picked {
-            let Some(d) =
-                (1..self.devices.len()).find(|&d| self.devices[d].key.device_id() == device)
-            else {
-                continue;
-            };
-            if self.devices[0].roster.is_removed(device) {
-                self.violation(format!("a push to {}, which was removed", self.devices[d].name));
-            }
-            let bytes: f64 = (0..nfiles)
+        RoundFolder {
+            policy: self.policy,
+            protected: self.judged.iter().all(|s| *s == State::Protected),
+            files,
+            held_by,
+        }
+    }
+
+    /// The laptop starts a push to a device; it is acknowledged once its bytes have moved.
+    fn push(&mut self, device: DeviceId) -> RoundEvent {
+        let unanswered = RoundEvent::Pushed { device, acknowledged: false, awaits_audit: false };
+        let Some(d) = self.index_of(device) else { return unanswered };
+        if self.devices[0].roster.is_removed(device) {
+            self.violation(format!("a push to {}, which was removed", self.devices[d].name));
+        }
+        let nfiles = self.made.len();
+        // A push under way resumes where it is, with the files made since added.
+        let (from, left) = self.known[d].push.unwrap_or((0, 0.0));
+        let bytes: f64 = left
+            + (from..nfiles)
                 .filter(|&f| !self.holdings[1 + d].indexed[f])
                 .filter(|&f| self.holdings[0].intact[f] || self.holdings[1].intact[f])
                 .map(|f| self.sizes[f])
-                .sum();
-            self.known[d].push = Some((nfiles, bytes));
-            if bytes <= 0.0 {
-                self.acknowledge(d, nfiles);
-            }
+                .sum::<f64>();
+        self.known[d].push = Some((nfiles, bytes));
+        if bytes > 0.0 {
+            return unanswered; // Under way: it ends in a later hour.
         }
+        self.acknowledge(d, nfiles);
+        let awaits_audit = self.known[d].proof.is_some_and(|p| p.awaits_audit());
+        RoundEvent::Pushed { device, acknowledged: true, awaits_audit }
+    }
+
+    fn index_of(&self, device: DeviceId) -> Option<usize> {
+        (1..self.devices.len()).find(|&d| self.devices[d].key.device_id() == device)
     }
 
     /// A file judged PROTECTED counts only copies that were intact when last proven.
@@ -922,6 +1013,8 @@ pub struct Summary {
     pub stale_share: f64,
     /// Violations, with the seed of the run.
     pub violations: Vec<(u64, String)>,
+    /// Events the engine handled over all runs.
+    pub events: u64,
 }
 
 impl Summary {
@@ -943,6 +1036,7 @@ pub fn summarise(policy: Policy, scenario: &Scenario, first_seed: u64, runs: usi
         repairs: Vec::new(),
         stale_share: 0.0,
         violations: Vec::new(),
+        events: 0,
     };
     let (mut protected, mut stale) = (0u64, 0u64);
     for seed in first_seed..first_seed + runs as u64 {
@@ -952,6 +1046,7 @@ pub fn summarise(policy: Policy, scenario: &Scenario, first_seed: u64, runs: usi
         summary.repairs.extend(out.repairs);
         protected += out.protected_hours;
         stale += out.stale_hours;
+        summary.events += out.events;
         summary.violations.extend(out.violations.into_iter().map(|v| (seed, v)));
     }
     summary.repairs.sort_by(f64::total_cmp);

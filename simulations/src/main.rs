@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         "stale"
     );
     let mut summaries: Vec<Summary> = Vec::new();
+    let started = std::time::Instant::now();
     for policy in policies {
         let s = summarise(policy, &scenario, args.seed, args.runs);
         let q = |q: f64| s.repair_quantile(q).map_or("-".to_owned(), |h| format!("{h:.0}"));
@@ -106,6 +107,12 @@ fn main() -> ExitCode {
         );
         summaries.push(s);
     }
+    let secs = started.elapsed().as_secs_f64();
+    let events: u64 = summaries.iter().map(|s| s.events).sum();
+    println!(
+        "the engine handled {events} events in {secs:.1} s of simulation: {:.0} events per second, the simulation's own work included",
+        events as f64 / secs.max(f64::MIN_POSITIVE)
+    );
     let mut failed = false;
     for s in &summaries {
         for (seed, v) in &s.violations {

@@ -40,6 +40,7 @@ pub mod ledger;
 pub mod media;
 pub mod policy;
 pub mod roster;
+pub mod round;
 pub mod schedule;
 pub mod seal;
 pub mod snapshot;

@@ -4,15 +4,15 @@
 //! (`triad_core::policy::plan`) until every file is protected. A device that is needed but
 //! cannot be reached is tried again after a while; offline is not lost.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use triad_core::policy::{self, Candidate, State};
-use triad_core::schedule::{Action, Event, Pace, Schedule};
+use triad_core::policy::{Candidate, State};
+use triad_core::round::{Action, Event as RoundEvent, Folder as RoundFolder, Peer, Round};
+use triad_core::schedule::{Event, Pace, Schedule};
 use triad_core::{DeviceId, Timestamp};
 use triad_proto::wire::{self, Response};
 
@@ -65,7 +65,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut wakes: mpsc::Receiver<Wake>) {
             drop(_watcher.take());
             _watcher = if settings.auto && settings.watch { watch(&shared) } else { None };
         }
-        if let Some(Action::Round) = schedule.poll_action(ms()) {
+        if let Some(triad_core::schedule::Action::Round) = schedule.poll_action(ms()) {
             shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
             let complete = round(&shared).await;
             schedule.handle(ms(), Event::RoundDone { complete });
@@ -258,109 +258,139 @@ async fn round(shared: &Arc<Shared>) -> bool {
 
     check_local(shared, &settings).await;
 
-    // Each device that answers is audited when its last proof is half an audit window old: a
-    // failure makes its copies count for nothing, and the plan below repairs them.
+    // What the round does is decided by `triad_core::round`: the audits due (a failure makes
+    // a device's copies count for nothing, and the plan repairs them), the verdict, and the
+    // pushes that complete every folder's policy. This loop only does it.
     let windows = settings.policy.windows();
-    for (name, candidate) in &candidates {
-        // A copy that failed is audited again once it was mended, not before.
-        let proof = {
+    let peers: Vec<Peer> = candidates
+        .iter()
+        .map(|(_, candidate)| {
             let ledger = lock(&shared.ledger);
             let mended = ledger.awaits_audit(candidate.device);
-            ledger.proof_of(candidate.device).map(|(at, _)| (Timestamp::new(at, 0), mended))
-        };
-        if policy::audit_due(windows, proof, now()) {
-            let outcome = super::audit::audit(shared, candidate.device).await;
-            tracing::info!(device = %name, outcome = %outcome.to_json(), "audit");
-        }
-    }
-
-    let folders = {
-        let Ok(work) = shared.stores.work().await else { return false };
-        match super::evaluate_folders(shared, &work, false) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot evaluate the folders");
-                return false;
-            }
-        }
+            let proof =
+                ledger.proof_of(candidate.device).map(|(at, _)| (Timestamp::new(at, 0), mended));
+            Peer { candidate: candidate.clone(), proof }
+        })
+        .collect();
+    let name_of = |device: DeviceId| {
+        candidates.iter().find(|(_, c)| c.device == device).map_or("?", |(n, _)| n.as_str())
     };
-
-    // Every trusted device of the vault sees this verdict.
-    {
-        let site = shared.home.identity().site.clone();
-        let names = crate::status::Names { roster: &roster, home_site: &site, now: now() };
-        let summaries: Vec<_> =
-            folders.iter().map(|f| crate::status::summarise(f, &names, &[])).collect();
-        let own: Vec<_> = folders.iter().map(|f| f.id).zip(&summaries).collect();
-        super::gossip::share_verdict(shared, &own);
-    }
-
-    // Per folder, the devices that complete its policy; pushes carry every folder.
     let site = shared.home.identity().site.clone();
-    let ledger = lock(&shared.ledger).clone();
-    let mut picked: BTreeSet<DeviceId> = BTreeSet::new();
-    for folder in &folders {
-        let Some((snapshot, _)) = folder.snapshot else { continue };
-        if folder.files.iter().all(|f| f.evaluation.state == State::Protected) {
-            continue;
-        }
-        let files: Vec<Vec<policy::Copy>> = folder.files.iter().map(|f| f.copies.clone()).collect();
-        // A device that already holds this snapshot has nothing more to take for it.
-        let open: Vec<Candidate> = candidates
-            .iter()
-            .map(|(_, c)| c)
-            .filter(|c| ledger.get(c.device, folder.id).is_none_or(|(_, a)| a.wants(snapshot)))
-            .cloned()
-            .collect();
-        let chosen = policy::plan(folder.policy, windows, &site, &files, &open, now());
-        if chosen.is_empty() {
-            tracing::info!(folder = %folder.path, "not every file is protected and no device that answers can help now");
-            let away: Vec<&str> = others
-                .iter()
-                .filter(|e| !candidates.iter().any(|(_, c)| c.device == e.device))
-                .map(|e| e.name.as_str())
-                .collect();
-            waiting(
-                shared,
-                if away.is_empty() {
-                    "waiting for a device that can take the missing copies (add one with `triad pair`)"
-                        .to_owned()
-                } else {
-                    format!("waiting for {} to answer", away.join(", "))
-                },
-            );
-            complete = false;
-        }
-        picked.extend(chosen);
-    }
-
+    let mut engine = Round::new(windows, &site, peers, now());
+    // The folders as judged, in the order the round names them.
+    let mut judged: Vec<String> = Vec::new();
+    let mut last_failure = None;
     let timeout = Duration::from_secs(settings.protect.push_timeout_secs.max(1));
-    for (name, candidate) in &candidates {
-        if !picked.contains(&candidate.device) {
-            continue;
-        }
-        tracing::info!(device = %name, "pushing to complete the policy");
-        doing(shared, format!("pushing to {name}"));
-        match tokio::time::timeout(timeout, sync(shared, name, None)).await {
-            Ok(Ok(done)) => tracing::info!(device = %name, blobs = %done["blobs_sent"],
-                bytes = %done["bytes_sent"], "push acknowledged"),
-            Ok(Err(failure)) => {
-                tracing::warn!(device = %name, error = %failure.message, "push failed; will retry");
-                waiting(shared, format!("a push to {name} failed: {}", failure.message));
-                complete = false;
+    loop {
+        let event = match engine.poll_action() {
+            Some(Action::Audit(device)) => {
+                let outcome = super::audit::audit(shared, device).await;
+                tracing::info!(device = %name_of(device), outcome = %outcome.to_json(), "audit");
+                RoundEvent::Audited(device)
             }
-            Err(_) => {
-                tracing::warn!(device = %name, "push did not finish in time; will resume");
-                complete = false;
+            Some(Action::Evaluate) => {
+                let folders = {
+                    let Ok(work) = shared.stores.work().await else { return false };
+                    match super::evaluate_folders(shared, &work, false) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot evaluate the folders");
+                            return false;
+                        }
+                    }
+                };
+                // Every trusted device of the vault sees this verdict.
+                let names = crate::status::Names { roster: &roster, home_site: &site, now: now() };
+                let summaries: Vec<_> =
+                    folders.iter().map(|f| crate::status::summarise(f, &names, &[])).collect();
+                let own: Vec<_> = folders.iter().map(|f| f.id).zip(&summaries).collect();
+                super::gossip::share_verdict(shared, &own);
+
+                let ledger = lock(&shared.ledger).clone();
+                let mut views = Vec::new();
+                judged.clear();
+                for folder in &folders {
+                    let Some((snapshot, _)) = folder.snapshot else { continue };
+                    // A device that already holds this snapshot has nothing more to take for
+                    // it.
+                    let held_by = candidates
+                        .iter()
+                        .map(|(_, c)| c.device)
+                        .filter(|&d| {
+                            ledger.get(d, folder.id).is_some_and(|(_, a)| !a.wants(snapshot))
+                        })
+                        .collect();
+                    views.push(RoundFolder {
+                        policy: folder.policy,
+                        protected: folder
+                            .files
+                            .iter()
+                            .all(|f| f.evaluation.state == State::Protected),
+                        files: folder.files.iter().map(|f| f.copies.clone()).collect(),
+                        held_by,
+                    });
+                    judged.push(folder.path.clone());
+                }
+                RoundEvent::Evaluated(views)
             }
-        }
+            Some(Action::Push(device)) => {
+                let name = name_of(device);
+                tracing::info!(device = %name, "pushing to complete the policy");
+                doing(shared, format!("pushing to {name}"));
+                let acknowledged = match tokio::time::timeout(timeout, sync(shared, name, None))
+                    .await
+                {
+                    Ok(Ok(done)) => {
+                        tracing::info!(device = %name, blobs = %done["blobs_sent"],
+                            bytes = %done["bytes_sent"], "push acknowledged");
+                        true
+                    }
+                    Ok(Err(failure)) => {
+                        tracing::warn!(device = %name, error = %failure.message, "push failed; will retry");
+                        last_failure =
+                            Some(format!("a push to {name} failed: {}", failure.message));
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(device = %name, "push did not finish in time; will resume");
+                        false
+                    }
+                };
+                let awaits_audit = lock(&shared.ledger).awaits_audit(device);
+                RoundEvent::Pushed { device, acknowledged, awaits_audit }
+            }
+            Some(Action::Done(outcome)) => {
+                for &i in &outcome.stuck {
+                    let path = judged.get(i).map_or("?", String::as_str);
+                    tracing::info!(folder = %path, "not every file is protected and no device that answers can help now");
+                }
+                if !outcome.mending.is_empty() {
+                    // Audited at the next round, soon: until then a mended copy does not count.
+                    doing(shared, "checking the copies it just mended".into());
+                } else if let Some(failure) = last_failure {
+                    waiting(shared, failure);
+                } else if !outcome.stuck.is_empty() {
+                    let away: Vec<&str> = others
+                        .iter()
+                        .filter(|e| !candidates.iter().any(|(_, c)| c.device == e.device))
+                        .map(|e| e.name.as_str())
+                        .collect();
+                    waiting(
+                        shared,
+                        if away.is_empty() {
+                            "waiting for a device that can take the missing copies (add one with `triad pair`)"
+                                .to_owned()
+                        } else {
+                            format!("waiting for {} to answer", away.join(", "))
+                        },
+                    );
+                }
+                return complete && outcome.complete();
+            }
+            None => return false, // The round asked for nothing it was not told.
+        };
+        engine.handle(now(), event);
     }
-    // A copy mended this round is audited at the next, soon: until then it does not count.
-    if candidates.iter().any(|(_, c)| lock(&shared.ledger).awaits_audit(c.device)) {
-        doing(shared, "checking the copies it just mended".into());
-        complete = false;
-    }
-    complete
 }
 
 /// A source file (its path in the folder) and the BLAKE3 its snapshot recorded.
