@@ -4,12 +4,16 @@
 //! object on one line, and the agent answers with JSON lines: events, then one line with
 //! `"done": true` or an `"error"`. Only the owner of the home may talk to the agent: the agent
 //! checks the peer credentials of every connection (the socket's file mode is a second fence,
-//! not the first).
+//! not the first). The answers are the types of [`answer`]; a command reads them with
+//! [`Client::answer`] (one line) or [`Client::line`] (events, then the end).
+
+pub mod answer;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The socket's file name in the home.
@@ -92,6 +96,17 @@ pub enum Request {
     },
 }
 
+/// One line of an answer that streams events before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line<E, A> {
+    /// An event (a line with neither `done` nor `error`).
+    Event(E),
+    /// The final line, which says `"done": true`.
+    Done(A),
+    /// The request failed; nothing follows.
+    Failed(answer::Failure),
+}
+
 /// The agent is not running, or the connection failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -148,5 +163,43 @@ impl Client {
             return Err(ClientError::Closed);
         }
         Ok(serde_json::from_str(&line)?)
+    }
+
+    /// The answer to a request that answers with one line: `Ok(answer)` or, if the request
+    /// failed, `Err(failure)`.
+    pub fn answer<A: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Result<A, answer::Failure>, ClientError> {
+        let value = self.receive()?;
+        if value.get("error").is_some() {
+            return Ok(Err(serde_json::from_value(value)?));
+        }
+        Ok(Ok(serde_json::from_value(value)?))
+    }
+
+    /// The next line of an answer with events `E` that ends with `A`.
+    pub fn line<E: DeserializeOwned, A: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Line<E, A>, ClientError> {
+        let value = self.receive()?;
+        // The framing of the protocol: an `error` or `done` line ends the answer.
+        if value.get("error").is_some() {
+            Ok(Line::Failed(serde_json::from_value(value)?))
+        } else if value.get("done").is_some() {
+            Ok(Line::Done(serde_json::from_value(value)?))
+        } else {
+            Ok(Line::Event(serde_json::from_value(value)?))
+        }
+    }
+
+    /// The final line of an answer with no events (any event line is skipped).
+    pub fn done<A: DeserializeOwned>(&mut self) -> Result<Result<A, answer::Failure>, ClientError> {
+        loop {
+            match self.line::<serde::de::IgnoredAny, A>()? {
+                Line::Event(_) => {}
+                Line::Done(answer) => return Ok(Ok(answer)),
+                Line::Failed(failure) => return Ok(Err(failure)),
+            }
+        }
     }
 }

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use triad_core::DeviceId;
@@ -194,7 +193,7 @@ impl Shared {
     /// Reads `config.toml` again and works by it from now on: the stores of the new settings
     /// are opened once no work holds the old ones, the folders are watched, and a round
     /// starts. Answers what the agent now does.
-    async fn reload(self: &Arc<Self>) -> Result<Value, String> {
+    async fn reload(self: &Arc<Self>) -> Result<crate::control::answer::Reloaded, String> {
         // One at a time (SIGHUP, a command and a noticed edit may come together), so that the
         // settings applied last are the ones read last.
         let _one_at_a_time = self.reloading.lock().await;
@@ -224,12 +223,16 @@ impl Shared {
             "settings read again"
         );
         let protects = config.protect.auto && self.home.keys().is_ok();
-        Ok(json!({
-            "done": true,
-            "folders": config.folders.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
-            "stores": config.stores.iter().filter(|s| !s.catalog).map(|s| s.path.display().to_string()).collect::<Vec<_>>(),
-            "backs_up": protects && !config.folders.is_empty(),
-        }))
+        Ok(crate::control::answer::Reloaded {
+            folders: config.folders.iter().map(|f| f.path.display().to_string()).collect(),
+            stores: config
+                .stores
+                .iter()
+                .filter(|s| !s.catalog)
+                .map(|s| s.path.display().to_string())
+                .collect(),
+            backs_up: protects && !config.folders.is_empty(),
+        })
     }
 
     /// Reads the settings again if `config.toml` changed since they were read (a hand edit).

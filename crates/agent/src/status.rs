@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use triad_core::policy::{self, Copy, Evaluation, Holder, Policy, Reason, State};
 use triad_core::roster::Roster;
 use triad_core::snapshot::{FileEntry, NodeKind, Snapshot, Tree};
@@ -452,7 +452,7 @@ impl Names<'_> {
 }
 
 /// A summary of one folder for `triad status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderSummary {
     /// The folder's path.
     pub folder: String,
@@ -461,30 +461,30 @@ pub struct FolderSummary {
     /// Its latest snapshot (id, seconds since the epoch).
     pub snapshot: Option<(String, i64)>,
     /// Files per state (every state listed).
-    pub counts: BTreeMap<&'static str, u64>,
+    pub counts: BTreeMap<String, u64>,
     /// Why files are not protected: (state, reason in words, how many files).
-    pub reasons: Vec<(&'static str, String, u64)>,
+    pub reasons: Vec<(String, String, u64)>,
     /// The worst state of its files (`PROTECTED` for an empty folder).
-    pub worst: &'static str,
+    pub worst: String,
     /// Whether every file keeps a copy if any one site is lost.
     pub survives_site_loss: bool,
     /// The files asked for: (path, state, reasons).
-    pub files: Vec<(String, &'static str, Vec<String>)>,
+    pub files: Vec<(String, String, Vec<String>)>,
     /// Earlier versions per state (every state listed); they do not count towards `worst`.
-    pub history: BTreeMap<&'static str, u64>,
+    pub history: BTreeMap<String, u64>,
 }
 
 /// Summarises `folder`; lists the files in `list` states.
 pub fn summarise(folder: &FolderState, names: &Names<'_>, list: &[State]) -> FolderSummary {
-    let mut counts: BTreeMap<&'static str, u64> =
-        State::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut counts: BTreeMap<String, u64> =
+        State::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
     let mut reasons: BTreeMap<(State, String), u64> = BTreeMap::new();
     let mut files = Vec::new();
     let mut worst = State::Protected;
     let mut survives = true;
     for file in &folder.files {
         let state = file.evaluation.state;
-        *counts.entry(state.as_str()).or_default() += 1;
+        *counts.entry(state.as_str().to_owned()).or_default() += 1;
         worst = worst.max(state);
         survives &= file.evaluation.survives_site_loss;
         let words: Vec<String> = file.evaluation.reasons.iter().map(|r| names.reason(r)).collect();
@@ -492,23 +492,27 @@ pub fn summarise(folder: &FolderState, names: &Names<'_>, list: &[State]) -> Fol
             *reasons.entry((state, w.clone())).or_default() += 1;
         }
         if list.contains(&state) {
-            files.push((file.path.clone(), state.as_str(), words));
+            files.push((file.path.clone(), state.as_str().to_owned(), words));
         }
     }
-    let mut reasons: Vec<(&'static str, String, u64)> =
-        reasons.into_iter().map(|((s, w), n)| (s.as_str(), w, n)).collect();
+    let mut reasons: Vec<(String, String, u64)> =
+        reasons.into_iter().map(|((s, w), n)| (s.as_str().to_owned(), w, n)).collect();
     if !folder.unsaved.is_empty() {
         // New or changed on disk since the latest snapshot: only the source file so far.
         let n = folder.unsaved.len() as u64;
-        *counts.entry(State::AtRisk.as_str()).or_default() += n;
+        *counts.entry(State::AtRisk.as_str().to_owned()).or_default() += n;
         worst = worst.max(State::AtRisk);
         survives = false;
-        reasons.push((State::AtRisk.as_str(), "not backed up yet: only on this device".into(), n));
+        reasons.push((
+            State::AtRisk.as_str().to_owned(),
+            "not backed up yet: only on this device".into(),
+            n,
+        ));
         if list.contains(&State::AtRisk) {
             for path in &folder.unsaved {
                 files.push((
                     path.clone(),
-                    State::AtRisk.as_str(),
+                    State::AtRisk.as_str().to_owned(),
                     vec!["not backed up yet".into()],
                 ));
             }
@@ -518,7 +522,11 @@ pub fn summarise(folder: &FolderState, names: &Names<'_>, list: &[State]) -> Fol
         // Whatever the folder holds is only on its own disk.
         worst = State::AtRisk;
         survives = false;
-        reasons.push((State::AtRisk.as_str(), "never backed up: only the source files".into(), 0));
+        reasons.push((
+            State::AtRisk.as_str().to_owned(),
+            "never backed up: only the source files".into(),
+            0,
+        ));
     }
     FolderSummary {
         folder: folder.path.clone(),
@@ -526,14 +534,14 @@ pub fn summarise(folder: &FolderState, names: &Names<'_>, list: &[State]) -> Fol
         snapshot: folder.snapshot.map(|(id, t)| (id.to_hex(), t.secs)),
         counts,
         reasons,
-        worst: worst.as_str(),
+        worst: worst.as_str().to_owned(),
         survives_site_loss: survives,
         files,
         history: {
-            let mut history: BTreeMap<&'static str, u64> =
-                State::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+            let mut history: BTreeMap<String, u64> =
+                State::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
             for e in &folder.history {
-                *history.entry(e.state.as_str()).or_default() += 1;
+                *history.entry(e.state.as_str().to_owned()).or_default() += 1;
             }
             history
         },

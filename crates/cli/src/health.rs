@@ -1,13 +1,13 @@
 //! The commands about protection: `status`, `check` and `policy`.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use triad_agent::control::{Client, Request};
+use triad_agent::control::{Client, Request, answer};
 use triad_agent::home::Home;
 use triad_core::policy::{Policy, State};
 
@@ -19,15 +19,14 @@ use crate::{EXIT_OK, output, settings};
 const EXIT_UNKNOWN: u8 = 3;
 
 /// Asks the agent and waits for its answer.
-fn ask(home_path: &Path, request: &Request) -> Result<Value> {
+fn ask<A: DeserializeOwned>(home_path: &Path, request: &Request) -> Result<A> {
     Home::open(home_path)?;
     let mut client = Client::connect(home_path).map_err(|e| anyhow!("{e}"))?;
     client.send(request)?;
-    let value = client.receive()?;
-    if let Some(message) = value.get("error") {
-        bail!("{}", message.as_str().unwrap_or("failed"));
+    match client.answer()? {
+        Ok(answer) => Ok(answer),
+        Err(failure) => bail!("{}", failure.error),
     }
-    Ok(value)
 }
 
 /// Runs `f`; an error is printed and becomes exit code 3.
@@ -60,27 +59,24 @@ pub(crate) fn status(home_path: &Path, a: StatusArgs) -> Result<u8> {
                 );
             }
         }
-        let value = ask(home_path, &Request::Status { files: a.files.clone() })?;
-        let worst = value["worst"].as_str().and_then(State::parse).unwrap_or(State::Lost);
+        let status: answer::Status = ask(home_path, &Request::Status { files: a.files.clone() })?;
         if a.json {
-            output::json_line(&status_json(&value))?;
-            return Ok(exit_of(worst));
+            output::json_line(&status_json(&status)?)?;
+            return Ok(exit_of(status.worst));
         }
-        print_status(&value);
-        Ok(exit_of(worst))
+        print_status(&status);
+        Ok(exit_of(status.worst))
     })
 }
 
-fn print_status(value: &Value) {
-    let (device, site) = (value["device"].as_str().unwrap_or("?"), value["site"].as_str());
-    println!("{device} ({})", site.unwrap_or("?"));
-    let folders = value["folders"].as_array().cloned().unwrap_or_default();
-    if folders.is_empty() {
-        let blobs = value["holds"]["blobs"].as_u64().unwrap_or(0);
-        let bytes = value["holds"]["bytes"].as_u64().unwrap_or(0);
-        let audited = value["holds"]["last_audited"]
-            .as_i64()
-            .map(|at| format!("; a device of the vault last checked them {}", ago(at)))
+fn print_status(status: &answer::Status) {
+    println!("{} ({})", status.device, status.site);
+    if status.folders.is_empty() {
+        let answer::Holds { blobs, bytes, last_audited } = status.holds;
+        let audited = last_audited
+            .map(|at| {
+                format!("; a device of the vault last checked them {}", ago(at.cast_signed()))
+            })
             .unwrap_or_default();
         if blobs > 0 {
             println!(
@@ -89,7 +85,7 @@ fn print_status(value: &Value) {
                 output::count(blobs, "blob"),
                 output::size(bytes)
             );
-        } else if value["storage_only"] == true {
+        } else if status.storage_only {
             println!("This device keeps no copy yet: the other devices push theirs to it.");
         } else {
             println!(
@@ -97,45 +93,34 @@ fn print_status(value: &Value) {
                  `triad folder add PATH`, or a store with `triad store add PATH --media MEDIA`."
             );
         }
-        print_vault(value);
+        print_vault(status);
         return;
     }
-    for folder in &folders {
-        let path = folder["folder"].as_str().unwrap_or("?");
-        let last = folder["snapshot"][1].as_i64().map_or("never".to_owned(), ago);
+    for folder in &status.folders {
+        let last = folder.snapshot.as_ref().map_or("never".to_owned(), |(_, at)| ago(*at));
         println!();
-        println!(
-            "{path}  (policy {}; last backup {last})",
-            folder["policy"].as_str().unwrap_or("?")
-        );
-        let counts: BTreeMap<String, u64> =
-            serde_json::from_value(folder["counts"].clone()).unwrap_or_default();
-        let reasons = folder["reasons"].as_array().cloned().unwrap_or_default();
+        println!("{}  (policy {}; last backup {last})", folder.folder, folder.policy);
         for state in State::ALL {
-            let n = counts.get(state.as_str()).copied().unwrap_or(0);
-            let why: Vec<&Value> = reasons.iter().filter(|r| r[0] == state.as_str()).collect();
+            let n = folder.counts.get(state.as_str()).copied().unwrap_or(0);
+            let why: Vec<_> = folder.reasons.iter().filter(|r| r.0 == state.as_str()).collect();
             if n == 0 && why.is_empty() {
                 continue;
             }
             println!("  {:<16} {n:>7} files", state.as_str());
-            for r in why {
-                let files = r[2].as_u64().unwrap_or(0);
-                let text = r[1].as_str().unwrap_or("");
-                if files > 0 {
+            for (_, text, files) in why {
+                if *files > 0 {
                     println!("  {:<16} {:>7}   {text} ({files})", "", "");
                 } else {
                     println!("  {:<16} {:>7}   {text}", "", "");
                 }
             }
         }
-        let history: BTreeMap<String, u64> =
-            serde_json::from_value(folder["history"].clone()).unwrap_or_default();
-        let earlier: u64 = history.values().sum();
+        let earlier: u64 = folder.history.values().sum();
         if earlier > 0 {
             let parts: Vec<String> = State::ALL
                 .iter()
                 .filter_map(|s| {
-                    history.get(s.as_str()).filter(|n| **n > 0).map(|n| format!("{n} {s}"))
+                    folder.history.get(s.as_str()).filter(|n| **n > 0).map(|n| format!("{n} {s}"))
                 })
                 .collect();
             println!(
@@ -143,13 +128,9 @@ fn print_status(value: &Value) {
                 parts.join(", ")
             );
         }
-        for file in folder["files"].as_array().into_iter().flatten() {
-            let reasons: Vec<&str> =
-                file[2].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        for (path, state, reasons) in &folder.files {
             println!(
-                "    {:<16} {}{}",
-                file[1].as_str().unwrap_or("?"),
-                file[0].as_str().unwrap_or("?"),
+                "    {state:<16} {path}{}",
                 if reasons.is_empty() {
                     String::new()
                 } else {
@@ -158,47 +139,44 @@ fn print_status(value: &Value) {
             );
         }
     }
-    print_vault(value);
+    print_vault(status);
     println!();
-    for refusing in value["refusing"].as_array().into_iter().flatten() {
-        let device = refusing["device"].as_str().unwrap_or("?");
-        let reason = refusing["reason"].as_str().unwrap_or("?");
-        let since = ago(refusing["since"].as_i64().unwrap_or(0));
-        let what = match refusing["code"].as_str() {
-            Some("full") => "is full: it takes no more copies",
-            Some("quota") => "is full for this vault (its quota): it takes no more copies",
-            Some("removed") => "takes no copies from this device",
+    for refusing in &status.refusing {
+        let what = match refusing.code.as_str() {
+            "full" => "is full: it takes no more copies",
+            "quota" => "is full for this vault (its quota): it takes no more copies",
+            "removed" => "takes no copies from this device",
             _ => "refuses copies",
         };
-        println!("{device} {what} (since {since}): {reason}.");
-    }
-    if let Some(what) = value["doing"]["what"].as_str() {
-        let next = value["doing"]["next"].as_i64().map(|at| {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            format!(
-                "; next try in {}",
-                triad_agent::status::span(at.saturating_sub(now).max(0).unsigned_abs())
-            )
-        });
         println!(
-            "triad is {what} (since {}){}.",
-            ago(value["doing"]["since"].as_i64().unwrap_or(0)),
-            next.unwrap_or_default()
+            "{} {what} (since {}): {}.",
+            refusing.device,
+            ago(refusing.since.cast_signed()),
+            refusing.reason
         );
     }
-    let survives = value["survives_site_loss"] == true;
+    let doing = &status.doing;
+    let next = doing.next.map(|at| {
+        let now =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        format!("; next try in {}", triad_agent::status::span(at.saturating_sub(now)))
+    });
+    println!(
+        "triad is {} (since {}){}.",
+        doing.what,
+        ago(doing.since.cast_signed()),
+        next.unwrap_or_default()
+    );
     println!(
         "Every file survives the loss of any one site: {}",
-        if survives { "yes" } else { "no" }
+        if status.survives_site_loss { "yes" } else { "no" }
     );
 }
 
 /// The agent's answer to `status` as `--json` prints it (docs/JSON.md): times as RFC 3339,
 /// and the rows the agent sends as tuples as objects with named fields.
-fn status_json(answer: &Value) -> Value {
-    let mut out = output::agent_answer(answer);
+fn status_json(status: &answer::Status) -> Result<Value> {
+    let mut out = serde_json::to_value(status)?;
     if let Some(doing) = out.get_mut("doing") {
         output::set_time(doing, "since");
         output::set_time(doing, "next");
@@ -229,7 +207,7 @@ fn status_json(answer: &Value) -> Value {
             name_reasons(folder);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Each `[state, reason, files]` of a folder's `reasons` as an object.
@@ -242,41 +220,29 @@ fn name_reasons(folder: &mut Value) {
 }
 
 /// The other devices' folders, as their owners last judged them.
-fn print_vault(value: &Value) {
-    let devices = value["vault"].as_array().cloned().unwrap_or_default();
-    if devices.is_empty() {
+fn print_vault(status: &answer::Status) {
+    if status.vault.is_empty() {
         return;
     }
     println!();
     println!("The other devices' folders, as each last judged them:");
-    for device in &devices {
-        let reach = if device["reachable"] == true { "reachable" } else { "not reachable now" };
-        println!(
-            "{} ({}), {reach}, as of {}:",
-            device["device"].as_str().unwrap_or("?"),
-            device["site"].as_str().unwrap_or("?"),
-            ago(device["evaluated"].as_i64().unwrap_or(0))
-        );
-        let folders = device["folders"].as_array().cloned().unwrap_or_default();
-        if folders.is_empty() {
+    for device in &status.vault {
+        let reach = if device.reachable { "reachable" } else { "not reachable now" };
+        println!("{} ({}), {reach}, as of {}:", device.device, device.site, ago(device.evaluated));
+        if device.folders.is_empty() {
             println!("  no folders");
         }
-        for folder in &folders {
-            let counts: BTreeMap<String, u64> =
-                serde_json::from_value(folder["counts"].clone()).unwrap_or_default();
-            let files: u64 = counts.values().sum();
-            let last = folder["last_backup"].as_i64().map_or("never".to_owned(), ago);
+        for folder in &device.folders {
+            let files: u64 = folder.counts.values().sum();
+            let last = folder.last_backup.map_or("never".to_owned(), ago);
             println!(
                 "  {}  {} ({}; last backup {last})",
-                folder["folder"].as_str().unwrap_or("?"),
-                folder["worst"].as_str().unwrap_or("?"),
+                folder.folder,
+                folder.worst,
                 output::count(files, "file")
             );
-            for r in folder["reasons"].as_array().into_iter().flatten() {
-                let n = r[2].as_u64().unwrap_or(0);
-                let text = r[1].as_str().unwrap_or("");
-                let state = r[0].as_str().unwrap_or("?");
-                if n > 0 {
+            for (state, text, n) in &folder.reasons {
+                if *n > 0 {
                     println!("    {state:<16} {text} ({n})");
                 } else {
                     println!("    {state:<16} {text}");
@@ -337,13 +303,12 @@ pub(crate) fn check(home_path: &Path, a: CheckArgs) -> Result<u8> {
             .with_context(|| format!("cannot read {}", a.path.display()))?;
         let files = files_under(&root)?;
         let hashes: Vec<String> = files.iter().map(|f| hash_file(f)).collect::<Result<_>>()?;
-        let value =
+        let checked: answer::Checked =
             ask(home_path, &Request::Check { hashes: hashes.clone(), card: Some(root.clone()) })?;
-        let answers = value["files"].as_array().cloned().unwrap_or_default();
         let mut worst = State::Protected;
         let mut rows = Vec::new();
-        for (file, answer) in files.iter().zip(&answers) {
-            let state = answer["state"].as_str().and_then(State::parse);
+        for (file, answer) in files.iter().zip(&checked.files) {
+            let state = answer.state;
             // Not in the vault at all: the card holds the only copy.
             worst = worst.max(state.unwrap_or(State::AtRisk));
             let rel = file.strip_prefix(&root).unwrap_or(file).display().to_string();
@@ -498,42 +463,43 @@ pub(crate) fn policy(home_path: &Path, c: PolicyCommand) -> Result<u8> {
 }
 
 pub(crate) fn audit(home_path: &Path, a: AuditArgs) -> Result<u8> {
-    let value = ask(home_path, &Request::Audit { now: a.now })?;
-    let rows = value["devices"].as_array().cloned().unwrap_or_default();
-    let failed = rows.iter().any(|r| r["audit"]["result"] == "failed" || r["bad"] == true);
+    let audits: answer::Audits = ask(home_path, &Request::Audit { now: a.now })?;
+    let failed = audits
+        .devices
+        .iter()
+        .any(|r| matches!(r.audit, Some(answer::AuditOutcome::Failed { .. })) || r.bad);
     if a.json {
-        let mut out = json!({ "devices": rows });
+        let mut out = serde_json::to_value(&audits)?;
         for row in output::rows_mut(&mut out, "devices") {
             output::set_time(row, "last_proven");
         }
         output::json_line(&out)?;
-    } else if rows.is_empty() {
+    } else if audits.devices.is_empty() {
         println!("No other device to audit.");
     } else {
-        for r in &rows {
-            let proven = r["last_proven"].as_i64().map_or("never".to_owned(), ago);
-            let outcome = match r["audit"]["result"].as_str() {
-                Some("passed") => match r["audit"]["restored"]["path"].as_str() {
-                    Some(path) => format!(
-                        "audit passed ({} ranges proven; {path} read back whole and matched)",
-                        r["audit"]["ranges"]
-                    ),
-                    None => format!("audit passed ({} ranges proven)", r["audit"]["ranges"]),
-                },
-                Some("failed") => format!(
-                    "AUDIT FAILED: {}; its copies no longer count and are being repaired",
-                    r["audit"]["reason"].as_str().unwrap_or("?")
+        for r in &audits.devices {
+            let proven = r.last_proven.map_or("never".to_owned(), ago);
+            let outcome = match &r.audit {
+                Some(answer::AuditOutcome::Passed { ranges, restored: Some(restored) }) => {
+                    format!(
+                        "audit passed ({ranges} ranges proven; {} read back whole and matched)",
+                        restored.path
+                    )
+                }
+                Some(answer::AuditOutcome::Passed { ranges, restored: None }) => {
+                    format!("audit passed ({ranges} ranges proven)")
+                }
+                Some(answer::AuditOutcome::Failed { reason }) => format!(
+                    "AUDIT FAILED: {reason}; its copies no longer count and are being repaired"
                 ),
-                Some("unreachable") => "not reachable now (offline is not lost)".to_owned(),
-                Some(other) => other.to_owned(),
-                None if r["bad"] == true => "its copies failed the last audit".to_owned(),
+                Some(answer::AuditOutcome::Unreachable) => {
+                    "not reachable now (offline is not lost)".to_owned()
+                }
+                Some(answer::AuditOutcome::Nothing) => "nothing to audit".to_owned(),
+                None if r.bad => "its copies failed the last audit".to_owned(),
                 None => String::new(),
             };
-            println!(
-                "{:<12} ({}) last proven {proven}  {outcome}",
-                r["device"].as_str().unwrap_or("?"),
-                r["site"].as_str().unwrap_or("?")
-            );
+            println!("{:<12} ({}) last proven {proven}  {outcome}", r.device, r.site);
         }
     }
     Ok(if failed { crate::EXIT_DAMAGE } else { EXIT_OK })

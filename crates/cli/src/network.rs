@@ -4,8 +4,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
-use triad_agent::control::{Client, ClientError, Request};
+use triad_agent::control::{Client, ClientError, Line, Request, answer};
 use triad_agent::daemon::{self, Options};
 use triad_agent::home::Home;
 use triad_agent::join::{self, Target};
@@ -80,19 +82,17 @@ fn connect(home_path: &Path) -> Result<Client> {
 }
 
 /// Reads answers until `done` or `error`; hands events to `on_event`.
-fn finish(client: &mut Client, mut on_event: impl FnMut(&Value)) -> Result<Value> {
+fn finish<E: DeserializeOwned, A: DeserializeOwned>(
+    client: &mut Client,
+    mut on_event: impl FnMut(&E),
+) -> Result<Result<A, answer::Failure>> {
     loop {
-        let value = client.receive()?;
-        if value.get("error").is_some() || value.get("done").is_some() {
-            return Ok(value);
+        match client.line::<E, A>()? {
+            Line::Event(event) => on_event(&event),
+            Line::Done(answer) => return Ok(Ok(answer)),
+            Line::Failed(failure) => return Ok(Err(failure)),
         }
-        on_event(&value);
     }
-}
-
-fn error_of(value: &Value) -> Option<(&str, &str)> {
-    let message = value.get("error")?.as_str().unwrap_or("failed");
-    Some((message, value.get("kind").and_then(Value::as_str).unwrap_or("error")))
 }
 
 pub(crate) fn pair(home_path: &Path, a: PairArgs) -> Result<u8> {
@@ -100,26 +100,25 @@ pub(crate) fn pair(home_path: &Path, a: PairArgs) -> Result<u8> {
     let mut client = connect(home_path)?;
     let seconds = a.seconds.unwrap_or(a.minutes.saturating_mul(60));
     client.send(&Request::Pair { storage_only: a.storage_only, seconds, yes: a.yes })?;
-    let first = client.receive()?;
-    if let Some((message, _)) = error_of(&first) {
-        bail!("{message}");
-    }
-    let code = first["code"].as_str().unwrap_or_default().to_owned();
-    let link = first["link"].as_str().unwrap_or_default().to_owned();
+    let window = match client.answer::<answer::PairWindow>()? {
+        Ok(window) => window,
+        Err(failure) => bail!("{}", failure.error),
+    };
+    let (code, link) = (window.code, window.link);
     if let Some(path) = &a.png {
         write_qr_png(&link, path)?;
     }
     if a.json {
         output::json_line(&json!({"code": code, "link": link}))?;
     } else {
-        let role = first["role"].as_str().unwrap_or("trusted");
+        let role = window.role.as_str();
         println!("{}", qr_terminal(&link)?);
         println!("Scan the code, or on the new device run:");
         println!("  triad join '{link}' --name NAME --site SITE");
         println!("or type the short code on the same network:");
         println!("  triad join {code} --name NAME --site SITE");
         // The agent says how many whole seconds are left, a moment after it opened the window.
-        let left = first["expires_in_secs"].as_u64().unwrap_or(600).div_ceil(30) * 30;
+        let left = window.expires_in_secs.div_ceil(30) * 30;
         println!(
             "The new device will be {role}. Valid for {}, for one device, one try.",
             triad_agent::status::span(left)
@@ -127,32 +126,30 @@ pub(crate) fn pair(home_path: &Path, a: PairArgs) -> Result<u8> {
     }
     let mut decisions = Vec::new();
     let outcome = loop {
-        let value = client.receive()?;
-        if value.get("event").and_then(Value::as_str) == Some("confirm") {
-            let name = value["name"].as_str().unwrap_or("?");
-            let site = value["site"].as_str().unwrap_or("?");
-            let accept = ask(&format!("{name} ({site}) wants to join this vault. Accept? [y/N] "))?;
-            decisions.push(accept);
-            client.send(&Request::PairDecision { accept })?;
-            continue;
+        match client.line::<answer::PairEvent, answer::Paired>()? {
+            Line::Event(answer::PairEvent::Confirm { name, site }) => {
+                let accept =
+                    ask(&format!("{name} ({site}) wants to join this vault. Accept? [y/N] "))?;
+                decisions.push(accept);
+                client.send(&Request::PairDecision { accept })?;
+            }
+            Line::Done(paired) => break Ok(paired),
+            Line::Failed(failure) => break Err(failure),
         }
-        break value;
     };
-    if let Some((message, _)) = error_of(&outcome) {
-        if a.json {
-            output::json_line(&json!({"error": message}))?;
+    let paired = match outcome {
+        Ok(paired) => paired,
+        Err(failure) => {
+            if a.json {
+                output::json_line(&json!({"error": failure.error}))?;
+            }
+            bail!("pairing failed: {}", failure.error);
         }
-        bail!("pairing failed: {message}");
-    }
+    };
     if a.json {
-        output::json_line(&outcome)?;
+        output::json_line(&serde_json::to_value(answer::Done::new(&paired))?)?;
     } else {
-        println!(
-            "Paired {} ({}) as {}.",
-            outcome["name"].as_str().unwrap_or("?"),
-            outcome["site"].as_str().unwrap_or("?"),
-            outcome["role"].as_str().unwrap_or("?")
-        );
+        println!("Paired {} ({}) as {}.", paired.name, paired.site, paired.role.as_str());
     }
     Ok(EXIT_OK)
 }
@@ -313,15 +310,14 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
     if let Some(DevicesCommand::Remove { name }) = &a.command {
         let mut client = connect(home_path)?;
         client.send(&Request::RemoveDevice { device: name.clone() })?;
-        let value = finish(&mut client, |_| {})?;
-        if let Some((message, _)) = error_of(&value) {
-            bail!("{message}");
-        }
+        let removed = match finish::<IgnoredAny, answer::Removed>(&mut client, |_| {})? {
+            Ok(removed) => removed,
+            Err(failure) => bail!("{}", failure.error),
+        };
         if a.json {
-            output::json_line(&output::agent_answer(&value))?;
+            output::json_line(&serde_json::to_value(&removed)?)?;
         } else {
-            let told: Vec<&str> =
-                value["told"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let told = &removed.told;
             println!(
                 "Removed {name}. Told now: {}.",
                 if told.is_empty() { "no device".to_owned() } else { told.join(", ") }
@@ -338,9 +334,9 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
                     device: name.clone(),
                     addr: parsed.to_string(),
                 })?;
-                let value = finish(&mut client, |_| {})?;
-                if let Some((message, _)) = error_of(&value) {
-                    bail!("{message}");
+                let added = finish::<IgnoredAny, answer::AddressAdded>(&mut client, |_| {})?;
+                if let Err(failure) = added {
+                    bail!("{}", failure.error);
                 }
                 if a.json {
                     output::json_line(&addr_json(&name, &parsed, true))?;
@@ -375,11 +371,10 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
     let (devices, running) = match Client::connect(home_path) {
         Ok(mut client) => {
             client.send(&Request::Devices)?;
-            let value = finish(&mut client, |_| {})?;
-            if let Some((message, _)) = error_of(&value) {
-                bail!("{message}");
+            match finish::<IgnoredAny, answer::Devices>(&mut client, |_| {})? {
+                Ok(answer) => (answer.devices, true),
+                Err(failure) => bail!("{}", failure.error),
             }
-            (value["devices"].as_array().cloned().unwrap_or_default(), true)
         }
         Err(ClientError::NotRunning { .. }) => {
             let book = Book::load(home_path);
@@ -390,14 +385,17 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
                 .into_iter()
                 .map(|e| {
                     let known = book.get(e.device);
-                    json!({
-                        "name": e.name, "site": e.site,
-                        "role": match e.role { triad_core::roster::Role::Trusted => "trusted", triad_core::roster::Role::StorageOnly => "storage-only" },
-                        "device": e.device.to_hex(), "this": e.device == me, "online": null,
-                        "last_seen": known.and_then(|p| p.last_seen),
-                        "address": known.and_then(|p| p.addrs.first().cloned()),
-                        "stores": [],
-                    })
+                    answer::Device {
+                        name: e.name.clone(),
+                        site: e.site.clone(),
+                        role: e.role.into(),
+                        device: e.device.to_hex(),
+                        this: e.device == me,
+                        online: None,
+                        last_seen: known.and_then(|p| p.last_seen),
+                        address: known.and_then(|p| p.addrs.first().cloned()),
+                        stores: Vec::new(),
+                    }
                 })
                 .collect();
             (list, false)
@@ -405,7 +403,7 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
         Err(e) => return Err(e.into()),
     };
     if a.json {
-        let mut out = json!({"agent_running": running, "devices": devices});
+        let mut out = json!({"agent_running": running, "devices": serde_json::to_value(&devices)?});
         for device in output::rows_mut(&mut out, "devices") {
             output::set_time(device, "last_seen");
             for store in output::rows_mut(device, "stores") {
@@ -422,11 +420,10 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
         println!("(the agent is not running: online state unknown; start it with `triad agent`)");
     }
     for d in &devices {
-        let name = d["name"].as_str().unwrap_or("?");
-        let this = if d["this"].as_bool() == Some(true) { " (this device)" } else { "" };
-        let state = match d["online"].as_bool() {
+        let this = if d.this { " (this device)" } else { "" };
+        let state = match d.online {
             Some(true) => "online".to_owned(),
-            Some(false) => match d["last_seen"].as_u64() {
+            Some(false) => match d.last_seen {
                 Some(t) => format!(
                     "offline, last seen {}",
                     output::time(triad_core::Timestamp { secs: t.cast_signed(), nanos: 0 })
@@ -435,24 +432,16 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
             },
             None => "unknown".to_owned(),
         };
-        println!(
-            "{name}{this}: {}, site {}, {state}",
-            d["role"].as_str().unwrap_or("?"),
-            d["site"].as_str().unwrap_or("?")
-        );
-        if let Some(addr) = d["address"].as_str() {
+        println!("{}{this}: {}, site {}, {state}", d.name, d.role.as_str(), d.site);
+        if let Some(addr) = &d.address {
             println!("  address {addr}");
         }
-        for s in d["stores"].as_array().into_iter().flatten() {
-            let free = match s["free"].as_u64() {
-                Some(u64::MAX) | None => String::new(),
-                Some(bytes) => format!(", {} free", output::size(bytes)),
+        for s in &d.stores {
+            let free = match s.free {
+                u64::MAX => String::new(),
+                bytes => format!(", {} free", output::size(bytes)),
             };
-            println!(
-                "  store {} on {}{free}",
-                s["id"].as_str().unwrap_or("?"),
-                s["media"].as_str().unwrap_or("?")
-            );
+            println!("  store {} on {}{free}", s.id, s.media);
         }
     }
     Ok(EXIT_OK)
@@ -469,44 +458,51 @@ pub(crate) fn sync(home_path: &Path, a: SyncArgs) -> Result<u8> {
     let mut client = connect(home_path)?;
     client.send(&Request::Sync { device: a.device.clone(), timeout_secs: a.timeout.as_secs() })?;
     let started = std::time::Instant::now();
-    let outcome = finish(&mut client, |event| {
+    let outcome = finish::<answer::SyncEvent, answer::Synced>(&mut client, |event| {
         if a.json {
-            let _ = output::json_line(event);
-        } else if event["event"] == "progress" {
-            let (done, of) = (event["blobs"].as_u64().unwrap_or(0), event["of"].as_u64());
-            // The time left, from the pace so far.
-            let left = of.filter(|of| done > 0 && *of > done).map(|of| {
-                let secs = started.elapsed().as_secs_f64() * (of - done) as f64 / done as f64;
-                format!(", about {} left", triad_agent::status::span(secs.ceil() as u64))
-            });
-            eprintln!(
-                "  {done} of {} blobs acknowledged, {} sent{}",
-                of.map_or("?".to_owned(), |n| n.to_string()),
-                output::size(event["bytes"].as_u64().unwrap_or(0)),
-                left.unwrap_or_default()
-            );
+            if let Ok(line) = serde_json::to_value(event) {
+                let _ = output::json_line(&line);
+            }
+            return;
         }
-    })?;
-    if a.json {
-        output::json_line(&outcome)?;
-    }
-    if let Some((message, kind)) = error_of(&outcome) {
-        eprintln!("error: {message}");
-        return Ok(match kind {
-            "unreachable" => EXIT_UNREACHABLE,
-            "refused" => EXIT_REFUSED,
-            _ => EXIT_ERROR,
+        let answer::SyncEvent::Progress { blobs: done, bytes, of } = *event;
+        // The time left, from the pace so far.
+        let left = (done > 0 && of > done).then(|| {
+            let secs = started.elapsed().as_secs_f64() * (of - done) as f64 / done as f64;
+            format!(", about {} left", triad_agent::status::span(secs.ceil() as u64))
         });
+        eprintln!(
+            "  {done} of {of} blobs acknowledged, {} sent{}",
+            output::size(bytes),
+            left.unwrap_or_default()
+        );
+    })?;
+    let synced = match outcome {
+        Ok(synced) => synced,
+        Err(failure) => {
+            if a.json {
+                output::json_line(&serde_json::to_value(&failure)?)?;
+            }
+            eprintln!("error: {}", failure.error);
+            return Ok(match failure.kind {
+                Some(answer::FailureKind::Unreachable) => EXIT_UNREACHABLE,
+                Some(answer::FailureKind::Refused) => EXIT_REFUSED,
+                Some(answer::FailureKind::Error) | None => EXIT_ERROR,
+            });
+        }
+    };
+    if a.json {
+        output::json_line(&serde_json::to_value(answer::Done::new(&synced))?)?;
     }
-    let not_sent = outcome["versions_not_sent"].as_u64().unwrap_or(0);
+    let not_sent = synced.versions_not_sent;
     if !a.json {
         let sent = format!(
             "{} blobs sent ({}), {} were already there",
-            outcome["blobs_sent"].as_u64().unwrap_or(0),
-            output::size(outcome["bytes_sent"].as_u64().unwrap_or(0)),
-            outcome["blobs_already_there"].as_u64().unwrap_or(0)
+            synced.blobs_sent,
+            output::size(synced.bytes_sent),
+            synced.blobs_already_there
         );
-        let lacking = outcome["versions_lacking"].as_u64().unwrap_or(0);
+        let lacking = synced.versions_lacking;
         if not_sent == 0 && lacking == 0 {
             println!("{} has everything: {sent}.", a.device);
         } else if not_sent == 0 {

@@ -88,16 +88,6 @@ pub(crate) fn json_time(secs: &serde_json::Value) -> serde_json::Value {
     secs.as_i64().map_or(serde_json::Value::Null, |s| time(Timestamp::new(s, 0)).into())
 }
 
-/// An answer of the agent as a command's `--json` prints it: without `done`, which ends the
-/// answer on the control socket and is no field of the output.
-pub(crate) fn agent_answer(answer: &serde_json::Value) -> serde_json::Value {
-    let mut out = answer.clone();
-    if let Some(fields) = out.as_object_mut() {
-        fields.remove("done");
-    }
-    out
-}
-
 /// Turns `object[key]`, seconds since the epoch, into an RFC 3339 time, if it is there.
 pub(crate) fn set_time(object: &mut serde_json::Value, key: &str) {
     if let Some(at) = object.get_mut(key) {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use triad_agent::catalog::{Catalog, SnapshotInfo};
 use triad_agent::config::{FolderConfig, StoreConfig};
-use triad_agent::control::{Client, ClientError, Request as ControlRequest};
+use triad_agent::control::{Client, ClientError, Line, Request as ControlRequest, answer};
 use triad_agent::home::{Home, NewDevice};
 use triad_agent::{Config, backup, restore, verify};
 use triad_core::keys::Phrase;
@@ -88,12 +88,14 @@ impl Device {
         let lease = match Client::connect(self.home.path()) {
             Ok(mut client) => {
                 client.send(&ControlRequest::Lease)?;
-                let answer = client.receive()?;
-                if answer["leased"] != true {
-                    bail!(
-                        "the agent did not lend its stores: {}",
-                        answer["error"].as_str().unwrap_or("no reason given")
-                    );
+                match client.answer::<answer::Leased>()? {
+                    Ok(answer::Leased { leased: true }) => {}
+                    Ok(answer::Leased { leased: false }) => {
+                        bail!("the agent did not lend its stores: no reason given")
+                    }
+                    Err(failure) => {
+                        bail!("the agent did not lend its stores: {}", failure.error)
+                    }
                 }
                 Some(client)
             }
@@ -344,7 +346,7 @@ fn folder(home_path: &Path, c: FolderCommand) -> Result<u8> {
             let agent = settings::tell_agent(home_path)?;
             println!("Protecting {} ({media}).", path.display());
             match agent {
-                Some(answer) if answer["backs_up"] == true => println!(
+                Some(answer) if answer.backs_up => println!(
                     "The agent backs it up now and watches it from now on; `triad status` shows \
                      how far it is."
                 ),
@@ -1005,55 +1007,43 @@ fn fetch_missing(
     // The agent gives up on a device that stops answering and goes on with the next; it says
     // how far it is as it goes.
     let answer = loop {
-        let value = client.receive()?;
-        if value.get("error").is_some() || value.get("done").is_some() {
-            break value;
-        }
+        let event = match client.line::<answer::FetchEvent, answer::Fetched>()? {
+            Line::Event(event) => event,
+            Line::Done(answer) => break answer,
+            Line::Failed(failure) => {
+                eprintln!(
+                    "note: cannot fetch from the other devices ({}); the files that need what \
+                     is missing are not restored.",
+                    failure.error
+                );
+                return Ok(None);
+            }
+        };
         if json {
             continue;
         }
-        let device = value["from"].as_str().or(value["device"].as_str()).unwrap_or("?");
-        match value["event"].as_str() {
-            Some("fetching") => eprintln!(
-                "  fetching the missing pieces from {device} ({} of {asked} so far)",
-                value["fetched"].as_u64().unwrap_or(0)
-            ),
-            Some("progress") => {
-                eprintln!("  {} of {asked} pieces fetched", value["fetched"].as_u64().unwrap_or(0))
+        match event {
+            answer::FetchEvent::Fetching { from, fetched, .. } => {
+                eprintln!("  fetching the missing pieces from {from} ({fetched} of {asked} so far)")
             }
-            Some("gone") => eprintln!(
-                "  {device} stopped answering ({}); going on with your other devices",
-                value["reason"].as_str().unwrap_or("?")
+            answer::FetchEvent::Progress { fetched, .. } => {
+                eprintln!("  {fetched} of {asked} pieces fetched")
+            }
+            answer::FetchEvent::Gone { device, reason } => eprintln!(
+                "  {device} stopped answering ({reason}); going on with your other devices"
             ),
-            _ => {}
         }
     };
-    if let Some(e) = answer.get("error") {
-        eprintln!(
-            "note: cannot fetch from the other devices ({}); the files that need what is \
-             missing are not restored.",
-            e.as_str().unwrap_or_default()
-        );
-        return Ok(None);
-    }
     if !json {
-        let from: Vec<&str> = answer["from"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
         eprintln!(
             "Fetched {} of {asked} pieces from {}.",
-            answer["fetched"].as_u64().unwrap_or(0),
-            if from.is_empty() { "no device".to_owned() } else { from.join(", ") }
+            answer.fetched,
+            if answer.from.is_empty() { "no device".to_owned() } else { answer.from.join(", ") }
         );
-        for failed in answer["failed"].as_array().into_iter().flatten() {
-            eprintln!(
-                "note: {} did not answer: {}",
-                failed["device"].as_str().unwrap_or("?"),
-                failed["reason"].as_str().unwrap_or("?")
-            );
+        for failed in &answer.failed {
+            eprintln!("note: {} did not answer: {}", failed.device, failed.reason);
         }
-        let missing = answer["missing"].as_u64().unwrap_or(0);
+        let missing = answer.missing;
         if missing > 0 {
             eprintln!(
                 "note: {missing} pieces are on no device that answered; the files that need them \

@@ -3,9 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use serde_json::Value;
 use triad_agent::Config;
-use triad_agent::control::{Client, ClientError, Request};
+use triad_agent::control::{Client, ClientError, Request, answer};
 
 /// The home directory: `--home`, `TRIAD_HOME`, or the platform's data directory.
 pub(crate) fn home_dir(given: Option<&Path>) -> Result<PathBuf> {
@@ -35,18 +34,17 @@ pub(crate) fn save(home: &Path, config: &Config) -> Result<()> {
 
 /// Tells the agent of the home, if one runs, to read the settings again; its answer says what
 /// it now does. `None` if no agent runs.
-pub(crate) fn tell_agent(home: &Path) -> Result<Option<Value>> {
+pub(crate) fn tell_agent(home: &Path) -> Result<Option<answer::Reloaded>> {
     match Client::connect(home) {
         Ok(mut client) => {
             client.send(&Request::Reload)?;
-            let answer = client.receive()?;
-            if let Some(message) = answer.get("error") {
-                bail!(
+            match client.answer()? {
+                Ok(reloaded) => Ok(Some(reloaded)),
+                Err(failure) => bail!(
                     "the settings are saved, but the running agent cannot use them: {}",
-                    message.as_str().unwrap_or("no reason given")
-                );
+                    failure.error
+                ),
             }
-            Ok(Some(answer))
         }
         Err(ClientError::NotRunning { .. }) => Ok(None),
         Err(e) => Err(e.into()),

@@ -9,8 +9,6 @@
 //! cannot be read now (a disk gone, an I/O error) is answered `None` and dropped nowhere.
 
 use std::collections::HashSet;
-
-use serde_json::{Value, json};
 use std::sync::Arc;
 use triad_core::audit::{self, Range};
 use triad_core::snapshot::FileEntry;
@@ -21,6 +19,7 @@ use triad_store::{Problem, ReadError};
 
 use super::{Shared, SyncFailure, error_chain, lock, now_secs, open_stores, request};
 use crate::catalog::Catalog;
+use crate::control::answer;
 
 /// Ranges asked for in one audit.
 const RANGES: usize = 64;
@@ -157,16 +156,17 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn to_json(&self) -> Value {
+    pub(super) fn to_answer(&self) -> answer::AuditOutcome {
         match self {
-            Outcome::Passed { ranges, restored } => json!({
-                "result": "passed",
-                "ranges": ranges,
-                "restored": restored.as_ref().map(|(path, bytes)| json!({"path": path, "bytes": bytes})),
-            }),
-            Outcome::Failed { reason } => json!({"result": "failed", "reason": reason}),
-            Outcome::Unreachable => json!({"result": "unreachable"}),
-            Outcome::Nothing => json!({"result": "nothing to audit"}),
+            Outcome::Passed { ranges, restored } => answer::AuditOutcome::Passed {
+                ranges: *ranges as u64,
+                restored: restored
+                    .as_ref()
+                    .map(|(path, bytes)| answer::Restored { path: path.clone(), bytes: *bytes }),
+            },
+            Outcome::Failed { reason } => answer::AuditOutcome::Failed { reason: reason.clone() },
+            Outcome::Unreachable => answer::AuditOutcome::Unreachable,
+            Outcome::Nothing => answer::AuditOutcome::Nothing,
         }
     }
 }

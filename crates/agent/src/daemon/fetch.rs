@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use triad_core::BlobId;
 use triad_core::roster::Entry;
 use triad_proto::wire::FETCH_PROTOCOL;
@@ -11,6 +10,7 @@ use triad_store::{Store, WriteError};
 
 use super::socket::{Failure, Session};
 use super::{Shared, error_chain, lock, now_secs};
+use crate::control::answer;
 
 /// Blobs asked for at a time while fetching for a restore.
 const FETCH_FOR_RESTORE_BATCH: usize = 64;
@@ -28,7 +28,7 @@ pub(super) async fn fetch_into(
     blobs: &[String],
     into: &Path,
     s: &mut Session,
-) -> Result<Value, Failure> {
+) -> Result<answer::Fetched, Failure> {
     let mut remaining: Vec<BlobId> = blobs
         .iter()
         .map(|b| b.parse().map_err(|_| format!("{b:?} is not a blob id")))
@@ -58,14 +58,18 @@ pub(super) async fn fetch_into(
     let total = remaining.len();
     let mut fetched = 0usize;
     let mut from = Vec::new();
-    let mut failed: Vec<Value> = Vec::new();
+    let mut failed: Vec<answer::FetchFailed> = Vec::new();
     for device in devices {
         if remaining.is_empty() {
             break;
         }
         let peer = triad_net::peer_id(device.device);
         let _ = s
-            .say(json!({"event": "fetching", "from": device.name, "fetched": fetched, "of": total}))
+            .say(&answer::FetchEvent::Fetching {
+                from: device.name.clone(),
+                fetched: fetched as u64,
+                of: total as u64,
+            })
             .await;
         let opened =
             tokio::time::timeout(FETCH_ANSWER_TIMEOUT, shared.node.open(peer, FETCH_PROTOCOL))
@@ -73,12 +77,15 @@ pub(super) async fn fetch_into(
         let mut stream = match opened {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                failed.push(json!({"device": device.name, "reason": e.to_string()}));
+                failed.push(answer::FetchFailed {
+                    device: device.name.clone(),
+                    reason: e.to_string(),
+                });
                 continue;
             }
             Err(_) => {
                 let reason = format!("no answer for {} s", FETCH_ANSWER_TIMEOUT.as_secs());
-                failed.push(json!({"device": device.name, "reason": reason}));
+                failed.push(answer::FetchFailed { device: device.name.clone(), reason });
                 continue;
             }
         };
@@ -102,7 +109,11 @@ pub(super) async fn fetch_into(
             fetched += came;
             if came > 0 {
                 let _ = s
-                    .say(json!({"event": "progress", "from": device.name, "fetched": fetched, "of": total}))
+                    .say(&answer::FetchEvent::Progress {
+                        from: device.name.clone(),
+                        fetched: fetched as u64,
+                        of: total as u64,
+                    })
                     .await;
             }
             match answer.end {
@@ -116,9 +127,12 @@ pub(super) async fn fetch_into(
                 crate::fetch::BatchEnd::Broken(reason) => {
                     tracing::info!(device = %device.name, %reason, "the fetch from this device broke off");
                     let _ = s
-                        .say(json!({"event": "gone", "device": device.name, "reason": reason}))
+                        .say(&answer::FetchEvent::Gone {
+                            device: device.name.clone(),
+                            reason: reason.clone(),
+                        })
                         .await;
-                    failed.push(json!({"device": device.name, "reason": reason}));
+                    failed.push(answer::FetchFailed { device: device.name.clone(), reason });
                     not_here.extend_from_slice(&batch[came..]);
                     not_here.extend(queue.drain(..));
                 }
@@ -130,11 +144,5 @@ pub(super) async fn fetch_into(
         }
         remaining = not_here;
     }
-    Ok(json!({
-        "done": true,
-        "fetched": fetched,
-        "missing": remaining.len(),
-        "from": from,
-        "failed": failed,
-    }))
+    Ok(answer::Fetched { fetched: fetched as u64, missing: remaining.len() as u64, from, failed })
 }

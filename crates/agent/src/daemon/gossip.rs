@@ -86,7 +86,7 @@ pub(super) fn share_verdict(
             policy: s.policy.clone(),
             last_backup: s.snapshot.as_ref().map(|(_, at)| *at),
             counts: State::ALL.map(|state| s.counts.get(state.as_str()).copied().unwrap_or(0)),
-            worst: State::parse(s.worst).unwrap_or(State::Lost),
+            worst: State::parse(&s.worst).unwrap_or(State::Lost),
             reasons: s
                 .reasons
                 .iter()

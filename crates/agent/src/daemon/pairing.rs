@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::AsyncWriteExt;
-use serde_json::json;
+
 use tokio::sync::{mpsc, oneshot};
 use triad_core::roster::{Entry, Role, Signer};
 use triad_net::PeerId;
@@ -16,7 +16,7 @@ use triad_proto::wire::{Joiner, Offer, PairRole, Welcome};
 use super::gossip::gossip;
 use super::socket::Session;
 use super::{Shared, Window, error_chain, lock, protect};
-use crate::control;
+use crate::control::{self, answer};
 
 /// Serves one pairing attempt.
 pub(super) async fn on_pairing(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) {
@@ -137,11 +137,11 @@ pub(super) async fn pair_session(
         .is_some_and(|e| e.role == Role::Trusted);
     if !me_trusted || shared.home.keys().is_err() {
         let error = "only a trusted device can invite: this one is storage-only";
-        return s.say(json!({ "error": error })).await;
+        return s.say(&answer::Failure::message(error)).await;
     }
     let mut random = [0u8; 24];
     if getrandom::fill(&mut random).is_err() {
-        return s.say(json!({"error": "no randomness from the system"})).await;
+        return s.say(&answer::Failure::message("no randomness from the system")).await;
     }
     let typed = Secret::typed(random[..4].try_into().expect("4 bytes"));
     let strong =
@@ -163,12 +163,12 @@ pub(super) async fn pair_session(
     shared.node.admission().open_window(until);
     let me = shared.node.peer_id();
     let addrs = shared.node.listen_addrs();
-    s.say(json!({
-        "code": typed.code(),
-        "link": strong.link(me, &addrs),
-        "expires_in_secs": until.saturating_duration_since(Instant::now()).as_secs(),
-        "role": if storage_only { "storage-only" } else { "trusted" },
-    }))
+    s.say(&answer::PairWindow {
+        code: typed.code(),
+        link: strong.link(me, &addrs),
+        expires_in_secs: until.saturating_duration_since(Instant::now()).as_secs(),
+        role: if storage_only { answer::Role::StorageOnly } else { answer::Role::Trusted },
+    })
     .await?;
     let outcome = loop {
         tokio::select! {
@@ -176,7 +176,11 @@ pub(super) async fn pair_session(
                 let accept = if yes {
                     true
                 } else {
-                    s.say(json!({"event": "confirm", "name": joiner.name, "site": joiner.site})).await?;
+                    let confirm = answer::PairEvent::Confirm {
+                        name: joiner.name.clone(),
+                        site: joiner.site.clone(),
+                    };
+                    s.say(&confirm).await?;
                     matches!(s.read().await, Ok(Some(control::Request::PairDecision { accept: true })))
                 };
                 let _ = reply.send(accept);
@@ -199,12 +203,12 @@ pub(super) async fn pair_session(
     match outcome {
         Ok((joiner, role)) => {
             let role = match role {
-                PairRole::Trusted => "trusted",
-                PairRole::StorageOnly => "storage-only",
+                PairRole::Trusted => answer::Role::Trusted,
+                PairRole::StorageOnly => answer::Role::StorageOnly,
             };
-            s.say(json!({"done": true, "name": joiner.name, "site": joiner.site, "role": role}))
+            s.say(&answer::Done::new(answer::Paired { name: joiner.name, site: joiner.site, role }))
                 .await
         }
-        Err(message) => s.say(json!({"error": message})).await,
+        Err(message) => s.say(&answer::Failure::message(message)).await,
     }
 }

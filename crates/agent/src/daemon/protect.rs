@@ -285,7 +285,9 @@ async fn round(shared: &Arc<Shared>) -> bool {
         let event = match engine.poll_action() {
             Some(Action::Audit(device)) => {
                 let outcome = super::audit::audit(shared, device).await;
-                tracing::info!(device = %name_of(device), outcome = %outcome.to_json(), "audit");
+                let outcome =
+                    serde_json::to_string(&outcome.to_answer()).expect("answers serialize");
+                tracing::info!(device = %name_of(device), %outcome, "audit");
                 RoundEvent::Audited(device)
             }
             Some(Action::Evaluate) => {
@@ -341,8 +343,8 @@ async fn round(shared: &Arc<Shared>) -> bool {
                     .await
                 {
                     Ok(Ok(done)) => {
-                        tracing::info!(device = %name, blobs = %done["blobs_sent"],
-                            bytes = %done["bytes_sent"], "push acknowledged");
+                        tracing::info!(device = %name, blobs = done.blobs_sent,
+                            bytes = done.bytes_sent, "push acknowledged");
                         true
                     }
                     Ok(Err(failure)) => {

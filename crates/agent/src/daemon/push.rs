@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::AsyncWriteExt;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use triad_core::BlobId;
 use triad_core::head::SignedHead;
@@ -23,6 +22,7 @@ use super::pace::Pace;
 use super::socket::{Failure, Session, SyncFailure};
 use super::{REQUEST_TIMEOUT, Shared, error_chain, is_lan, lock, now_secs, open_stores};
 use crate::catalog::Catalog;
+use crate::control::answer;
 use crate::replicas::PeerStore;
 use crate::storeless::Origins;
 
@@ -78,7 +78,7 @@ fn pushing(shared: &Shared, name: &str, acked: u64, of: usize, bytes: u64) {
 /// Tells the command that asked for a push how far it is, if a command asked.
 async fn say_progress(s: &mut Option<&mut Session>, blobs: u64, bytes: u64, of: usize) {
     if let Some(s) = s.as_deref_mut() {
-        let _ = s.say(json!({"event": "progress", "blobs": blobs, "bytes": bytes, "of": of})).await;
+        let _ = s.say(&answer::SyncEvent::Progress { blobs, bytes, of: of as u64 }).await;
     }
 }
 
@@ -89,7 +89,7 @@ pub(super) async fn sync(
     shared: &Shared,
     name: &str,
     s: Option<&mut Session>,
-) -> Result<Value, Failure> {
+) -> Result<answer::Synced, Failure> {
     let result = push(shared, name, s).await;
     let Ok(entry) = shared.device_named(name) else { return result };
     let mut refusals = lock(&shared.refusals);
@@ -117,14 +117,22 @@ pub(super) async fn sync(
                 }
                 Refusal::Other | Refusal::Busy => format!("{name} refused: {message}"),
             };
-            return Err(Failure { kind: "refused", message: said, code: Some(code) });
+            return Err(Failure {
+                kind: answer::FailureKind::Refused,
+                message: said,
+                code: Some(code),
+            });
         }
         Err(_) => {}
     }
     result
 }
 
-async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Result<Value, Failure> {
+async fn push(
+    shared: &Shared,
+    name: &str,
+    mut s: Option<&mut Session>,
+) -> Result<answer::Synced, Failure> {
     let entry = shared.device_named(name)?;
     let me = shared.home.device_id();
     if entry.device == me {
@@ -343,15 +351,14 @@ async fn push(shared: &Shared, name: &str, mut s: Option<&mut Session>) -> Resul
         lost
     };
     let lacking_total: usize = lacking.values().map(Vec::len).sum();
-    Ok(json!({
-        "done": true,
-        "versions_lacking": lacking_total,
-        "device": name,
-        "blobs_sent": sent,
-        "bytes_sent": bytes,
-        "blobs_already_there": already,
-        "versions_not_sent": lost,
-    }))
+    Ok(answer::Synced {
+        versions_lacking: lacking_total as u64,
+        device: name.to_owned(),
+        blobs_sent: sent,
+        bytes_sent: bytes,
+        blobs_already_there: already as u64,
+        versions_not_sent: lost as u64,
+    })
 }
 
 /// Every blob this device's snapshots need, data first, and this device's signed heads.

@@ -5,10 +5,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use triad_core::roster::{Entry, Role};
+use triad_core::roster::Entry;
 use triad_net::Multiaddr;
 use triad_proto::wire::{self, Refusal, Response};
 
@@ -18,7 +18,7 @@ use super::pairing::pair_session;
 use super::push::{request, sync};
 use super::view::{audit_devices, check, status};
 use super::{Shared, free_bytes, lock, protect};
-use crate::control;
+use crate::control::{self, answer};
 
 pub(super) async fn serve_socket(shared: Arc<Shared>, listener: UnixListener, owner: u32) {
     loop {
@@ -27,11 +27,12 @@ pub(super) async fn serve_socket(shared: Arc<Shared>, listener: UnixListener, ow
         if uid != Some(owner) {
             tracing::warn!(?uid, "control connection from another user refused");
             let mut stream = stream;
-            let _ = stream
-                .write_all(
-                    b"{\"error\":\"refused: only the owner of this home may control its agent\"}\n",
-                )
-                .await;
+            let refused = answer::Failure::message(
+                "refused: only the owner of this home may control its agent",
+            );
+            let mut line = serde_json::to_vec(&refused).expect("answers serialize");
+            line.push(b'\n');
+            let _ = stream.write_all(&line).await;
             continue;
         }
         let shared = shared.clone();
@@ -49,8 +50,9 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) async fn say(&mut self, value: Value) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&value).expect("json values serialize");
+    /// Sends one line: an answer of [`answer`], an event, or a failure.
+    pub(super) async fn say(&mut self, line: &impl Serialize) -> io::Result<()> {
+        let mut line = serde_json::to_vec(line).expect("answers serialize");
         line.push(b'\n');
         self.out.write_all(&line).await
     }
@@ -67,69 +69,98 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
     let (read, out) = stream.into_split();
     let mut s = Session { lines: BufReader::new(read).lines(), out };
     let Some(request) = s.read().await? else { return Ok(()) };
-    let result = match request {
+    match request {
         control::Request::Lease => {
             // The command works on the stores itself; the agent keeps off them until it is
             // done (it closes the connection by exiting).
             let _lease = shared.stores.lend().await;
-            s.say(json!({ "leased": true })).await?;
+            s.say(&answer::Leased { leased: true }).await?;
             while s.read().await.is_ok_and(|line| line.is_some()) {}
-            return Ok(());
+            Ok(())
         }
-        control::Request::Devices => devices(shared).await,
+        control::Request::Devices => reply(&mut s, devices(shared).await).await,
         control::Request::Pair { storage_only, seconds, yes } => {
-            return pair_session(shared, &mut s, storage_only, seconds, yes).await;
+            pair_session(shared, &mut s, storage_only, seconds, yes).await
         }
-        control::Request::PairDecision { .. } => Err("no pairing is waiting for a decision".into()),
+        control::Request::PairDecision { .. } => {
+            let failed: Result<answer::AddressAdded, Failure> =
+                Err("no pairing is waiting for a decision".into());
+            reply(&mut s, failed).await
+        }
         control::Request::Sync { device, timeout_secs } => {
             let timeout = Duration::from_secs(timeout_secs.max(1));
-            match tokio::time::timeout(timeout, sync(shared, &device, Some(&mut s))).await {
-                Ok(result) => {
-                    // What the agent's own work waits for may have come with this push.
-                    if result.is_ok() {
-                        let _ = shared.kick.try_send(protect::Wake::Changed);
+            let result =
+                match tokio::time::timeout(timeout, sync(shared, &device, Some(&mut s))).await {
+                    Ok(result) => {
+                        // What the agent's own work waits for may have come with this push.
+                        if result.is_ok() {
+                            let _ = shared.kick.try_send(protect::Wake::Changed);
+                        }
+                        result
                     }
-                    result
-                }
-                Err(_) => Err(SyncFailure::Unreachable(format!(
-                    "{device} did not finish within {timeout_secs} s"
-                ))
-                .into()),
-            }
+                    Err(_) => Err(SyncFailure::Unreachable(format!(
+                        "{device} did not finish within {timeout_secs} s"
+                    ))
+                    .into()),
+                };
+            reply(&mut s, result).await
         }
-        control::Request::AddAddress { device, addr } => add_address(shared, &device, &addr).await,
-        control::Request::Status { files } => status(shared, &files).await,
-        control::Request::Audit { now } => audit_devices(shared, now).await,
-        control::Request::Check { hashes, card } => check(shared, &hashes, card.as_deref()).await,
-        control::Request::Reload => shared.reload().await.map_err(Failure::from),
-        control::Request::RemoveDevice { device } => remove_device(shared, &device).await,
-        control::Request::Fetch { blobs, into } => fetch_into(shared, &blobs, &into, &mut s).await,
-    };
-    match result {
-        Ok(value) => s.say(value).await,
-        Err(failure) => {
-            let code = failure.code.map(Refusal::as_str);
-            s.say(json!({ "error": failure.message, "kind": failure.kind, "code": code })).await
+        control::Request::AddAddress { device, addr } => {
+            reply(&mut s, add_address(shared, &device, &addr).await).await
+        }
+        control::Request::Status { files } => reply(&mut s, status(shared, &files).await).await,
+        control::Request::Audit { now } => reply(&mut s, audit_devices(shared, now).await).await,
+        control::Request::Check { hashes, card } => {
+            reply(&mut s, check(shared, &hashes, card.as_deref()).await).await
+        }
+        control::Request::Reload => {
+            reply(&mut s, shared.reload().await.map_err(Failure::from)).await
+        }
+        control::Request::RemoveDevice { device } => {
+            reply(&mut s, remove_device(shared, &device).await).await
+        }
+        control::Request::Fetch { blobs, into } => {
+            let result = fetch_into(shared, &blobs, &into, &mut s).await;
+            reply(&mut s, result).await
         }
     }
 }
 
+/// Sends the final line of an answer: the answer with `done`, or the failure.
+async fn reply<T: Serialize>(s: &mut Session, result: Result<T, Failure>) -> io::Result<()> {
+    match result {
+        Ok(answer) => s.say(&answer::Done::new(answer)).await,
+        Err(failure) => s.say(&failure.to_line()).await,
+    }
+}
+
 pub(super) struct Failure {
-    pub(super) kind: &'static str,
+    pub(super) kind: answer::FailureKind,
     pub(super) message: String,
     /// Why the other device refused, when it did.
     pub(super) code: Option<Refusal>,
 }
 
+impl Failure {
+    /// The line that ends the request.
+    fn to_line(&self) -> answer::Failure {
+        answer::Failure {
+            error: self.message.clone(),
+            kind: Some(self.kind),
+            code: Some(self.code.map(|c| c.as_str().to_owned())),
+        }
+    }
+}
+
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Failure { kind: "error", message, code: None }
+        Failure { kind: answer::FailureKind::Error, message, code: None }
     }
 }
 
 impl From<&str> for Failure {
     fn from(message: &str) -> Self {
-        Failure { kind: "error", message: message.to_owned(), code: None }
+        Failure { kind: answer::FailureKind::Error, message: message.to_owned(), code: None }
     }
 }
 
@@ -142,34 +173,35 @@ impl From<SyncFailure> for Failure {
     fn from(f: SyncFailure) -> Self {
         match f {
             SyncFailure::Unreachable(message) => {
-                Failure { kind: "unreachable", message, code: None }
+                Failure { kind: answer::FailureKind::Unreachable, message, code: None }
             }
             SyncFailure::Refused(code, message) => {
-                Failure { kind: "refused", message, code: Some(code) }
+                Failure { kind: answer::FailureKind::Refused, message, code: Some(code) }
             }
         }
     }
 }
 
-async fn devices(shared: &Shared) -> Result<Value, Failure> {
+async fn devices(shared: &Shared) -> Result<answer::Devices, Failure> {
     let entries: Vec<Entry> = lock(&shared.roster).devices().into_iter().cloned().collect();
     // Every device is asked at once: one that is away costs its timeout once, not per device.
     let out = futures::future::join_all(entries.into_iter().map(|e| describe(shared, e))).await;
-    Ok(json!({ "done": true, "devices": out }))
+    Ok(answer::Devices { devices: out })
 }
 
 /// One device as `triad devices` shows it: online or not, its stores.
-async fn describe(shared: &Shared, entry: Entry) -> Value {
+async fn describe(shared: &Shared, entry: Entry) -> answer::Device {
     let me = shared.home.device_id();
     let peer = triad_net::peer_id(entry.device);
     let this = entry.device == me;
     // The catalog holds no copies: it is not shown as a store.
-    let stores: Vec<Value> = shared
+    let stores: Vec<answer::DeviceStore> = shared
         .config()
         .data_stores()
-        .map(|s| {
-            let free = free_bytes(&s.path, s.quota);
-            json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": free})
+        .map(|s| answer::DeviceStore {
+            id: s.id.to_hex(),
+            media: s.media.to_string(),
+            free: free_bytes(&s.path, s.quota),
         })
         .collect();
     // Online: it answers now, at the connection there is or at a known address.
@@ -188,7 +220,11 @@ async fn describe(shared: &Shared, entry: Entry) -> Value {
                 shared.node.connected(&peer),
                 stores
                     .iter()
-                    .map(|s| json!({"id": s.id.to_hex(), "media": s.media.to_string(), "free": s.free}))
+                    .map(|s| answer::DeviceStore {
+                        id: s.id.to_hex(),
+                        media: s.media.to_string(),
+                        free: s.free,
+                    })
                     .collect(),
             ),
             _ => (None, Vec::new()),
@@ -196,20 +232,22 @@ async fn describe(shared: &Shared, entry: Entry) -> Value {
     };
     let book = lock(&shared.book);
     let known = book.get(entry.device);
-    json!({
-        "name": entry.name,
-        "site": entry.site,
-        "role": match entry.role { Role::Trusted => "trusted", Role::StorageOnly => "storage-only" },
-        "device": entry.device.to_hex(),
-        "this": this,
-        "online": this || connected.is_some() || !stores.is_empty(),
-        "last_seen": known.and_then(|p| p.last_seen),
-        "address": connected.map(|a| a.to_string()).or_else(|| known.and_then(|p| p.addrs.first().cloned())),
-        "stores": stores,
-    })
+    answer::Device {
+        online: Some(this || connected.is_some() || !stores.is_empty()),
+        name: entry.name,
+        site: entry.site,
+        role: entry.role.into(),
+        device: entry.device.to_hex(),
+        this,
+        last_seen: known.and_then(|p| p.last_seen),
+        address: connected
+            .map(|a| a.to_string())
+            .or_else(|| known.and_then(|p| p.addrs.first().cloned())),
+        stores,
+    }
 }
 
-async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failure> {
+async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<answer::Removed, Failure> {
     let entry = shared.device_named(name)?;
     if entry.device == shared.home.device_id() {
         return Err("this is this device; remove it from another trusted device".into());
@@ -232,10 +270,14 @@ async fn remove_device(shared: &Arc<Shared>, name: &str) -> Result<Value, Failur
     if told_removed {
         told.insert(0, name.to_owned());
     }
-    Ok(json!({ "done": true, "device": name, "told": told }))
+    Ok(answer::Removed { device: name.to_owned(), told })
 }
 
-async fn add_address(shared: &Shared, name: &str, addr: &str) -> Result<Value, Failure> {
+async fn add_address(
+    shared: &Shared,
+    name: &str,
+    addr: &str,
+) -> Result<answer::AddressAdded, Failure> {
     let entry = shared.device_named(name)?;
     let parsed: Multiaddr =
         addr.parse().map_err(|e| format!("{addr:?} is not a multiaddress: {e}"))?;
@@ -247,5 +289,5 @@ async fn add_address(shared: &Shared, name: &str, addr: &str) -> Result<Value, F
     let mut book = lock(&shared.book);
     book.add(entry.device, addr);
     book.save(&shared.home_path).map_err(|e| e.to_string())?;
-    Ok(json!({ "done": true }))
+    Ok(answer::AddressAdded {})
 }

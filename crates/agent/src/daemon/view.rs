@@ -3,13 +3,13 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
 use triad_core::policy::State;
 use triad_core::roster::{Entry, Roster};
 
 use super::socket::Failure;
 use super::{Shared, audit, error_chain, gossip, lock, now_secs, open_stores, protect};
 use crate::catalog::Catalog;
+use crate::control::answer;
 use crate::status::{self, Names};
 
 /// Evaluates this device's folders under the stores' read lock.
@@ -37,7 +37,7 @@ pub(super) fn evaluate_folders(
     tokio::task::block_in_place(|| status::evaluate(&catalog, &inputs)).map_err(|e| error_chain(&e))
 }
 
-pub(super) async fn status(shared: &Shared, files: &[String]) -> Result<Value, Failure> {
+pub(super) async fn status(shared: &Shared, files: &[String]) -> Result<answer::Status, Failure> {
     let mut list = Vec::new();
     for name in files {
         list.push(State::parse(name).ok_or_else(|| {
@@ -58,7 +58,7 @@ pub(super) async fn status(shared: &Shared, files: &[String]) -> Result<Value, F
         gossip::share_verdict(shared, &own);
     }
     let worst =
-        summaries.iter().filter_map(|s| State::parse(s.worst)).max().unwrap_or(State::Protected);
+        summaries.iter().filter_map(|s| State::parse(&s.worst)).max().unwrap_or(State::Protected);
     let (vault, vault_worst) = vault_view(shared, &roster);
     let holds = holdings(shared).await;
     let survives = summaries.iter().all(|s| s.survives_site_loss);
@@ -74,38 +74,41 @@ pub(super) async fn status(shared: &Shared, files: &[String]) -> Result<Value, F
         }
     };
     // Devices that refuse copies: a full device is not an offline one.
-    let refusing: Vec<Value> = lock(&shared.refusals)
+    let refusing: Vec<answer::Refusing> = lock(&shared.refusals)
         .iter()
         .filter_map(|(device, (code, reason, since))| {
-            let name = roster.device(*device)?.name.clone();
-            Some(json!({"device": name, "code": code.as_str(), "reason": reason, "since": since}))
+            Some(answer::Refusing {
+                device: roster.device(*device)?.name.clone(),
+                code: code.as_str().to_owned(),
+                reason: reason.clone(),
+                since: *since,
+            })
         })
         .collect();
-    Ok(json!({
-        "done": true,
-        "device": identity.name,
-        "site": identity.site,
-        "storage_only": shared.home.keys().is_err(),
-        "worst": worst.max(vault_worst).as_str(),
-        "exit": worst.max(vault_worst).exit_code(),
-        "own_worst": worst.as_str(),
-        "survives_site_loss": survives,
-        "doing": {
-            "what": doing,
-            "since": since,
-            "next": Some(shared.next_round.load(std::sync::atomic::Ordering::Relaxed))
+    Ok(answer::Status {
+        device: identity.name.clone(),
+        site: identity.site.clone(),
+        storage_only: shared.home.keys().is_err(),
+        worst: worst.max(vault_worst),
+        exit: worst.max(vault_worst).exit_code(),
+        own_worst: worst,
+        survives_site_loss: survives,
+        doing: answer::Doing {
+            what: doing,
+            since,
+            next: Some(shared.next_round.load(std::sync::atomic::Ordering::Relaxed))
                 .filter(|at| *at > 0),
         },
-        "refusing": refusing,
-        "folders": summaries,
-        "vault": vault,
-        "holds": holds,
-    }))
+        refusing,
+        folders: summaries,
+        vault,
+        holds,
+    })
 }
 
 /// The other devices' folders as their owners last judged them (from their signed verdicts),
 /// and the worst state among them.
-fn vault_view(shared: &Shared, roster: &Roster) -> (Vec<Value>, State) {
+fn vault_view(shared: &Shared, roster: &Roster) -> (Vec<answer::VaultDevice>, State) {
     let me = shared.home.device_id();
     let mut verdicts = lock(&shared.records).verdicts_of_others(me);
     verdicts.sort_by_key(|v| v.device);
@@ -115,33 +118,37 @@ fn vault_view(shared: &Shared, roster: &Roster) -> (Vec<Value>, State) {
         let Some(entry) = roster.device(v.device) else { continue };
         worst = worst.max(v.worst());
         let reachable = shared.node.connected(&triad_net::peer_id(v.device)).is_some();
-        let folders: Vec<Value> = v
+        let folders: Vec<answer::VaultFolder> = v
             .folders
             .iter()
-            .map(|f| {
-                let counts: serde_json::Map<String, Value> = State::ALL
+            .map(|f| answer::VaultFolder {
+                folder: f.path.clone(),
+                policy: f.policy.clone(),
+                last_backup: f.last_backup,
+                counts: State::ALL.iter().map(|s| s.as_str().to_owned()).zip(f.counts).collect(),
+                worst: f.worst,
+                reasons: f
+                    .reasons
                     .iter()
-                    .zip(f.counts)
-                    .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
-                    .collect();
-                json!({
-                    "folder": f.path, "policy": f.policy, "last_backup": f.last_backup,
-                    "counts": counts, "worst": f.worst.as_str(),
-                    "reasons": f.reasons.iter().map(|(s, w, n)| json!([s.as_str(), w, n])).collect::<Vec<_>>(),
-                })
+                    .map(|(s, w, n)| (s.as_str().to_owned(), w.clone(), *n))
+                    .collect(),
             })
             .collect();
-        out.push(json!({
-            "device": entry.name, "site": entry.site, "reachable": reachable,
-            "evaluated": v.evaluated, "worst": v.worst().as_str(), "folders": folders,
-        }));
+        out.push(answer::VaultDevice {
+            device: entry.name.clone(),
+            site: entry.site.clone(),
+            reachable,
+            evaluated: v.evaluated,
+            worst: v.worst(),
+            folders,
+        });
     }
     (out, worst)
 }
 
 /// What this device's stores hold for the vault (blobs and bytes, no names), and when a
 /// device of the vault last audited it.
-async fn holdings(shared: &Shared) -> Value {
+async fn holdings(shared: &Shared) -> answer::Holds {
     let config = shared.config();
     let (mut blobs, mut bytes) = (0u64, 0u64);
     if config.data_stores().next().is_some()
@@ -156,14 +163,14 @@ async fn holdings(shared: &Shared) -> Value {
         }
     }
     let audited = shared.last_audited.load(std::sync::atomic::Ordering::Relaxed);
-    json!({"blobs": blobs, "bytes": bytes, "last_audited": Some(audited).filter(|a| *a > 0)})
+    answer::Holds { blobs, bytes, last_audited: Some(audited).filter(|a| *a > 0) }
 }
 
 pub(super) async fn check(
     shared: &Shared,
     hashes: &[String],
     card: Option<&Path>,
-) -> Result<Value, Failure> {
+) -> Result<answer::Checked, Failure> {
     let work = shared.stores.work().await?;
     let mut folders = evaluate_folders(shared, &work, true)?;
     drop(work);
@@ -203,26 +210,25 @@ pub(super) async fn check(
             }
         }
     }
-    let answers: Vec<Value> = hashes
+    let files: Vec<answer::CheckedFile> = hashes
         .iter()
         .map(|hex| {
             let found = parse_hash(hex).and_then(|h| best.get(&h));
-            match found {
-                Some((state, path)) => {
-                    json!({"hash": hex, "state": state.as_str(), "vault_path": path})
-                }
-                None => json!({"hash": hex, "state": null}),
+            answer::CheckedFile {
+                hash: hex.clone(),
+                state: found.map(|(state, _)| *state),
+                vault_path: found.map(|(_, path)| path.clone()),
             }
         })
         .collect();
-    Ok(json!({ "done": true, "files": answers }))
+    Ok(answer::Checked { files })
 }
 
 fn parse_hash(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok()?.try_into().ok()
 }
 
-pub(super) async fn audit_devices(shared: &Shared, now: bool) -> Result<Value, Failure> {
+pub(super) async fn audit_devices(shared: &Shared, now: bool) -> Result<answer::Audits, Failure> {
     let me = shared.home.device_id();
     let others: Vec<Entry> =
         lock(&shared.roster).devices().into_iter().filter(|e| e.device != me).cloned().collect();
@@ -230,17 +236,17 @@ pub(super) async fn audit_devices(shared: &Shared, now: bool) -> Result<Value, F
     for entry in others {
         let outcome = if now { Some(audit::audit(shared, entry.device).await) } else { None };
         let proof = lock(&shared.ledger).proof_of(entry.device);
-        rows.push(json!({
-            "device": entry.name,
-            "site": entry.site,
-            "last_proven": proof.map(|(at, _)| at),
-            "bad": proof.is_some_and(|(_, bad)| bad),
-            "audit": outcome.map(|o| o.to_json()),
-        }));
+        rows.push(answer::AuditRow {
+            device: entry.name,
+            site: entry.site,
+            last_proven: proof.map(|(at, _)| at),
+            bad: proof.is_some_and(|(_, bad)| bad),
+            audit: outcome.map(|o| o.to_answer()),
+        });
     }
-    if rows.iter().any(|r| r["audit"]["result"] == "failed") {
+    if rows.iter().any(|r| matches!(r.audit, Some(answer::AuditOutcome::Failed { .. }))) {
         // Repair now rather than at the next round.
         let _ = shared.kick.try_send(protect::Wake::Changed);
     }
-    Ok(json!({ "done": true, "devices": rows }))
+    Ok(answer::Audits { devices: rows })
 }
