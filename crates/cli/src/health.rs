@@ -146,6 +146,7 @@ fn print_status(status: &answer::Status) {
             "full" => "is full: it takes no more copies",
             "quota" => "is full for this vault (its quota): it takes no more copies",
             "removed" => "takes no copies from this device",
+            "no_store" => "has no store: it takes no copies until one is added there",
             _ => "refuses copies",
         };
         println!(

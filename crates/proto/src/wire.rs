@@ -236,10 +236,17 @@ pub enum Refusal {
     Removed,
     /// The device cannot take the request now; ask again later.
     Busy,
+    // Added later in wire version 2: new codes go last, so that older messages keep their
+    // encoding; an agent that predates them fails to decode them and closes the stream.
+    /// The request is for trusted devices only, and the asker is storage-only.
+    NotTrusted,
+    /// The device has no store to hold copies.
+    NoStore,
 }
 
 impl Refusal {
-    /// The code as one lower-case word (`full`, `quota`, `removed`, `busy`, `other`).
+    /// The code as one lower-case word (`full`, `quota`, `removed`, `busy`, `not_trusted`,
+    /// `no_store`, `other`).
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Other => "other",
@@ -247,6 +254,8 @@ impl Refusal {
             Refusal::Quota => "quota",
             Refusal::Removed => "removed",
             Refusal::Busy => "busy",
+            Refusal::NotTrusted => "not_trusted",
+            Refusal::NoStore => "no_store",
         }
     }
 }

@@ -250,3 +250,26 @@ fn status_never_says_protected_while_it_says_it_waits_for_a_copy() {
     let said = laptop.ok(&["status"]);
     assert!(said.contains("PROTECTED") && !said.contains("waiting for"), "{said}");
 }
+
+#[test]
+fn a_device_without_a_store_is_named_and_sync_says_to_add_one() {
+    let laptop = Device::new();
+    write_noise(&laptop.folder.join("IMG_0001.CR3"), 1 << 20, 1);
+    laptop.backup();
+    let _agent = start_agent(&laptop);
+    // The Pi joined, but nobody gave it a disk yet.
+    let pi = joined(&laptop, &["--storage-only"], "pi", "parents");
+    let pi_agent = start_agent_as_is(&pi);
+    laptop.ok(&["devices", "addr", "pi", dialable(&pi_agent.addr)]);
+
+    let out = laptop.run(&["sync", "pi"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(6), "a device without a store refuses: {said}");
+    assert!(said.contains("no store") && said.contains("triad store add"), "{said}");
+    // Status names the device and what to do, by the refusal's code.
+    let (_, answer) = status(&laptop, &[]);
+    let refusing = answer["refusing"].as_array().cloned().unwrap_or_default();
+    assert!(refusing.iter().any(|r| r["device"] == "pi" && r["code"] == "no_store"), "{answer}");
+    let human = text(&laptop.run(&["status"]));
+    assert!(human.contains("pi has no store"), "{human}");
+}

@@ -45,7 +45,7 @@ pub(super) fn answer(work: &open_stores::Work, ranges: &[AuditRange]) -> (Respon
     let slices = {
         let Some(stores) = open_stores::read_within(work, std::time::Duration::from_secs(10))
         else {
-            return (super::refuse(super::BUSY.into()), false);
+            return (super::refuse(wire::Refusal::Busy, super::BUSY), false);
         };
         ranges
             .iter()

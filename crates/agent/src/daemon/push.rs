@@ -99,7 +99,8 @@ pub(super) async fn sync(
         }
         Err(Failure { code: Some(code), message, .. }) => {
             let code = *code;
-            if matches!(code, Refusal::Full | Refusal::Quota | Refusal::Removed) {
+            if matches!(code, Refusal::Full | Refusal::Quota | Refusal::Removed | Refusal::NoStore)
+            {
                 refusals.insert(entry.device, (code, message.clone(), now_secs()));
             }
             drop(refusals);
@@ -115,7 +116,13 @@ pub(super) async fn sync(
                 Refusal::Removed => {
                     format!("{name} no longer takes copies from this device: {message}")
                 }
-                Refusal::Other | Refusal::Busy => format!("{name} refused: {message}"),
+                Refusal::NoStore => format!(
+                    "{name} has no store to hold copies: {message}. Add one there (`triad store \
+                     add`)"
+                ),
+                Refusal::Other | Refusal::Busy | Refusal::NotTrusted => {
+                    format!("{name} refused: {message}")
+                }
             };
             return Err(Failure {
                 kind: answer::FailureKind::Refused,

@@ -95,24 +95,24 @@ async fn answer_control(
             Response::Hello { name: identity.name.clone(), site: identity.site.clone(), stores }
         }
         wire::Request::Missing { blobs } if blobs.len() > MISSING_BATCH_MAX => {
-            refuse(format!("at most {MISSING_BATCH_MAX} blobs per request"))
+            refuse(Refusal::Other, format!("at most {MISSING_BATCH_MAX} blobs per request"))
         }
         wire::Request::Missing { .. }
             if shared.scrubbing.load(std::sync::atomic::Ordering::SeqCst) =>
         {
-            refuse(BUSY.into())
+            refuse(Refusal::Busy, BUSY)
         }
         wire::Request::Missing { blobs } => match busy_or(shared.stores.work()).await {
             // The committed index only: a blob answered as present must be durable, not in a
             // put that another push has yet to commit (and may lose).
             Ok(work) => tokio::task::block_in_place(|| {
                 let Some(stores) = open_stores::read_within(&work, Duration::from_secs(10)) else {
-                    return refuse(BUSY.into());
+                    return refuse(Refusal::Busy, BUSY);
                 };
                 let config = shared.config();
                 let data: Vec<&Store> = config.holding_data(&stores).collect();
                 if data.is_empty() {
-                    return refuse(NO_STORE.into());
+                    return refuse(Refusal::NoStore, NO_STORE);
                 }
                 let missing = blobs
                     .into_iter()
@@ -120,7 +120,7 @@ async fn answer_control(
                     .collect();
                 Response::Missing { blobs: missing }
             }),
-            Err(reason) => refuse(reason),
+            Err(refused) => refused,
         },
         wire::Request::Gossip { roster, addresses, verdicts } => {
             gossip::answer(shared, peer, &roster, &addresses, &verdicts).await
@@ -128,12 +128,12 @@ async fn answer_control(
         wire::Request::Roster { roster } => match Roster::decode(&roster) {
             Ok(roster) => match shared.merge_roster(&roster) {
                 Ok(_) => Response::Done,
-                Err(reason) => refuse(reason),
+                Err(reason) => refuse(Refusal::Other, reason),
             },
-            Err(e) => refuse(format!("roster refused: {e}")),
+            Err(e) => refuse(Refusal::Other, format!("roster refused: {e}")),
         },
         wire::Request::Inventory { .. } | wire::Request::ListHeads if !shared.is_trusted(&peer) => {
-            refuse("only a trusted device may copy from this one".into())
+            refuse(Refusal::NotTrusted, "only a trusted device may copy from this one")
         }
         wire::Request::Inventory { after } => match shared.stores.work().await {
             Ok(work) => tokio::task::block_in_place(|| {
@@ -142,7 +142,7 @@ async fn answer_control(
                 for store in stores.iter() {
                     match store.blobs() {
                         Ok(blobs) => ids.extend(blobs.into_iter().map(|b| b.id)),
-                        Err(e) => return refuse(e.to_string()),
+                        Err(e) => return refuse(Refusal::Other, e.to_string()),
                     }
                 }
                 ids.sort_unstable();
@@ -152,7 +152,7 @@ async fn answer_control(
                 let more = from + page.len() < ids.len();
                 Response::Inventory { blobs: page, more }
             }),
-            Err(reason) => refuse(reason),
+            Err(reason) => refuse(Refusal::Other, reason),
         },
         wire::Request::ListHeads => match shared.stores.work().await {
             Ok(work) => tokio::task::block_in_place(|| {
@@ -170,15 +170,15 @@ async fn answer_control(
                                 }
                             }
                         }
-                        Err(e) => return refuse(e.to_string()),
+                        Err(e) => return refuse(Refusal::Other, e.to_string()),
                     }
                 }
                 Response::Heads { heads: best.values().map(SignedHead::encode).collect() }
             }),
-            Err(reason) => refuse(reason),
+            Err(reason) => refuse(Refusal::Other, reason),
         },
         wire::Request::Audit { ranges } if ranges.len() > wire::AUDIT_RANGES_MAX => {
-            refuse(format!("at most {} ranges per audit", wire::AUDIT_RANGES_MAX))
+            refuse(Refusal::Other, format!("at most {} ranges per audit", wire::AUDIT_RANGES_MAX))
         }
         wire::Request::Audit { ranges } => match busy_or(shared.stores.work()).await {
             Ok(work) => {
@@ -195,14 +195,14 @@ async fn answer_control(
                 }
                 response
             }
-            Err(reason) => refuse(reason),
+            Err(refused) => refused,
         },
         wire::Request::Heads { heads } => match shared.stores.work().await {
             Ok(work) => match tokio::task::block_in_place(|| take_heads(shared, &work, &heads)) {
                 Ok(()) => Response::Done,
-                Err(reason) => refuse(reason),
+                Err(reason) => refuse(Refusal::Other, reason),
             },
-            Err(reason) => refuse(reason),
+            Err(reason) => refuse(Refusal::Other, reason),
         },
     };
     frame::write(&mut stream, &response).await?;
@@ -235,10 +235,15 @@ fn take_heads(shared: &Shared, work: &open_stores::Work, heads: &[Vec<u8>]) -> R
     Ok(())
 }
 
+/// The stores, or the refusal to answer with: busy if they are not free within 10 s.
 async fn busy_or(
     work: impl std::future::Future<Output = Result<open_stores::Work, String>>,
-) -> Result<open_stores::Work, String> {
-    tokio::time::timeout(Duration::from_secs(10), work).await.unwrap_or_else(|_| Err(BUSY.into()))
+) -> Result<open_stores::Work, Response> {
+    match tokio::time::timeout(Duration::from_secs(10), work).await {
+        Ok(Ok(work)) => Ok(work),
+        Ok(Err(reason)) => Err(refuse(Refusal::Other, reason)),
+        Err(_) => Err(refuse(Refusal::Busy, BUSY)),
+    }
 }
 
 // ---- Peers: blob pushes ---------------------------------------------------------------------
@@ -256,7 +261,7 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
     let work = shared.stores.work().await?;
     let config = shared.config();
     if config.holding_data(&open_stores::read(&work)).next().is_none() {
-        let refused = BlobAck::Refused { code: Refusal::Other, reason: NO_STORE.into() };
+        let refused = BlobAck::Refused { code: Refusal::NoStore, reason: NO_STORE.into() };
         let _ = frame::write(&mut stream, &refused).await;
         let _ = stream.close().await;
         return Err("no store".into());
@@ -360,9 +365,8 @@ fn refusal_of(e: &WriteError) -> Refusal {
 }
 
 /// A control request refused for `reason`; the stores being busy is said as such.
-pub(super) fn refuse(reason: String) -> Response {
-    let code = if reason == BUSY { Refusal::Busy } else { Refusal::Other };
-    Response::Refused { code, reason }
+pub(super) fn refuse(code: Refusal, reason: impl Into<String>) -> Response {
+    Response::Refused { code, reason: reason.into() }
 }
 
 /// Serves the blobs a trusted device asks for.

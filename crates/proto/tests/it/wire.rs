@@ -107,6 +107,16 @@ fn control_responses() {
         "control response Refused: code Full, \"the store is full\"",
         &Response::Refused { code: Refusal::Full, reason: "the store is full".into() },
     );
+    check(
+        "wire_response_refused_not_trusted.hex",
+        "control response Refused: code NotTrusted, \"trusted devices only\"",
+        &Response::Refused { code: Refusal::NotTrusted, reason: "trusted devices only".into() },
+    );
+    check(
+        "wire_response_refused_no_store.hex",
+        "control response Refused: code NoStore, \"no store\"",
+        &Response::Refused { code: Refusal::NoStore, reason: "no store".into() },
+    );
 }
 
 #[test]
