@@ -5,7 +5,8 @@
 //! laptop, a site lost whole, outages of hours to weeks, sites cut off from the internet and a
 //! 20 Mbit/s uplink. What the laptop decides is what the agent decides, with the same engine:
 //! [`Schedule`] says when its rounds run and [`Round`] what each does (whom to audit, when to
-//! judge, whom to push to, whether to retry soon), [`policy::evaluate`] judges each file from
+//! judge, whom to push to, whether to retry soon), [`Greetings`] whom each device meets to
+//! merge rosters, [`policy::evaluate`] judges each file from
 //! what the laptop knows, [`Proof`] is what a push and an audit prove, and [`Roster`] who
 //! belongs to the vault (merged between devices that meet). The simulation only performs the
 //! actions and feeds their results back, as the agent does. The
@@ -23,6 +24,7 @@ pub mod plot;
 
 use std::collections::HashMap;
 
+use triad_core::greet::{Action as GreetAction, Event as GreetEvent, Greetings};
 use triad_core::keys::{DeviceKey, Phrase, RecoveryKey};
 use triad_core::ledger::Proof;
 use triad_core::policy::{self, Candidate, Copy, Holder, Policy, State, Windows};
@@ -40,6 +42,11 @@ pub const DAY: i64 = 24 * HOUR;
 /// One year (365 days).
 pub const YEAR: i64 = 365 * DAY;
 const STEPS_PER_YEAR: f64 = 8760.0;
+
+/// Seconds of virtual time as the engine's milliseconds.
+fn ms(secs: i64) -> u64 {
+    u64::try_from(secs).unwrap_or(0).saturating_mul(1000)
+}
 
 /// A small deterministic generator (SplitMix64): the same seed gives the same run on every
 /// machine and with every version of every crate.
@@ -236,6 +243,8 @@ struct Sim<'a> {
     holdings: Vec<Holding>,
     /// The laptop's ledger, per device (index 0 unused).
     known: Vec<Known>,
+    /// Per device, whom its agent meets when.
+    greetings: Vec<Greetings>,
     /// The laptop's own checks, per file: when its folder's copy and its store's copy were
     /// last found intact (`None`: found damaged or gone).
     local: [Vec<Option<i64>>; 2],
@@ -266,7 +275,6 @@ pub fn run(policy: Policy, scenario: &Scenario, seed: u64) -> Outcome {
     let mut sim = Sim::new(policy, scenario, seed);
     let end = i64::from(scenario.years) * YEAR;
     let mut next_shoot = 0;
-    let ms = |secs: i64| u64::try_from(secs).unwrap_or(0).saturating_mul(1000);
     let pace = Pace { auto: true, rescan_ms: ms(6 * HOUR), retry_ms: ms(HOUR), settle_ms: 0 };
     let mut schedule = Schedule::new(pace, 0);
     let mut reached = vec![false; sim.devices.len()];
@@ -327,6 +335,7 @@ impl<'a> Sim<'a> {
             devices: Vec::new(),
             holdings: Vec::new(),
             known: vec![Known::default(); n],
+            greetings: vec![Greetings::new(triad_core::greet::Pace::default()); n],
             local: [Vec::new(), Vec::new()],
             sizes: Vec::new(),
             made: Vec::new(),
@@ -630,20 +639,54 @@ impl<'a> Sim<'a> {
                 && sim.up(b)
                 && (sa == sb || (sim.cut_until[sa] <= sim.now && sim.cut_until[sb] <= sim.now))
         };
-        for _ in 0..2 {
+        // Each device meets the devices of its roster as the agent's greetings say; a meeting
+        // merges both ways, and a device that learnt something meets every device again.
+        let now = ms(self.now);
+        for a in 0..n {
+            let me = self.devices[a].key.device_id();
+            let ids: Vec<DeviceId> = self.devices[a]
+                .roster
+                .devices()
+                .into_iter()
+                .map(|e| e.device)
+                .filter(|d| *d != me)
+                .collect();
+            self.greetings[a].handle(now, GreetEvent::Devices(ids));
+            self.out.events += 1;
+        }
+        loop {
+            let mut met = false;
             for a in 0..n {
-                for b in 0..n {
-                    if a == b
-                        || !meet(self, a, b)
-                        || self.devices[a].roster.heads() == self.devices[b].roster.heads()
-                    {
-                        continue;
-                    }
-                    let theirs = self.devices[b].roster.clone();
-                    if let Err(e) = self.devices[a].roster.merge(&theirs) {
-                        self.violation(format!("a roster merge failed: {e}"));
-                    }
+                if !self.up(a) {
+                    continue;
                 }
+                while let Some(GreetAction::Meet(id)) = self.greetings[a].poll_action(now) {
+                    met = true;
+                    let b = (0..n).find(|&b| b != a && self.devices[b].key.device_id() == id);
+                    let answered = b.is_some_and(|b| meet(self, a, b));
+                    if let Some(b) = b.filter(|_| answered) {
+                        for (to, from) in [(a, b), (b, a)] {
+                            if self.devices[to].roster.heads() == self.devices[from].roster.heads()
+                            {
+                                continue;
+                            }
+                            let theirs = self.devices[from].roster.clone();
+                            match self.devices[to].roster.merge(&theirs) {
+                                Ok(true) => {
+                                    self.greetings[to].handle(now, GreetEvent::News);
+                                    self.out.events += 1;
+                                }
+                                Ok(false) => {}
+                                Err(e) => self.violation(format!("a roster merge failed: {e}")),
+                            }
+                        }
+                    }
+                    self.greetings[a].handle(now, GreetEvent::Met { device: id, answered });
+                    self.out.events += 1;
+                }
+            }
+            if !met {
+                break;
             }
         }
         let all_meet = (0..n).all(|a| (0..n).all(|b| meet(self, a, b)));

@@ -33,6 +33,7 @@ pub mod chunk;
 pub mod codec;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod greet;
 pub mod head;
 pub mod id;
 pub mod keys;

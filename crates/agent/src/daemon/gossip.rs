@@ -4,8 +4,8 @@
 //! Each device signs a record of its own addresses (see `triad_core::address`) and passes on
 //! every record it holds, so a device learns where another is from any third device. The agent
 //! keeps in touch with every device of the roster: at once when it starts and whenever it has
-//! news (a roster change, a newer record), then every [`TOUCH_EVERY`] while a device answers,
-//! backing off up to [`BACKOFF_MAX`] while it does not.
+//! news (a roster change, a newer record), then every 20 s while a device answers, backing off
+//! up to 5 minutes while it does not ([`triad_core::greet`] decides).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use triad_core::DeviceId;
 use triad_core::address::{AddressRecord, SignedAddressRecord};
+use triad_core::greet::{self, Greetings};
 use triad_core::policy::State;
 use triad_core::roster::{Role, Roster};
 use triad_core::verdict::{FolderVerdict, SignedVerdict, Verdict};
@@ -21,13 +22,6 @@ use triad_net::{Multiaddr, PeerId};
 use triad_proto::wire::{self, ADDRESS_RECORDS_MAX, Response};
 
 use super::{REQUEST_TIMEOUT, Shared, lock, request};
-
-/// How often a device that answers is met again.
-pub(super) const TOUCH_EVERY: Duration = Duration::from_secs(20);
-/// The first wait after a device did not answer; it doubles up to [`BACKOFF_MAX`].
-const BACKOFF_FIRST: Duration = Duration::from_secs(2);
-/// The longest wait before trying a device that does not answer again.
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// The address records and verdicts this device holds, its own among them.
 #[derive(Debug, Default)]
@@ -346,13 +340,15 @@ pub(super) fn news_to_tell(shared: &Shared) {
     shared.gossip_now.notify_one();
 }
 
-/// Keeps in touch with every device of the roster until the agent stops. Each device is met
-/// on its own: one that does not answer (and takes its timeout to say so) holds up no other.
+/// Keeps in touch with every device of the roster until the agent stops; whom to meet when is
+/// decided by [`triad_core::greet::Greetings`]. Each device is met on its own: one that does
+/// not answer (and takes its timeout to say so) holds up no other.
 pub(super) async fn run(shared: Arc<Shared>) {
     use futures::stream::{FuturesUnordered, StreamExt};
-    // Per device: when to meet it next, and the wait after the last failure.
-    let mut due: HashMap<DeviceId, (Instant, Duration)> = HashMap::new();
-    let mut meeting: std::collections::HashSet<DeviceId> = std::collections::HashSet::new();
+    let start = Instant::now();
+    let ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let pace = greet::Pace::default();
+    let mut greetings = Greetings::new(pace);
     let mut exchanges = FuturesUnordered::new();
     loop {
         let me = shared.home.device_id();
@@ -362,44 +358,21 @@ pub(super) async fn run(shared: Arc<Shared>) {
             .map(|e| e.device)
             .filter(|d| *d != me)
             .collect();
-        due.retain(|d, _| devices.contains(d));
-        let now = Instant::now();
-        for device in devices {
-            if meeting.contains(&device) || due.get(&device).is_some_and(|(at, _)| *at > now) {
-                continue;
-            }
-            meeting.insert(device);
+        greetings.handle(ms(), greet::Event::Devices(devices));
+        while let Some(greet::Action::Meet(device)) = greetings.poll_action(ms()) {
             let shared = shared.clone();
             exchanges
                 .push(async move { (device, exchange(&shared, triad_net::peer_id(device)).await) });
         }
-        let wake = due
-            .iter()
-            .filter(|(d, _)| !meeting.contains(d))
-            .map(|(_, (at, _))| *at)
-            .min()
-            .unwrap_or(now + TOUCH_EVERY);
+        // The roster is read again at least this often: a device that joined is met.
+        let wake = greetings.poll_timeout().unwrap_or(ms().saturating_add(pace.touch_ms));
+        let wake = start + Duration::from_millis(wake);
         tokio::select! {
             Some((device, answered)) = exchanges.next(), if !exchanges.is_empty() => {
-                meeting.remove(&device);
-                let backoff = due.get(&device).map_or(BACKOFF_FIRST, |(_, b)| *b);
-                let now = Instant::now();
-                let next = if answered {
-                    (now + TOUCH_EVERY, BACKOFF_FIRST)
-                } else {
-                    (now + backoff, (backoff * 2).min(BACKOFF_MAX))
-                };
-                due.insert(device, next);
+                greetings.handle(ms(), greet::Event::Met { device, answered });
             }
             () = tokio::time::sleep_until(wake) => {}
-            () = shared.gossip_now.notified() => {
-                // News: meet every device now; a device that does not answer keeps its
-                // backoff for after this try.
-                let now = Instant::now();
-                for (at, _) in due.values_mut() {
-                    *at = now;
-                }
-            }
+            () = shared.gossip_now.notified() => greetings.handle(ms(), greet::Event::News),
         }
     }
 }
