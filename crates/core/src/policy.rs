@@ -667,27 +667,31 @@ mod tests {
 
     proptest! {
         #[test]
-        fn a_plan_never_picks_a_device_that_adds_nothing(
+        fn a_plan_protects_every_file_whenever_the_devices_that_answer_can(
             policy in arb_policy(),
             files in prop::collection::vec(prop::collection::vec(arb_copy(), 0..4), 1..4),
-            sites in prop::collection::vec(prop::sample::select(vec!["home", "studio", "parents"]), 0..4),
+            offered in prop::collection::vec(
+                (prop::sample::select(vec!["home", "studio", "parents"]), 0usize..8, any::<bool>()),
+                0..5,
+            ),
         ) {
-            let candidates: Vec<Candidate> = sites
+            let candidates: Vec<Candidate> = offered
                 .iter()
                 .enumerate()
-                .map(|(i, site)| candidate(10 + i as u8, Media::ALL[i % 8], site, i % 2 == 0))
+                .map(|(i, (site, media, room))| Candidate {
+                    has_room: *room,
+                    ..candidate(10 + i as u8, Media::ALL[*media], site, i % 2 == 0)
+                })
                 .collect();
             let picked = plan(policy, Windows::default(), "home", &files, &candidates, NOW);
-            // Every pick made things better: the worst state, how many files are at it, or how
-            // many copies, media and offsite copies are missing.
-            let outcome = |n: usize| -> (State, usize, u32) {
-                let evaluations: Vec<Evaluation> = files
+            // The worst state of the files once `devices` hold a fresh copy each, judged by
+            // `evaluate` alone.
+            let worst_with = |devices: &[DeviceId]| -> State {
+                files
                     .iter()
                     .map(|copies| {
                         let mut copies = copies.clone();
-                        for d in &picked[..n] {
-                            let c = candidates.iter().find(|c| c.device == *d).unwrap();
-                            copies.retain(|copy| copy.holder.device() != c.device);
+                        for c in candidates.iter().filter(|c| devices.contains(&c.device)) {
                             copies.extend(c.stores.iter().map(|&(store, media)| Copy {
                                 holder: Holder::Store { device: c.device, store },
                                 media,
@@ -695,30 +699,32 @@ mod tests {
                                 proven: Some(NOW),
                             }));
                         }
-                        evaluate(policy, Windows::default(), "home", &copies, NOW)
+                        state(policy, &copies)
                     })
-                    .collect();
-                let missing: u32 = evaluations
-                    .iter()
-                    .flat_map(|e| &e.reasons)
-                    .map(|r| match r {
-                        Reason::Copies { have, need }
-                        | Reason::Media { have, need }
-                        | Reason::Offsite { have, need } => u32::from(need.saturating_sub(*have)),
-                        _ => 0,
-                    })
-                    .sum();
-                let worst = evaluations.iter().map(|e| e.state).max().unwrap_or(State::Protected);
-                (worst, evaluations.iter().filter(|e| e.state == worst).count(), missing)
+                    .max()
+                    .unwrap_or(State::Protected)
             };
-            for n in 1..=picked.len() {
-                prop_assert!(outcome(n) < outcome(n - 1));
+            let before = worst_with(&[]);
+            if before == State::Protected {
+                prop_assert!(picked.is_empty(), "nothing to do, yet it picked {picked:?}");
+            }
+            // Only devices with room, each once.
+            for d in &picked {
+                prop_assert!(candidates.iter().any(|c| c.device == *d && c.has_room));
             }
             let mut unique = picked.clone();
             unique.sort_unstable();
             unique.dedup();
             prop_assert_eq!(unique.len(), picked.len());
-            prop_assert!(picked.len() <= candidates.len());
+            // Never worse than before, and protected whenever every device with room would
+            // make it so.
+            let after = worst_with(&picked);
+            prop_assert!(after <= before);
+            let all: Vec<DeviceId> =
+                candidates.iter().filter(|c| c.has_room).map(|c| c.device).collect();
+            if worst_with(&all) == State::Protected {
+                prop_assert_eq!(after, State::Protected, "picked {:?} of {:?}", picked, all);
+            }
         }
 
         #[test]

@@ -48,6 +48,18 @@ fn converged(devices: &[(&str, &Device)], names: &[&str]) -> Duration {
 const ALL: [&str; 3] = ["laptop", "nas", "pi"];
 
 #[test]
+fn a_star_from_the_laptop_converges() {
+    let laptop = founder("laptop", "home");
+    let _laptop_agent = start_agent(&laptop);
+    let (nas, _nas_agent) = join_through(&laptop, &[], "nas", "studio");
+    let (pi, _pi_agent) = join_through(&laptop, &["--storage-only"], "pi", "parents");
+    // The NAS and the Pi never met: each learns the other from the laptop.
+    let took = converged(&[("laptop", &laptop), ("nas", &nas), ("pi", &pi)], &ALL);
+    eprintln!("star from the laptop converged in {took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
 fn a_star_from_the_nas_the_laptop_learns_the_pi_and_syncs_to_it() {
     let nas = founder("nas", "studio");
     let _nas_agent = start_agent(&nas);
