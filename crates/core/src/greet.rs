@@ -7,8 +7,9 @@
 //! the device joins the vault); then again [`Pace::touch_ms`] after a meeting it answered, or,
 //! while it does not answer, after a wait that starts at [`Pace::backoff_first_ms`] and doubles
 //! up to [`Pace::backoff_max_ms`]. News (a roster change, a newer address record or verdict)
-//! makes every device due at once; a device that does not answer keeps its backoff for after
-//! that try. Each device is met on its own: one that takes its timeout to fail holds up no
+//! makes every device due at once (one being met, as soon as that meeting ends: the news may
+//! have come too late for it, as an address learnt while a dial to the old one fails); a
+//! device that does not answer keeps its backoff for after that try. Each device is met on its own: one that takes its timeout to fail holds up no
 //! other, and a device is never met twice at the same time.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -63,6 +64,9 @@ struct Due {
     /// The wait after the next silence.
     backoff: Millis,
     meeting: bool,
+    /// News came while it was being met, perhaps too late for that meeting: it is met again
+    /// at once when that meeting ends.
+    news: bool,
 }
 
 /// The greetings of one agent.
@@ -89,6 +93,7 @@ impl Greetings {
                         at: now,
                         backoff: self.pace.backoff_first_ms,
                         meeting: false,
+                        news: false,
                     });
                 }
             }
@@ -103,10 +108,14 @@ impl Greetings {
                     due.at = now.saturating_add(due.backoff);
                     due.backoff = due.backoff.saturating_mul(2).min(pace.backoff_max_ms);
                 }
+                if std::mem::take(&mut due.news) {
+                    due.at = now;
+                }
             }
             Event::News => {
                 for due in self.devices.values_mut() {
                     due.at = due.at.min(now);
+                    due.news |= due.meeting;
                 }
             }
         }
@@ -179,6 +188,21 @@ mod tests {
         assert_eq!(due(&mut g, now + 220_000), vec![device(1)]);
         g.handle(now + 220_000, Event::Met { device: device(1), answered: false });
         assert_eq!(g.poll_timeout(), Some(now + 222_000));
+    }
+
+    #[test]
+    fn news_during_a_meeting_is_taken_by_another_meeting_at_once() {
+        let mut g = Greetings::new(Pace::default());
+        g.handle(0, Event::Devices(vec![device(1), device(2)]));
+        assert_eq!(due(&mut g, 0), vec![device(1), device(2)]);
+        g.handle(100, Event::Met { device: device(2), answered: true });
+        // Device 1's address arrives while a dial to its old one is failing.
+        g.handle(500, Event::News);
+        assert_eq!(due(&mut g, 500), vec![device(2)], "device 1 is still being met");
+        g.handle(900, Event::Met { device: device(1), answered: false });
+        assert_eq!(due(&mut g, 900), vec![device(1)], "met again at once, not after its backoff");
+        g.handle(1_000, Event::Met { device: device(1), answered: false });
+        assert_eq!(g.poll_timeout(), Some(1_000 + 4_000), "then its backoff goes on");
     }
 
     #[test]

@@ -54,7 +54,13 @@ pub struct Folder {
 pub enum Event {
     /// The audit of a device ended (passed, failed or unanswered: the ledger keeps the
     /// verdict).
-    Audited(DeviceId),
+    Audited {
+        /// Which device.
+        device: DeviceId,
+        /// Whether, after it, a copy of the device still waits for an audit (it went
+        /// unanswered): the round is then not complete, and the next comes soon.
+        awaits_audit: bool,
+    },
     /// The folders as judged after the audits, in the caller's order ([`Outcome::stuck`]
     /// names them by their index here).
     Evaluated(Vec<Folder>),
@@ -91,7 +97,8 @@ pub struct Outcome {
     pub stuck: Vec<usize>,
     /// Devices whose push was not acknowledged (it failed, or did not finish in time).
     pub failed: Vec<DeviceId>,
-    /// Devices whose copies wait for an audit after their push.
+    /// Devices whose copies wait for an audit: mended by their push, or their audit went
+    /// unanswered.
     pub mending: Vec<DeviceId>,
 }
 
@@ -149,9 +156,9 @@ impl Round {
     /// Takes in what happened at `now`.
     pub fn handle(&mut self, now: Timestamp, event: Event) {
         match event {
-            Event::Audited(device) => {
-                if self.step == Step::Auditing {
-                    self.asked.remove(&device);
+            Event::Audited { device, awaits_audit } => {
+                if self.step == Step::Auditing && self.asked.remove(&device) && awaits_audit {
+                    self.outcome.mending.push(device);
                 }
             }
             Event::Evaluated(folders) => {
@@ -173,7 +180,7 @@ impl Round {
     }
 
     /// Per folder that is not protected, the devices that complete its policy; one push
-    /// each, in the order the devices answered.
+    /// each, in the order of the peers the round was made with.
     fn plan(&mut self, folders: &[Folder], now: Timestamp) {
         let mut picked = BTreeSet::new();
         for (i, folder) in folders.iter().enumerate() {
@@ -280,7 +287,7 @@ mod tests {
             match round.poll_action() {
                 Some(Action::Audit(d)) => {
                     log.audited.push(d);
-                    round.handle(now, Event::Audited(d));
+                    round.handle(now, Event::Audited { device: d, awaits_audit: false });
                 }
                 Some(Action::Evaluate) => {
                     let f = folders.take().expect("judged once");
@@ -345,12 +352,16 @@ mod tests {
         assert_eq!(round.poll_action(), Some(Action::Audit(device(1))));
         assert_eq!(round.poll_action(), Some(Action::Audit(device(2))));
         assert_eq!(round.poll_action(), None);
-        round.handle(now, Event::Audited(device(2)));
-        round.handle(now, Event::Audited(device(9))); // not asked: ignored
+        round.handle(now, Event::Audited { device: device(2), awaits_audit: false });
+        round.handle(now, Event::Audited { device: device(9), awaits_audit: true }); // not asked
         assert_eq!(round.poll_action(), None, "device 1 has not answered");
-        round.handle(now, Event::Audited(device(1)));
+        round.handle(now, Event::Audited { device: device(1), awaits_audit: true });
         assert_eq!(round.poll_action(), Some(Action::Evaluate));
         assert_eq!(round.poll_action(), None, "waits for the verdicts");
+        round.handle(now, Event::Evaluated(vec![]));
+        let Some(Action::Done(outcome)) = round.poll_action() else { panic!("over") };
+        assert_eq!(outcome.mending, vec![device(1)], "its mended copy still waits for an audit");
+        assert!(!outcome.complete());
     }
 
     #[test]

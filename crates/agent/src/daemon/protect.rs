@@ -243,6 +243,14 @@ async fn round(shared: &Arc<Shared>) -> bool {
     let mut candidates = Vec::new();
     for (entry, answer) in others.iter().zip(answers) {
         let Some((peer, stores)) = answer else { continue };
+        if !stores.is_empty() {
+            // A store was added there since it refused for having none.
+            let mut refusals = lock(&shared.refusals);
+            if refusals.get(&entry.device).is_some_and(|(code, ..)| *code == wire::Refusal::NoStore)
+            {
+                refusals.remove(&entry.device);
+            }
+        }
         let lan = shared.node.connected(&peer).as_ref().is_some_and(super::is_lan);
         candidates.push((
             entry.name.clone(),
@@ -288,7 +296,8 @@ async fn round(shared: &Arc<Shared>) -> bool {
                 let outcome =
                     serde_json::to_string(&outcome.to_answer()).expect("answers serialize");
                 tracing::info!(device = %name_of(device), %outcome, "audit");
-                RoundEvent::Audited(device)
+                let awaits_audit = lock(&shared.ledger).awaits_audit(device);
+                RoundEvent::Audited { device, awaits_audit }
             }
             Some(Action::Evaluate) => {
                 let folders = {
