@@ -262,6 +262,8 @@ struct Sim<'a> {
     /// When the laptop last judged its files, and what it found (per file).
     judged: Vec<State>,
     last_measure: i64,
+    /// When the laptop last checked its own copies (daily, at its first round of the day).
+    last_local_check: i64,
     out: Outcome,
 }
 
@@ -347,6 +349,7 @@ impl<'a> Sim<'a> {
             dirty: true,
             judged: Vec::new(),
             last_measure: 0,
+            last_local_check: -DAY,
             out: Outcome::default(),
         };
         // The laptop and its two copies at home; the NAS at home; the Pi at the parents';
@@ -791,7 +794,8 @@ impl<'a> Sim<'a> {
         }
         let now = self.t();
         let nfiles = self.made.len();
-        if self.now % DAY == 0 {
+        if self.now - self.last_local_check >= DAY {
+            self.last_local_check = self.now;
             for h in 0..2 {
                 for f in 0..nfiles {
                     self.local[h][f] = self.holdings[h].intact[f].then_some(self.now);
@@ -824,7 +828,11 @@ impl<'a> Sim<'a> {
             let event = match action {
                 Some(RoundAction::Audit(device)) => {
                     self.audit(device);
-                    RoundEvent::Audited(device)
+                    let awaits_audit = self
+                        .index_of(device)
+                        .and_then(|d| self.known[d].proof)
+                        .is_some_and(|p| p.awaits_audit());
+                    RoundEvent::Audited { device, awaits_audit }
                 }
                 Some(RoundAction::Evaluate) => RoundEvent::Evaluated(vec![self.evaluate()]),
                 Some(RoundAction::Push(device)) => self.push(device),

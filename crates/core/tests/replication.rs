@@ -1,11 +1,13 @@
-//! The replication logic of `triad_core::policy` driven by a virtual clock and a fake
-//! network, the way the agent drives it each round: audit the devices that are due, evaluate
-//! the files, plan, push. Months pass in milliseconds; devices go offline, disappear, or start
-//! lying in audits. What the laptop knows of each peer's copy changes by the ledger's own
-//! rules ([`triad_core::ledger::Proof`]), the ones the agent keeps.
+//! The agent's rounds ([`triad_core::round::Round`], the engine the agent runs) driven by a
+//! virtual clock and a fake network: the engine says whom to audit and whom to push to, the
+//! test performs it and feeds the results back, as the agent does. Months pass in
+//! milliseconds; devices go offline, disappear, or start lying in audits. What the laptop
+//! knows of each peer's copy changes by the ledger's own rules ([`triad_core::ledger::Proof`]),
+//! the ones the agent keeps.
 
 use triad_core::ledger::Proof;
 use triad_core::policy::{self, Candidate, Copy, Holder, Policy, State, Windows};
+use triad_core::round::{self, Action, Round};
 use triad_core::{DeviceId, FolderId, Media, StoreId, Timestamp};
 
 const HOUR: i64 = 3600;
@@ -99,46 +101,69 @@ impl World {
         copies
     }
 
-    /// One round of the agent at `now`.
+    /// One round of the agent at `now`, as the engine decides it.
     fn round(&mut self, now: i64) {
         let t = Timestamp::new(now, 0);
-        // Audit the devices that answer and are due.
-        for p in &mut self.peers {
-            let proof = p.copy.as_ref().map(Proof::for_audit);
-            if let Some(copy) = p.copy.as_mut().filter(|_| (p.online)(now))
-                && policy::audit_due(self.windows, proof, t)
-            {
-                let lies = p.lies_from.is_some_and(|from| now >= from);
-                copy.audited(!lies, now);
-                if lies {
-                    self.events.push(Event::AuditFailed { at: now, of: p.name });
-                }
-            }
-        }
-        // Plan over the devices that answer and whose copy a push would make or mend (there is
-        // one snapshot: a peer that acknowledged one holds it).
-        let files = vec![self.copies(now)];
-        let candidates: Vec<Candidate> = self
+        let answering: Vec<round::Peer> = self
             .peers
             .iter()
-            .filter(|p| (p.online)(now) && p.copy.is_none_or(|c| c.wants_push(true)))
-            .map(|p| Candidate {
-                device: p.device,
-                site: p.site.into(),
-                stores: vec![(p.store, p.media)],
-                lan: p.lan,
-                has_room: true,
+            .filter(|p| (p.online)(now))
+            .map(|p| round::Peer {
+                candidate: Candidate {
+                    device: p.device,
+                    site: p.site.into(),
+                    stores: vec![(p.store, p.media)],
+                    lan: p.lan,
+                    has_room: true,
+                },
+                proof: p.copy.as_ref().map(Proof::for_audit),
             })
             .collect();
-        let picked = policy::plan(self.policy, self.windows, "home", &files, &candidates, t);
-        for device in picked {
-            let p = self.peers.iter_mut().find(|p| p.device == device).expect("a peer");
-            // The push is acknowledged: durable and checked there.
-            match p.copy.as_mut() {
-                Some(copy) => copy.pushed(),
-                None => p.copy = Some(Proof::acknowledged(now)),
-            }
-            self.events.push(Event::Push { at: now, to: p.name });
+        let mut engine = Round::new(self.windows, "home", answering, t);
+        loop {
+            let event = match engine.poll_action() {
+                Some(Action::Audit(device)) => {
+                    let p = self.peers.iter_mut().find(|p| p.device == device).expect("a peer");
+                    let lies = p.lies_from.is_some_and(|from| now >= from);
+                    p.copy.as_mut().expect("audited only with a copy").audited(!lies, now);
+                    if lies {
+                        self.events.push(Event::AuditFailed { at: now, of: p.name });
+                    }
+                    round::Event::Audited { device, awaits_audit: false }
+                }
+                Some(Action::Evaluate) => {
+                    // One snapshot: a peer that acknowledged one holds it, and is pushed to
+                    // again only to mend it.
+                    let copies = self.copies(now);
+                    let state =
+                        policy::evaluate(self.policy, self.windows, "home", &copies, t).state;
+                    let held_by = self
+                        .peers
+                        .iter()
+                        .filter(|p| p.copy.is_some_and(|c| !c.wants_push(true)))
+                        .map(|p| p.device)
+                        .collect();
+                    round::Event::Evaluated(vec![round::Folder {
+                        policy: self.policy,
+                        protected: state == State::Protected,
+                        files: vec![copies],
+                        held_by,
+                    }])
+                }
+                Some(Action::Push(device)) => {
+                    let p = self.peers.iter_mut().find(|p| p.device == device).expect("a peer");
+                    // The push is acknowledged: durable and checked there.
+                    match p.copy.as_mut() {
+                        Some(copy) => copy.pushed(),
+                        None => p.copy = Some(Proof::acknowledged(now)),
+                    }
+                    let awaits_audit = p.copy.is_some_and(|c| c.awaits_audit());
+                    self.events.push(Event::Push { at: now, to: p.name });
+                    round::Event::Pushed { device, acknowledged: true, awaits_audit }
+                }
+                Some(Action::Done(_)) | None => break,
+            };
+            engine.handle(t, event);
         }
         let state = policy::evaluate(self.policy, self.windows, "home", &self.copies(now), t).state;
         self.states.push((now, state));
