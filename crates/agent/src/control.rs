@@ -181,14 +181,20 @@ impl Client {
     pub fn line<E: DeserializeOwned, A: DeserializeOwned>(
         &mut self,
     ) -> Result<Line<E, A>, ClientError> {
-        let value = self.receive()?;
-        // The framing of the protocol: an `error` or `done` line ends the answer.
-        if value.get("error").is_some() {
-            Ok(Line::Failed(serde_json::from_value(value)?))
-        } else if value.get("done").is_some() {
-            Ok(Line::Done(serde_json::from_value(value)?))
-        } else {
-            Ok(Line::Event(serde_json::from_value(value)?))
+        loop {
+            let value = self.receive()?;
+            // The framing of the protocol: an `error` or `done` line ends the answer.
+            if value.get("error").is_some() {
+                return Ok(Line::Failed(serde_json::from_value(value)?));
+            } else if value.get("done").is_some() {
+                return Ok(Line::Done(serde_json::from_value(value)?));
+            }
+            match serde_json::from_value(value) {
+                Ok(event) => return Ok(Line::Event(event)),
+                // An event of a kind this build does not know (a newer agent still running
+                // after the binary was replaced): it only reports progress, so it is skipped.
+                Err(e) => tracing::debug!(error = %e, "an event this build does not know"),
+            }
         }
     }
 

@@ -684,26 +684,35 @@ mod tests {
                 })
                 .collect();
             let picked = plan(policy, Windows::default(), "home", &files, &candidates, NOW);
-            // The worst state of the files once `devices` hold a fresh copy each, judged by
-            // `evaluate` alone.
-            let worst_with = |devices: &[DeviceId]| -> State {
-                files
-                    .iter()
-                    .map(|copies| {
-                        let mut copies = copies.clone();
-                        for c in candidates.iter().filter(|c| devices.contains(&c.device)) {
-                            copies.extend(c.stores.iter().map(|&(store, media)| Copy {
-                                holder: Holder::Store { device: c.device, store },
-                                media,
-                                site: c.site.clone(),
-                                proven: Some(NOW),
-                            }));
+            // The worst state of the files once `devices` hold a fresh copy each, and the
+            // copies, media and offsite copies still missing in all, judged by `evaluate` alone.
+            let judge = |devices: &[DeviceId]| -> (State, u32) {
+                let mut worst = State::Protected;
+                let mut missing = 0;
+                for copies in &files {
+                    let mut copies = copies.clone();
+                    for c in candidates.iter().filter(|c| devices.contains(&c.device)) {
+                        copies.extend(c.stores.iter().map(|&(store, media)| Copy {
+                            holder: Holder::Store { device: c.device, store },
+                            media,
+                            site: c.site.clone(),
+                            proven: Some(NOW),
+                        }));
+                    }
+                    let e = evaluate(policy, Windows::default(), "home", &copies, NOW);
+                    worst = worst.max(e.state);
+                    for r in &e.reasons {
+                        if let Reason::Copies { have, need }
+                        | Reason::Media { have, need }
+                        | Reason::Offsite { have, need } = r
+                        {
+                            missing += u32::from(need.saturating_sub(*have));
                         }
-                        state(policy, &copies)
-                    })
-                    .max()
-                    .unwrap_or(State::Protected)
+                    }
+                }
+                (worst, missing)
             };
+            let worst_with = |devices: &[DeviceId]| judge(devices).0;
             let before = worst_with(&[]);
             if before == State::Protected {
                 prop_assert!(picked.is_empty(), "nothing to do, yet it picked {picked:?}");
@@ -725,6 +734,24 @@ mod tests {
             if worst_with(&all) == State::Protected {
                 prop_assert_eq!(after, State::Protected, "picked {:?} of {:?}", picked, all);
             }
+            // No more devices than the fewest that leave as little missing (found by trying
+            // every subset): a copy is not pushed where the policy does not need it.
+            let reached = judge(&picked);
+            let fewest = (0u32..1 << all.len())
+                .filter_map(|mask| {
+                    let subset: Vec<DeviceId> = (0..all.len())
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| all[i])
+                        .collect();
+                    let (worst, missing) = judge(&subset);
+                    (worst <= reached.0 && missing <= reached.1).then_some(subset.len())
+                })
+                .min()
+                .unwrap_or(0);
+            prop_assert!(
+                picked.len() <= fewest,
+                "picked {:?} where {} would do", picked, fewest
+            );
         }
 
         #[test]
