@@ -491,35 +491,4 @@ fn free_bytes(path: &Path, quota: Option<u64>) -> u64 {
     disk.min(quota.unwrap_or(u64::MAX))
 }
 
-/// Whether a connection's address is on this network (private, link-local or loopback).
-pub(crate) fn is_lan(addr: &Multiaddr) -> bool {
-    use std::net::IpAddr;
-    use triad_net::multiaddr::Protocol;
-    addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
-        Protocol::Ip6(ip) => {
-            let first = ip.segments()[0];
-            IpAddr::V6(ip).is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-        _ => false,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lan_addresses_are_told_from_the_internet() {
-        for (addr, lan) in [
-            ("/ip4/192.168.1.7/udp/41641/quic-v1", true),
-            ("/ip4/10.0.0.2/tcp/41641", true),
-            ("/ip4/127.0.0.1/udp/5/quic-v1", true),
-            ("/ip4/203.0.113.9/udp/41641/quic-v1", false),
-            ("/ip6/fe80::1/udp/41641/quic-v1", true),
-            ("/ip6/2001:db8::1/udp/41641/quic-v1", false),
-        ] {
-            assert_eq!(is_lan(&addr.parse().unwrap()), lan, "{addr}");
-        }
-    }
-}
+pub(crate) use triad_net::addr::is_lan;

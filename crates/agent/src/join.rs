@@ -173,7 +173,11 @@ async fn pair_with(
                 let mut book = Book::default();
                 if let Some(inviter_device) = triad_net::device_id(&inviter) {
                     dialled.extend(welcome.addresses.iter().filter_map(|a| a.parse().ok()));
-                    if let Some(addr) = node.connected(&inviter) {
+                    let via = node.connected(&inviter);
+                    // A loopback address only if the inviter is on this host: on another, it
+                    // would name this one.
+                    dialled.retain(|a| triad_net::addr::worth_keeping(a, via.as_ref()));
+                    if let Some(addr) = via {
                         dialled.insert(0, addr);
                     }
                     for addr in dialled.iter().rev() {

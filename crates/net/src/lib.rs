@@ -4,6 +4,7 @@
 //! Everything here is transport: what to send and what to do with what arrives is the
 //! agent's. Key items: [`Node`], [`Admission`], [`pair::Secret`], [`frame::read`].
 
+pub mod addr;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzz;

@@ -273,3 +273,31 @@ fn a_device_without_a_store_is_named_and_sync_says_to_add_one() {
     let human = text(&laptop.run(&["status"]));
     assert!(human.contains("pi has no store"), "{human}");
 }
+
+#[test]
+fn a_pairing_link_gives_another_host_no_unspecified_or_loopback_address() {
+    let laptop = Device::new();
+    laptop.set_option("protect", "auto", "false");
+    // Listening on every interface, as on a NAS.
+    let every = ["agent", "--listen", "/ip4/0.0.0.0/udp/0/quic-v1", "--no-mdns", "--json"];
+    let _agent = agent_of(Running::spawn(laptop.command(&every), &laptop.root().join("agent.log")));
+    let (pairing, first) = open_pairing(&laptop, &[]);
+    let link = first["link"].as_str().expect("a link").to_owned();
+    let addrs: Vec<&str> = link.split("&addr=").skip(1).collect();
+    assert!(!addrs.is_empty(), "{link}");
+    assert!(addrs.iter().all(|a| !a.starts_with("/ip4/0.0.0.0")), "{link}");
+    if addrs.iter().all(|a| a.starts_with("/ip4/127.")) {
+        eprintln!("SKIPPED the rest: this host has no address but loopback");
+        return;
+    }
+    assert!(addrs.iter().all(|a| !a.starts_with("/ip4/127.")), "{link}");
+    // A device that joins by the link remembers no address of the laptop that would name
+    // its own host.
+    let nas = Device::bare();
+    let out = join(&nas, &link, "nas", "studio", None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    let book = fs::read_to_string(nas.home.join("peers.json")).expect("an address book");
+    assert!(!book.contains("/ip4/127.") && !book.contains("/ip4/0.0.0.0"), "{book}");
+    assert!(addrs.iter().any(|a| book.contains(a.split("/p2p/").next().unwrap_or(a))), "{book}");
+}

@@ -153,15 +153,10 @@ fn verdicts_they_lack(shared: &Shared, theirs: &HashMap<DeviceId, u64>) -> Vec<V
 
 /// Signs a new record of this device's addresses if they changed since the last one.
 fn refresh_own(shared: &Shared) {
-    let mut addrs: Vec<String> = shared
-        .node
-        .listen_addrs()
+    let mut addrs: Vec<String> = triad_net::addr::for_others(shared.node.listen_addrs())
         .into_iter()
-        .filter(|a| !is_unspecified(a))
         .map(|a| a.to_string())
         .collect();
-    // Addresses another host can use first; loopback serves only this host.
-    addrs.sort_by_key(|a| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/"));
     addrs.truncate(triad_core::address::ADDRESSES_MAX);
     let mut records = lock(&shared.records);
     if records.own.as_ref().is_some_and(|(held, _)| *held == addrs) {
@@ -173,14 +168,6 @@ fn refresh_own(shared: &Shared) {
     let signed = SignedAddressRecord::sign(shared.home.device_key(), shared.home.vault(), record);
     records.by_device.insert(me, signed);
     records.own = Some((addrs, seq));
-}
-
-fn is_unspecified(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| match p {
-        triad_net::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
-        triad_net::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
-        _ => false,
-    })
 }
 
 /// Takes the records among `encoded` that verify, name a device of the roster other than this

@@ -116,9 +116,7 @@ fn admit(
     // it. The new device's agent tells its address when it starts (it dials this one).
     shared.remember(device, None);
     let me = shared.node.peer_id();
-    let addresses = shared
-        .node
-        .listen_addrs()
+    let addresses = triad_net::addr::for_others(shared.node.listen_addrs())
         .into_iter()
         .map(|a| a.with(triad_net::node::p2p(me)).to_string())
         .collect();
@@ -162,7 +160,8 @@ pub(super) async fn pair_session(
     });
     shared.node.admission().open_window(until);
     let me = shared.node.peer_id();
-    let addrs = shared.node.listen_addrs();
+    // Never an unspecified address, nor loopback when another host could use another one.
+    let addrs = triad_net::addr::for_others(shared.node.listen_addrs());
     s.say(&answer::PairWindow {
         code: typed.code(),
         link: strong.link(me, &addrs),

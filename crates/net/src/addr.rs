@@ -1,0 +1,110 @@
+//! Which of a device's addresses another device can use: an unspecified address (`0.0.0.0`,
+//! `::`) reaches nothing, and a loopback address reaches only a process on the same host.
+
+use std::net::IpAddr;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+
+fn ip(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
+/// Whether `addr` is the unspecified address: it names no host.
+pub fn is_unspecified(addr: &Multiaddr) -> bool {
+    ip(addr).is_some_and(|ip| ip.is_unspecified())
+}
+
+/// Whether `addr` is a loopback address: it reaches this host only.
+pub fn is_loopback(addr: &Multiaddr) -> bool {
+    ip(addr).is_some_and(|ip| ip.is_loopback())
+}
+
+/// Whether `addr` is on this network: private, link-local or loopback.
+pub fn is_lan(addr: &Multiaddr) -> bool {
+    match ip(addr) {
+        Some(IpAddr::V4(ip)) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
+        Some(IpAddr::V6(ip)) => {
+            let first = ip.segments()[0];
+            ip.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+        None => false,
+    }
+}
+
+/// The addresses to give a device that may be on another host (in a pairing link, a welcome,
+/// an address record): never an unspecified one, and loopback ones only when there is nothing
+/// else (an agent that listens on loopback alone serves only its own host anyway).
+pub fn for_others(addrs: impl IntoIterator<Item = Multiaddr>) -> Vec<Multiaddr> {
+    let usable: Vec<Multiaddr> = addrs.into_iter().filter(|a| !is_unspecified(a)).collect();
+    if usable.iter().all(is_loopback) {
+        return usable;
+    }
+    usable.into_iter().filter(|a| !is_loopback(a)).collect()
+}
+
+/// Whether an address a peer gave is worth remembering, when this device reached the peer at
+/// `via`: not an unspecified one, and a loopback one only if the peer was reached over
+/// loopback (it runs on this host).
+pub fn worth_keeping(addr: &Multiaddr, via: Option<&Multiaddr>) -> bool {
+    !is_unspecified(addr) && (!is_loopback(addr) || via.is_some_and(is_loopback))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<Multiaddr> {
+        list.iter().map(|a| a.parse().expect("an address")).collect()
+    }
+
+    #[test]
+    fn others_get_no_unspecified_address_and_loopback_only_when_alone() {
+        let all = addrs(&[
+            "/ip4/0.0.0.0/udp/41641/quic-v1",
+            "/ip4/127.0.0.1/udp/41641/quic-v1",
+            "/ip4/192.168.1.20/udp/41641/quic-v1",
+            "/ip6/::1/udp/41641/quic-v1",
+            "/ip6/::/udp/41641/quic-v1",
+            "/ip6/2001:db8::7/udp/41641/quic-v1",
+        ]);
+        assert_eq!(
+            for_others(all),
+            addrs(&["/ip4/192.168.1.20/udp/41641/quic-v1", "/ip6/2001:db8::7/udp/41641/quic-v1"])
+        );
+        let alone = addrs(&["/ip4/127.0.0.1/udp/4001/quic-v1", "/ip4/0.0.0.0/udp/4001/quic-v1"]);
+        assert_eq!(for_others(alone), addrs(&["/ip4/127.0.0.1/udp/4001/quic-v1"]));
+    }
+
+    #[test]
+    fn a_loopback_address_is_kept_only_for_a_peer_on_this_host() {
+        let lo: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+        let lan: Multiaddr = "/ip4/192.168.1.20/udp/4001/quic-v1".parse().unwrap();
+        let any: Multiaddr = "/ip4/0.0.0.0/udp/4001/quic-v1".parse().unwrap();
+        assert!(worth_keeping(&lan, Some(&lan)) && worth_keeping(&lan, None));
+        assert!(worth_keeping(&lo, Some(&lo)));
+        assert!(!worth_keeping(&lo, Some(&lan)) && !worth_keeping(&lo, None));
+        assert!(!worth_keeping(&any, Some(&lo)));
+    }
+
+    #[test]
+    fn lan_addresses_are_private_link_local_or_loopback() {
+        for (addr, lan) in [
+            ("/ip4/192.168.1.20/udp/1/quic-v1", true),
+            ("/ip4/10.0.0.1/udp/1/quic-v1", true),
+            ("/ip4/169.254.3.4/udp/1/quic-v1", true),
+            ("/ip4/127.0.0.1/udp/1/quic-v1", true),
+            ("/ip4/203.0.113.9/udp/1/quic-v1", false),
+            ("/ip6/fd00::1/udp/1/quic-v1", true),
+            ("/ip6/fe80::1/udp/1/quic-v1", true),
+            ("/ip6/::1/udp/1/quic-v1", true),
+            ("/ip6/2001:db8::1/udp/1/quic-v1", false),
+        ] {
+            assert_eq!(is_lan(&addr.parse().unwrap()), lan, "{addr}");
+        }
+    }
+}
