@@ -62,6 +62,8 @@ use view::evaluate_folders;
 
 /// How long a control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopping agent waits for the stores' current write to end.
+const STOP_WAIT: Duration = Duration::from_secs(20);
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -462,13 +464,22 @@ pub async fn run(
             }
         }
     });
+    crate::notify::notify("READY=1\nSTATUS=protecting the folders, serving the other devices");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     tracing::info!("agent stopping");
+    crate::notify::notify("STOPPING=1");
+    // What writes to the stores (a backup, a push being received, a scrub) holds them for
+    // each put and commit: once they are free, no commit is half done. The store's write
+    // order makes an abandoned one safe too, so this waits only so long.
+    if tokio::time::timeout(STOP_WAIT, shared.stores.work()).await.is_err() {
+        tracing::warn!("the stores stayed busy; stopping anyway (nothing acknowledged is lost)");
+    }
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(home_path.join(ADDRS));
+    tracing::info!("agent stopped");
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub mod fetch;
 pub mod fuzz;
 pub mod home;
 pub mod join;
+pub mod notify;
 pub mod open_stores;
 pub mod peers;
 pub mod replicas;

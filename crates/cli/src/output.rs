@@ -7,16 +7,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 use triad_core::Timestamp;
 
 /// Installs the log subscriber: `TRIAD_LOG` (e.g. `info`, `triad_store=debug`), default
-/// `warn`, to standard error.
+/// `warn`, to standard error; as JSON lines with `TRIAD_LOG_FORMAT=json`.
 pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRIAD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    // `TRIAD_LOG_FORMAT=json`: one JSON object per line, for journald or a log collector.
+    if std::env::var("TRIAD_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        logs.json().with_current_span(false).with_span_list(false).init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 /// A count of things for people: `1 file`, `2 files`.
