@@ -171,6 +171,36 @@ struct Shared {
     /// When a device of the vault last audited this one and every range was here (seconds
     /// since the epoch; 0: not since the agent started).
     last_audited: std::sync::atomic::AtomicU64,
+    /// What went to and came from each device since the agent started (`triad devices`).
+    traffic: Mutex<std::collections::HashMap<DeviceId, Traffic>>,
+}
+
+/// What went to and came from one device since the agent started.
+#[derive(Debug, Clone, Default)]
+struct Traffic {
+    /// Blob bytes pushed to it and acknowledged.
+    sent: u64,
+    /// Blob bytes received from it.
+    received: u64,
+    /// Bytes per second of the last push to it that moved at least [`RATE_MIN_BYTES`].
+    send_rate: Option<u64>,
+    /// Likewise for the last push from it.
+    receive_rate: Option<u64>,
+    /// The round trip of the last hello it answered, in milliseconds.
+    rtt_ms: Option<u64>,
+    /// The last push to it that failed: why, and when (seconds since the epoch).
+    last_error: Option<(String, u64)>,
+}
+
+/// Transfers smaller than this say too little about a link's speed to report it.
+const RATE_MIN_BYTES: u64 = 1 << 20;
+
+impl Traffic {
+    /// The rate of `bytes` moved in `took`, if they were enough to tell.
+    fn rate(bytes: u64, took: Duration) -> Option<u64> {
+        (bytes >= RATE_MIN_BYTES)
+            .then(|| (bytes as f64 / took.as_secs_f64().max(1e-3)).round() as u64)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -187,6 +217,11 @@ fn config_mtime(home_path: &Path) -> Option<SystemTime> {
 }
 
 impl Shared {
+    /// Changes what is known of the traffic with `device`.
+    fn traffic(&self, device: DeviceId, change: impl FnOnce(&mut Traffic)) {
+        change(lock(&self.traffic).entry(device).or_default());
+    }
+
     /// The settings as they are now.
     fn config(&self) -> Config {
         lock(&self.settings).clone()
@@ -383,6 +418,7 @@ pub async fn run(
         stores: OpenStores::new(vault, config.clone()),
         roster_to_stores: tokio::sync::Mutex::new(()),
         refusals: Mutex::new(std::collections::HashMap::new()),
+        traffic: Mutex::new(std::collections::HashMap::new()),
         next_round: std::sync::atomic::AtomicU64::new(0),
         records: Mutex::new(gossip::Records::default()),
         gossip_now: tokio::sync::Notify::new(),

@@ -395,6 +395,14 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
                         last_seen: known.and_then(|p| p.last_seen),
                         address: known.and_then(|p| p.addrs.first().cloned()),
                         stores: Vec::new(),
+                        path: None,
+                        rtt_ms: None,
+                        sent_bytes: 0,
+                        received_bytes: 0,
+                        send_rate: None,
+                        receive_rate: None,
+                        last_error: None,
+                        last_error_at: None,
                     }
                 })
                 .collect();
@@ -406,6 +414,7 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
         let mut out = json!({"agent_running": running, "devices": serde_json::to_value(&devices)?});
         for device in output::rows_mut(&mut out, "devices") {
             output::set_time(device, "last_seen");
+            output::set_time(device, "last_error_at");
             for store in output::rows_mut(device, "stores") {
                 // The agent says u64::MAX when it cannot tell (no quota, no file system answer).
                 if store["free"] == u64::MAX {
@@ -435,6 +444,31 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
         println!("{}{this}: {}, site {}, {state}", d.name, d.role.as_str(), d.site);
         if let Some(addr) = &d.address {
             println!("  address {addr}");
+        }
+        if let Some(path) = &d.path {
+            let how = match path.as_str() {
+                "lan" => "on this network",
+                "relayed" => "through a relay",
+                _ => "direct, across the internet",
+            };
+            let rtt = d.rtt_ms.map(|ms| format!(", round trip {ms} ms")).unwrap_or_default();
+            println!("  path: {how}{rtt}");
+        }
+        if d.sent_bytes > 0 || d.received_bytes > 0 {
+            let rate = |r: Option<u64>| {
+                r.map(|r| format!(" (last at {}/s)", output::size(r))).unwrap_or_default()
+            };
+            println!(
+                "  sent {}{}, received {}{}",
+                output::size(d.sent_bytes),
+                rate(d.send_rate),
+                output::size(d.received_bytes),
+                rate(d.receive_rate)
+            );
+        }
+        if let (Some(error), Some(at)) = (&d.last_error, d.last_error_at) {
+            let at = output::time(triad_core::Timestamp { secs: at.cast_signed(), nanos: 0 });
+            println!("  last error ({at}): {error}");
         }
         for s in &d.stores {
             let free = match s.free {

@@ -24,6 +24,23 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
     ip(addr).is_some_and(|ip| ip.is_loopback())
 }
 
+/// Whether `addr` goes through a relay (a circuit through another device).
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// How a connection at `addr` goes: `lan` (an address of this network), `relayed` (through
+/// another device), or `direct` (across the internet, no relay).
+pub fn path(addr: &Multiaddr) -> &'static str {
+    if is_relayed(addr) {
+        "relayed"
+    } else if is_lan(addr) {
+        "lan"
+    } else {
+        "direct"
+    }
+}
+
 /// Whether `addr` is on this network: private, link-local or loopback.
 pub fn is_lan(addr: &Multiaddr) -> bool {
     match ip(addr) {
@@ -89,6 +106,15 @@ mod tests {
         assert!(worth_keeping(&lo, Some(&lo)));
         assert!(!worth_keeping(&lo, Some(&lan)) && !worth_keeping(&lo, None));
         assert!(!worth_keeping(&any, Some(&lo)));
+    }
+
+    #[test]
+    fn a_path_is_lan_direct_or_relayed() {
+        let path_of = |a: &str| path(&a.parse().unwrap());
+        assert_eq!(path_of("/ip4/192.168.1.20/udp/1/quic-v1"), "lan");
+        assert_eq!(path_of("/ip4/203.0.113.9/udp/1/quic-v1"), "direct");
+        let relay = "/ip4/203.0.113.9/udp/1/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit";
+        assert_eq!(path_of(relay), "relayed");
     }
 
     #[test]

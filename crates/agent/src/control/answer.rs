@@ -127,6 +127,31 @@ pub struct Device {
     pub address: Option<String>,
     /// Its stores, as it told them (none when offline).
     pub stores: Vec<DeviceStore>,
+    /// How the connection to it goes now: `lan`, `direct` or `relayed`; `None` when there is
+    /// none.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The round trip of its last hello, in milliseconds.
+    #[serde(default)]
+    pub rtt_ms: Option<u64>,
+    /// Blob bytes pushed to it and acknowledged since the agent started.
+    #[serde(default)]
+    pub sent_bytes: u64,
+    /// Blob bytes received from it since the agent started.
+    #[serde(default)]
+    pub received_bytes: u64,
+    /// Bytes per second of the last push to it of at least 1 MiB.
+    #[serde(default)]
+    pub send_rate: Option<u64>,
+    /// Bytes per second of the last push from it of at least 1 MiB.
+    #[serde(default)]
+    pub receive_rate: Option<u64>,
+    /// Why the last push to it failed, if one did since the agent started.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When that was (seconds since the epoch).
+    #[serde(default)]
+    pub last_error_at: Option<u64>,
 }
 
 /// A store of a device.
@@ -583,15 +608,34 @@ mod tests {
             last_seen: Some(5),
             address: None,
             stores: vec![DeviceStore { id: "cd".into(), media: "hdd".into(), free: u64::MAX }],
+            path: Some("lan".into()),
+            rtt_ms: Some(3),
+            sent_bytes: 10,
+            received_bytes: 0,
+            send_rate: None,
+            receive_rate: None,
+            last_error: Some("it went away".into()),
+            last_error_at: Some(7),
         };
         round_trips(
-            Devices { devices: vec![device] },
+            Devices { devices: vec![device.clone()] },
             json!({"devices": [{
                 "name": "nas", "site": "home", "role": "storage-only", "device": "ab",
                 "this": false, "online": true, "last_seen": 5, "address": null,
                 "stores": [{"id": "cd", "media": "hdd", "free": u64::MAX}],
+                "path": "lan", "rtt_ms": 3, "sent_bytes": 10, "received_bytes": 0,
+                "send_rate": null, "receive_rate": null, "last_error": "it went away",
+                "last_error_at": 7,
             }]}),
         );
+        // An agent that predates the path and the traffic still answers a newer command.
+        let older: Devices = serde_json::from_value(json!({"devices": [{
+            "name": "nas", "site": "home", "role": "storage-only", "device": "ab",
+            "this": false, "online": true, "last_seen": 5, "address": null, "stores": [],
+        }]}))
+        .expect("an older answer");
+        assert_eq!(older.devices[0].path, None);
+        assert_eq!(older.devices[0].sent_bytes, 0);
     }
 
     #[test]

@@ -364,6 +364,8 @@ async fn round(shared: &Arc<Shared>) -> bool {
                     }
                     Err(_) => {
                         tracing::warn!(device = %name, "push did not finish in time; will resume");
+                        let message = format!("did not finish within {} s", timeout.as_secs());
+                        super::push::note_failure(shared, name, &message);
                         false
                     }
                 };

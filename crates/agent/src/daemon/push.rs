@@ -20,7 +20,7 @@ use triad_store::Store;
 
 use super::pace::Pace;
 use super::socket::{Failure, Session, SyncFailure};
-use super::{REQUEST_TIMEOUT, Shared, error_chain, is_lan, lock, now_secs, open_stores};
+use super::{REQUEST_TIMEOUT, Shared, Traffic, error_chain, is_lan, lock, now_secs, open_stores};
 use crate::catalog::Catalog;
 use crate::control::answer;
 use crate::replicas::PeerStore;
@@ -82,6 +82,13 @@ async fn say_progress(s: &mut Option<&mut Session>, blobs: u64, bytes: u64, of: 
     }
 }
 
+/// Remembers that a push to the device `name` failed: `devices` shows the last failure.
+pub(super) fn note_failure(shared: &Shared, name: &str, message: &str) {
+    if let Ok(entry) = shared.device_named(name) {
+        shared.traffic(entry.device, |t| t.last_error = Some((message.to_owned(), now_secs())));
+    }
+}
+
 /// Pushes to the device `name` what it lacks of this device's snapshots. A device that refuses
 /// because it is full, over its quota, or no longer takes this device is remembered as such
 /// (`status` names it) until a push to it succeeds.
@@ -90,8 +97,16 @@ pub(super) async fn sync(
     name: &str,
     s: Option<&mut Session>,
 ) -> Result<answer::Synced, Failure> {
+    let started = std::time::Instant::now();
     let result = push(shared, name, s).await;
     let Ok(entry) = shared.device_named(name) else { return result };
+    shared.traffic(entry.device, |t| match &result {
+        Ok(synced) => {
+            t.sent = t.sent.saturating_add(synced.bytes_sent);
+            t.send_rate = Traffic::rate(synced.bytes_sent, started.elapsed()).or(t.send_rate);
+        }
+        Err(failure) => t.last_error = Some((failure.message.clone(), now_secs())),
+    });
     let mut refusals = lock(&shared.refusals);
     match &result {
         Ok(_) => {

@@ -18,8 +18,8 @@ use triad_proto::wire::{
 use triad_store::{Store, WriteError};
 
 use super::{
-    REQUEST_TIMEOUT, Shared, audit, error_chain, free_bytes, gossip, lock, now_secs, open_stores,
-    protect,
+    REQUEST_TIMEOUT, Shared, Traffic, audit, error_chain, free_bytes, gossip, lock, now_secs,
+    open_stores, protect,
 };
 use crate::config::Config;
 
@@ -250,14 +250,27 @@ async fn busy_or(
 
 /// Serves one blob push.
 pub(super) async fn on_blobs(shared: Arc<Shared>, peer: PeerId, stream: triad_net::Stream) {
-    match receive_blobs(&shared, stream).await {
+    let started = std::time::Instant::now();
+    let mut bytes = 0;
+    match receive_blobs(&shared, stream, &mut bytes).await {
         Ok(n) => tracing::info!(%peer, blobs = n, "blobs received"),
         Err(e) => tracing::info!(%peer, error = %e, "blob stream closed on an error"),
     }
+    if let Some(device) = triad_net::device_id(&peer) {
+        shared.traffic(device, |t| {
+            t.received = t.received.saturating_add(bytes);
+            t.receive_rate = Traffic::rate(bytes, started.elapsed()).or(t.receive_rate);
+        });
+    }
 }
 
-/// Receives blobs until the sender closes the stream; returns how many were acknowledged.
-async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result<u64, String> {
+/// Receives blobs until the sender closes the stream, adding their bytes to `bytes`; returns
+/// how many were acknowledged.
+async fn receive_blobs(
+    shared: &Shared,
+    mut stream: triad_net::Stream,
+    bytes: &mut u64,
+) -> Result<u64, String> {
     let work = shared.stores.work().await?;
     let config = shared.config();
     if config.holding_data(&open_stores::read(&work)).next().is_none() {
@@ -285,9 +298,10 @@ async fn receive_blobs(shared: &Shared, mut stream: triad_net::Stream) -> Result
             Err(e) => return Err(error_chain(&e)),
         };
         match frame {
-            BlobFrame::Blob { id, bytes } => {
+            BlobFrame::Blob { id, bytes: sealed } => {
+                *bytes = bytes.saturating_add(sealed.len() as u64);
                 let blob =
-                    SealedBlob::verify(id, bytes).map_err(|e| format!("blob refused: {e}"))?;
+                    SealedBlob::verify(id, sealed).map_err(|e| format!("blob refused: {e}"))?;
                 let over = over_quota(&config, &open_stores::read(&work), blob.as_bytes().len());
                 if let Some(reason) = over {
                     return Err(refuse_push(&mut stream, Refusal::Quota, reason).await);

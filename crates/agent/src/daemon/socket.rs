@@ -98,10 +98,11 @@ async fn session(shared: &Arc<Shared>, stream: UnixStream) -> io::Result<()> {
                         }
                         result
                     }
-                    Err(_) => Err(SyncFailure::Unreachable(format!(
-                        "{device} did not finish within {timeout_secs} s"
-                    ))
-                    .into()),
+                    Err(_) => {
+                        let message = format!("{device} did not finish within {timeout_secs} s");
+                        super::push::note_failure(shared, &device, &message);
+                        Err(SyncFailure::Unreachable(message).into())
+                    }
                 };
             reply(&mut s, result).await
         }
@@ -210,8 +211,13 @@ async fn describe(shared: &Shared, entry: Entry) -> answer::Device {
     } else {
         let ask = async {
             shared.node.connect(peer).await.ok()?;
+            let asked = std::time::Instant::now();
             match request(shared, peer, &wire::Request::Hello).await {
-                Ok(Response::Hello { stores, .. }) => Some(stores),
+                Ok(Response::Hello { stores, .. }) => {
+                    let rtt = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    shared.traffic(entry.device, |t| t.rtt_ms = Some(rtt));
+                    Some(stores)
+                }
                 _ => None,
             }
         };
@@ -230,9 +236,18 @@ async fn describe(shared: &Shared, entry: Entry) -> answer::Device {
             _ => (None, Vec::new()),
         }
     };
+    let traffic = lock(&shared.traffic).get(&entry.device).cloned().unwrap_or_default();
     let book = lock(&shared.book);
     let known = book.get(entry.device);
     answer::Device {
+        path: connected.as_ref().map(|a| triad_net::addr::path(a).to_owned()),
+        rtt_ms: traffic.rtt_ms.filter(|_| connected.is_some()),
+        sent_bytes: traffic.sent,
+        received_bytes: traffic.received,
+        send_rate: traffic.send_rate,
+        receive_rate: traffic.receive_rate,
+        last_error: traffic.last_error.as_ref().map(|(e, _)| e.clone()),
+        last_error_at: traffic.last_error.as_ref().map(|(_, at)| *at),
         online: Some(this || connected.is_some() || !stores.is_empty()),
         name: entry.name,
         site: entry.site,
