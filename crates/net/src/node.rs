@@ -190,10 +190,11 @@ impl Node {
             )
             .map_err(|e| NetError::Setup(e.to_string()))?
             .with_quic_config(|mut quic| {
-                // quinn's defaults (10 MB per stream, 15 MB per connection) cap throughput
-                // on links with latency; a blob stream wants a few blobs in flight.
-                quic.max_stream_data = 32 * 1024 * 1024;
-                quic.max_connection_data = 64 * 1024 * 1024;
+                // Windows above the bandwidth-delay product of a fast link far away (1 Gbit/s
+                // at 80 ms is 10 MB), and no more: what the peer may send ahead is what the
+                // receiver may have to hold, and a Pi has 256 MiB for everything.
+                quic.max_stream_data = 12 * 1024 * 1024;
+                quic.max_connection_data = 16 * 1024 * 1024;
                 // A keep-alive well inside the idle timeout (10 s, libp2p's default, so that a
                 // peer that vanished is noticed soon), so that a connection waiting on a busy
                 // peer does not time out.
