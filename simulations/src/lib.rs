@@ -281,9 +281,11 @@ pub fn run(policy: Policy, scenario: &Scenario, seed: u64) -> Outcome {
     let mut schedule = Schedule::new(pace, 0);
     let mut reached = vec![false; sim.devices.len()];
     while sim.now < end {
-        if sim.now >= next_shoot {
+        // A shoot comes onto the laptop: while it is gone (stolen, burnt, not yet replaced)
+        // the photographer keeps the cards until it is back.
+        if sim.now >= next_shoot && sim.up(0) {
             sim.shoot();
-            next_shoot += scenario.shoot_every_days * DAY;
+            next_shoot = sim.now + scenario.shoot_every_days * DAY;
         }
         sim.events();
         sim.gossip();
@@ -461,11 +463,10 @@ impl<'a> Sim<'a> {
             holding.indexed.push(false);
             holding.changed.push(self.now);
         }
-        let laptop_up = self.up(0);
         self.dirty = true; // The folder changed: the watcher starts a round.
         for h in 0..2 {
-            self.set(h, f, laptop_up);
-            self.local[h].push(laptop_up.then_some(self.now));
+            self.set(h, f, true);
+            self.local[h].push(Some(self.now));
         }
     }
 
