@@ -222,6 +222,8 @@ struct Known {
     acked: usize,
     /// A push in progress: the files it sends and the bytes still to go.
     push: Option<(usize, f64)>,
+    /// When that push was started (pushes go one at a time, oldest first).
+    since: i64,
     /// Files of the acknowledged snapshot it does not hold: this laptop had lost them when it
     /// pushed.
     lacking: Vec<usize>,
@@ -701,24 +703,23 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Pushes in progress move as much as their link allows this hour.
+    /// The push in progress moves as much as its link allows this hour. The agent pushes to
+    /// one device at a time, in the order its round picked them: the first that can be
+    /// reached goes on, the others wait (one that cannot be reached is paused, and resumes
+    /// where it stopped).
     fn transfers(&mut self) {
-        let wan: Vec<usize> = (1..self.devices.len())
+        let next = (1..self.devices.len())
             .filter(|&d| self.known[d].push.is_some() && self.reaches(d))
-            .filter(|&d| self.devices[d].site != self.devices[0].site)
-            .collect();
-        for d in 1..self.devices.len() {
-            let Some((upto, left)) = self.known[d].push else { continue };
-            if !self.reaches(d) {
-                continue; // Paused: it resumes where it stopped.
-            }
-            let rate = if wan.contains(&d) { self.s.uplink / wan.len() as f64 } else { self.s.lan };
-            let left = left - rate * HOUR as f64;
-            if left > 0.0 {
-                self.known[d].push = Some((upto, left));
-            } else {
-                self.acknowledge(d, upto);
-            }
+            .min_by_key(|&d| self.known[d].since);
+        let Some(d) = next else { return };
+        let Some((upto, left)) = self.known[d].push else { return };
+        let wan = self.devices[d].site != self.devices[0].site;
+        let rate = if wan { self.s.uplink } else { self.s.lan };
+        let left = left - rate * HOUR as f64;
+        if left > 0.0 {
+            self.known[d].push = Some((upto, left));
+        } else {
+            self.acknowledge(d, upto);
         }
     }
 
@@ -929,6 +930,9 @@ impl<'a> Sim<'a> {
         }
         let nfiles = self.made.len();
         // A push under way resumes where it is, with the files made since added.
+        if self.known[d].push.is_none() {
+            self.known[d].since = self.now;
+        }
         let (from, left) = self.known[d].push.unwrap_or((0, 0.0));
         let bytes: f64 = left
             + (from..nfiles)
