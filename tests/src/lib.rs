@@ -201,6 +201,23 @@ pub fn summary(out: &str) -> Value {
         .unwrap_or_else(|| panic!("no summary in {out}"))
 }
 
+/// `n` incompressible photos of `len` bytes each in `folder` (`IMG_0000.CR3`, …, seeded by
+/// their number).
+pub fn write_photos(folder: &Path, n: u64, len: usize) {
+    for i in 0..n {
+        write_noise(&folder.join(format!("IMG_{i:04}.CR3")), len, i);
+    }
+}
+
+/// `triad sync NAME --json` started on `d`, once the first blobs are acknowledged (the
+/// receiver is in the middle of it): the process, and that progress line.
+pub fn sync_under_way(d: &Device, name: &str) -> (Running, Value) {
+    let sync = Running::spawn(d.command(&["sync", name, "--json"]), &d.root().join("sync.log"));
+    let progress = sync.line();
+    assert_eq!(progress["event"], "progress", "the push is under way: {progress}");
+    (sync, progress)
+}
+
 /// Writes `len` deterministic incompressible bytes.
 pub fn write_noise(path: &Path, len: usize, seed: u64) {
     let mut bytes = vec![0u8; len];

@@ -2,7 +2,7 @@
 //! round trip, what went each way and how fast, and the last push that failed.
 
 use serde_json::Value;
-use triad_e2e::{Device, paired_nas, start_agent, text, write_noise};
+use triad_e2e::{Device, paired_nas, start_agent, text, write_noise, write_photos};
 
 /// The row of `name` in `d`'s `devices --json`.
 fn row(d: &Device, name: &str) -> Value {
@@ -17,9 +17,7 @@ fn row(d: &Device, name: &str) -> Value {
 #[test]
 fn devices_shows_the_path_the_round_trip_the_bytes_each_way_and_the_last_error() {
     let laptop = Device::new();
-    for i in 0..4 {
-        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 1 << 20, i);
-    }
+    write_photos(&laptop.folder, 4, 1 << 20);
     laptop.backup();
     let _agent = start_agent(&laptop);
     let (nas, nas_agent) = paired_nas(&laptop, &[]);

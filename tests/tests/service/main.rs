@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use triad_e2e::{Device, Running, WAIT, agent_of, dialable, paired_nas, start_agent, write_noise};
+use triad_e2e::{
+    Device, Running, WAIT, agent_of, dialable, paired_nas, start_agent, sync_under_way,
+    write_photos,
+};
 
 fn deploy(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
@@ -54,17 +57,11 @@ fn sigterm_stops_the_agent_cleanly_and_the_service_manager_hears_ready_then_stop
 #[test]
 fn an_agent_stopped_while_it_receives_a_push_loses_nothing_and_the_push_ends_later() {
     let laptop = Device::new();
-    for i in 0..24 {
-        write_noise(&laptop.folder.join(format!("IMG_{i:04}.CR3")), 4 << 20, i);
-    }
+    write_photos(&laptop.folder, 24, 4 << 20);
     laptop.backup();
     let _agent = start_agent(&laptop);
     let (nas, nas_agent) = paired_nas(&laptop, &[]);
-    let sync =
-        Running::spawn(laptop.command(&["sync", "nas", "--json"]), &laptop.root().join("sync.log"));
-    // The first blobs are acknowledged: the NAS is in the middle of receiving.
-    let first = sync.line();
-    assert_eq!(first["event"], "progress", "{first}");
+    let (sync, _) = sync_under_way(&laptop, "nas");
     nas_agent.process.signal("TERM");
     let (exit, _) = nas_agent.process.finish();
     assert!(exit.success(), "the NAS stopped cleanly: {exit:?}");

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support::{
     Device, Running, WAIT, dialable, join, open_pairing, paired_nas, paired_pi, start_agent,
-    start_agent_as_is, status, text, wait_for_status, write_noise, wrong_guess,
+    start_agent_as_is, status, sync_under_way, text, wait_for_status, write_noise, wrong_guess,
 };
 
 /// `triad recover --peer ADDR` on the new device `fresh` (named laptop2), the phrase on its
@@ -269,10 +269,7 @@ fn a_receiver_killed_mid_sync_resumes_without_resending_what_it_acknowledged() {
     let _agent = start_agent(&laptop);
     let (nas, nas_agent) = paired_nas(&laptop, &[]);
 
-    let sync =
-        Running::spawn(laptop.command(&["sync", "nas", "--json"]), &laptop.root().join("sync.log"));
-    let progress = sync.line();
-    assert_eq!(progress["event"], "progress", "{progress}");
+    let (sync, progress) = sync_under_way(&laptop, "nas");
     let acknowledged = progress["blobs"].as_u64().expect("count");
     assert!(acknowledged > 0);
     drop(nas_agent); // SIGKILL
@@ -418,9 +415,7 @@ fn a_command_on_the_stores_waits_for_the_agent_to_lend_them() {
 
     // While the NAS's agent is receiving, a command on the NAS's stores asks the agent for
     // them: it waits for the push to end instead of finding the store locked, then runs.
-    let sync =
-        Running::spawn(laptop.command(&["sync", "nas", "--json"]), &laptop.root().join("sync.log"));
-    assert_eq!(sync.line()["event"], "progress", "the push is under way");
+    let (sync, _) = sync_under_way(&laptop, "nas");
     nas.ok(&["verify", "--read-data"]);
     let (status, rest) = sync.finish();
     assert!(status.success(), "{rest:?}");
