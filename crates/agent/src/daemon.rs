@@ -507,11 +507,21 @@ pub async fn run(
     }
     tracing::info!("agent stopping");
     crate::notify::notify("STOPPING=1");
-    // What writes to the stores (a backup, a push being received, a scrub) holds them for
-    // each put and commit: once they are free, no commit is half done. The store's write
-    // order makes an abandoned one safe too, so this waits only so long.
-    if tokio::time::timeout(STOP_WAIT, shared.stores.work()).await.is_err() {
-        tracing::warn!("the stores stayed busy; stopping anyway (nothing acknowledged is lost)");
+    // Every put and commit (of a backup, a push being received, a scrub) holds the stores'
+    // inner lock: once this holds it, the one under way has ended, and none begins after (the
+    // lock is kept until the process ends). The store's write order makes a commit cut short
+    // safe too, so this waits only so long. Closed stores are left closed.
+    if let Some(work) = shared.stores.try_work() {
+        let quiet = tokio::task::spawn_blocking(move || {
+            let held = open_stores::write(&work);
+            std::mem::forget(held);
+            std::mem::forget(work);
+        });
+        if tokio::time::timeout(STOP_WAIT, quiet).await.is_err() {
+            tracing::warn!(
+                "the stores stayed busy; stopping anyway (nothing acknowledged is lost)"
+            );
+        }
     }
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(home_path.join(ADDRS));

@@ -75,7 +75,8 @@ pub(crate) fn agent(home_path: &Path, a: AgentArgs) -> Result<u8> {
             .collect::<Result<_>>()?
     };
     let json = a.json;
-    runtime()?.block_on(daemon::run(
+    let rt = runtime()?;
+    let stopped = rt.block_on(daemon::run(
         home_path,
         config,
         Options { listen, mdns: !a.no_mdns },
@@ -92,7 +93,11 @@ pub(crate) fn agent(home_path: &Path, a: AgentArgs) -> Result<u8> {
                 }
             }
         },
-    ))?;
+    ));
+    // Work still under way (a backup between two puts) is abandoned: what it committed is
+    // durable, and the rest is done again at the next start.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    stopped?;
     Ok(EXIT_OK)
 }
 

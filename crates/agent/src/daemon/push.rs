@@ -102,6 +102,7 @@ pub(super) async fn sync(
     let Ok(entry) = shared.device_named(name) else { return result };
     shared.traffic(entry.device, |t| match &result {
         Ok(synced) => {
+            t.last_error = None;
             t.sent = t.sent.saturating_add(synced.bytes_sent);
             t.send_rate = Traffic::rate(synced.bytes_sent, started.elapsed()).or(t.send_rate);
         }
