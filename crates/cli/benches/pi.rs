@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Agent, agent, manual, noise, ok};
+use common::{Agent, agent, manual, noise, ok, pair_with, status_kib};
 use triad_core::BlobId;
 use triad_core::seal::SealedBlob;
 use triad_store::{Access, Store};
@@ -63,7 +63,7 @@ fn main() {
     fs::remove_dir_all(&folder).expect("rm shoot");
     manual(&laptop);
     let laptop_agent = agent(&laptop);
-    pair_storage_only(&laptop, &pi);
+    pair_with(&laptop, &pi, "pi", "parents", &["--storage-only"]);
     let pi_store = dir.join("store-pi");
     ok(&pi, &["store", "add", pi_store.to_str().expect("utf-8"), "--media", "usb-hdd"]);
 
@@ -130,25 +130,6 @@ fn write_shoot(folder: &Path, total: u64) {
     }
 }
 
-fn pair_storage_only(laptop: &Path, pi: &Path) {
-    let mut pairing = Command::new(env!("CARGO_BIN_EXE_triad"))
-        .args(["pair", "--json", "--yes", "--storage-only"])
-        .env("TRIAD_HOME", laptop)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pair");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(pairing.stdout.take().expect("stdout")),
-        &mut line,
-    )
-    .expect("line");
-    let first: serde_json::Value = serde_json::from_str(&line).expect("json");
-    let link = first["link"].as_str().expect("link");
-    ok(pi, &["join", link, "--name", "pi", "--site", "parents", "--yes"]);
-    assert!(pairing.wait().expect("pair").success());
-}
-
 /// Writes `n` small blobs straight into the store at `path` of the home `home`.
 fn fill(home: &Path, path: &Path, n: u64) {
     let vault = triad_agent::home::Home::open(home).expect("the Pi's home").vault();
@@ -172,18 +153,6 @@ fn start_in(home: &Path, cgroup: Option<&Cgroup>) -> Agent {
         cgroup.add(agent.child.id());
     }
     agent
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn rss_kib(pid: u32) -> u64 {

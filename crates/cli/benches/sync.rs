@@ -196,15 +196,7 @@ fn start(home: &Path) -> Agent {
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    common::status_kib(pid, "VmHWM:")
 }
 
 /// Returns the bytes pushed, the wall time of the sync and the receiver's peak RSS in KiB.

@@ -79,8 +79,14 @@ pub(crate) fn manual(home: &Path) {
 
 /// Pairs `joiner` (no vault yet) into the vault of `inviter`, whose agent runs, by the link.
 pub(crate) fn pair(inviter: &Path, joiner: &Path, name: &str, site: &str) {
+    pair_with(inviter, joiner, name, site, &[]);
+}
+
+/// [`pair`], with `extra` arguments to `triad pair` (`--storage-only`).
+pub(crate) fn pair_with(inviter: &Path, joiner: &Path, name: &str, site: &str, extra: &[&str]) {
     let mut pairing = Command::new(env!("CARGO_BIN_EXE_triad"))
         .args(["pair", "--json", "--yes"])
+        .args(extra)
         .env("TRIAD_HOME", inviter)
         .stdout(Stdio::piped())
         .spawn()
@@ -91,4 +97,17 @@ pub(crate) fn pair(inviter: &Path, joiner: &Path, name: &str, site: &str) {
     let link = first["link"].as_str().expect("link");
     ok(joiner, &["join", link, "--name", name, "--site", site, "--yes"]);
     assert!(pairing.wait().expect("pair").success());
+}
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`); 0 once the process is gone.
+pub(crate) fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
