@@ -151,6 +151,9 @@ struct Shared {
     /// What the agent's own work is doing, in words, since when, and whether that is waiting
     /// for a copy the last round could not make.
     doing: Mutex<(String, u64, bool)>,
+    /// What the agent does between rounds: watching the folders, or (when the system gives
+    /// no watcher) waiting for the periodic rescan, and why.
+    idle: Mutex<String>,
     /// A scrub after a failed audit is dropping rotten blobs: until it is done, `Missing` says
     /// busy, so that the repair that follows sees every blob that must come again.
     scrubbing: std::sync::atomic::AtomicBool,
@@ -408,6 +411,7 @@ pub async fn run(
         reloading: tokio::sync::Mutex::new(()),
         settings_epoch: std::sync::atomic::AtomicU64::new(0),
         doing: Mutex::new(("starting".to_owned(), now_secs(), false)),
+        idle: Mutex::new("watching the folders".to_owned()),
         scrubbing: std::sync::atomic::AtomicBool::new(false),
         home,
         home_path: home_path.to_path_buf(),

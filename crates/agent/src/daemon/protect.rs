@@ -63,14 +63,18 @@ pub(super) async fn run(shared: Arc<Shared>, mut wakes: mpsc::Receiver<Wake>) {
             epoch = Some(now_epoch);
             // The old watcher goes first: a folder removed is no longer watched.
             drop(_watcher.take());
-            _watcher = if settings.auto && settings.watch { watch(&shared) } else { None };
+            _watcher = if settings.auto && settings.watch {
+                watch(&shared, settings.rescan_secs)
+            } else {
+                None
+            };
         }
         if let Some(triad_core::schedule::Action::Round) = schedule.poll_action(ms()) {
             shared.next_round.store(0, std::sync::atomic::Ordering::Relaxed);
             let complete = round(&shared).await;
             schedule.handle(ms(), Event::RoundDone { complete });
             if complete {
-                doing(&shared, "watching the folders".to_owned());
+                doing(&shared, lock(&shared.idle).clone());
             }
             continue;
         }
@@ -119,8 +123,16 @@ pub(super) async fn on_arrivals(shared: Arc<Shared>) {
 }
 
 /// Watches every folder; each change kicks the agent. `None` if no watcher could start (the
-/// periodic rescan still runs).
-fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
+/// periodic rescan still runs). What `status` says between rounds tells which it is.
+fn watch(shared: &Arc<Shared>, rescan_secs: u64) -> Option<notify::RecommendedWatcher> {
+    let unwatched = |what: &str, reason: &dyn std::fmt::Display| {
+        *lock(&shared.idle) = format!(
+            "rescanning {what} every {} min: the system gives no watcher ({reason}), so new \
+             files wait for the rescan",
+            rescan_secs.div_ceil(60)
+        );
+    };
+    *lock(&shared.idle) = "watching the folders".to_owned();
     let folders: Vec<_> =
         lock(&shared.settings).folders.iter().map(|f| (f.id, f.path.clone())).collect();
     let seen = shared.clone();
@@ -145,6 +157,7 @@ fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch folders; relying on the periodic rescan");
+            unwatched("the folders", &e);
             return None;
         }
     };
@@ -152,6 +165,7 @@ fn watch(shared: &Arc<Shared>) -> Option<notify::RecommendedWatcher> {
         if let Err(e) = watcher.watch(&folder.path, RecursiveMode::Recursive) {
             tracing::warn!(folder = %folder.path.display(), error = %e,
                 "cannot watch this folder; relying on the periodic rescan");
+            unwatched(&folder.path.display().to_string(), &e);
         }
     }
     Some(watcher)

@@ -68,7 +68,7 @@ pub(super) async fn status(shared: &Shared, files: &[String]) -> Result<answer::
         let doing = lock(&shared.doing);
         if doing.2 && worst == State::Protected {
             let _ = shared.kick.try_send(protect::Wake::Changed);
-            ("watching the folders".to_owned(), doing.1)
+            (lock(&shared.idle).clone(), doing.1)
         } else {
             (doing.0.clone(), doing.1)
         }
