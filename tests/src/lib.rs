@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netns;
+
 /// The binary under test, built first if this process has not built it yet.
 ///
 /// # Panics
@@ -68,6 +70,8 @@ pub struct Device {
     pub folder: PathBuf,
     /// Its recovery phrase, once it made a vault.
     pub phrase: String,
+    /// The host of a [`netns::World`] it runs on; `None`: this machine's own network.
+    pub host: Option<netns::Host>,
 }
 
 impl Device {
@@ -83,7 +87,14 @@ impl Device {
             folder,
             dir,
             phrase: String::new(),
+            host: None,
         }
+    }
+
+    /// A device with no vault yet, on `host` of a small internet: every `triad` it runs runs in
+    /// the host's network namespace.
+    pub fn bare_on(host: &netns::Host) -> Device {
+        Device { host: Some(host.clone()), ..Device::bare() }
     }
 
     /// A device with a vault, a store and a (still empty) protected folder.
@@ -117,7 +128,10 @@ impl Device {
 
     /// `triad ARGS` for this device, not yet started.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(triad_bin());
+        let mut cmd = match &self.host {
+            Some(host) => host.command(triad_bin()),
+            None => Command::new(triad_bin()),
+        };
         cmd.args(args).env("TRIAD_HOME", &self.home).env_remove("TRIAD_LOG").stdin(Stdio::null());
         cmd
     }

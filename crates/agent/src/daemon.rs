@@ -72,6 +72,10 @@ pub struct Options {
     pub listen: Vec<Multiaddr>,
     /// Whether to find and announce devices on the LAN by mDNS.
     pub mdns: bool,
+    /// Whether to relay connections between roster devices that cannot reach each other.
+    pub relay: bool,
+    /// Whether to ask the home router for a port mapping (UPnP).
+    pub upnp: bool,
 }
 
 /// The agent could not start or stopped on an error.
@@ -396,8 +400,16 @@ pub async fn run(
     let home = Home::open(home_path)?;
     let roster = home.roster()?;
     let keypair = triad_net::keypair(&home.device_key().to_bytes());
-    let node =
-        Node::start(keypair, NodeConfig { listen: options.listen, mdns: options.mdns }).await?;
+    let node = Node::start(
+        keypair,
+        NodeConfig {
+            listen: options.listen,
+            mdns: options.mdns,
+            relay: options.relay,
+            upnp: options.upnp,
+        },
+    )
+    .await?;
     let vault = home.vault();
     let (kick, kicked) = mpsc::channel(16);
     let shared = Arc::new(Shared {

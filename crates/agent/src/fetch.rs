@@ -80,7 +80,7 @@ pub async fn from_peer(
     let key = DeviceKey::from_bytes(&r.device_seed);
     let keypair = triad_net::keypair(&key.to_bytes());
     let listen = vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("a valid multiaddress")];
-    let node = Node::start(keypair, NodeConfig { listen, mdns: false })
+    let node = Node::start(keypair, NodeConfig::new(listen, false))
         .await
         .map_err(|e| format!("cannot start the network: {e}"))?;
     // Connecting out to a device this one does not know yet; the handshake authenticates it,

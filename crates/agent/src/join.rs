@@ -92,7 +92,7 @@ pub async fn join(
     let keypair = triad_net::keypair(&device_seed);
     let mdns = matches!(target, Target::Code { peer: None, .. });
     let listen = vec!["/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("a valid multiaddress")];
-    let node = Node::start(keypair, NodeConfig { listen, mdns }).await?;
+    let node = Node::start(keypair, NodeConfig::new(listen, mdns)).await?;
     node.admission().set_joining(true);
     let result = pair_with(&node, home_path, target, name, site, device_seed, wait, decide).await;
     // Tell the inviter this connection is over: this process is about to exit.

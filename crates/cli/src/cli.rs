@@ -273,6 +273,14 @@ pub(crate) struct AgentArgs {
     /// Do not find or announce devices on the LAN (mDNS).
     #[arg(long)]
     pub(crate) no_mdns: bool,
+    /// Do not relay connections for the vault's devices that cannot reach each other. By
+    /// default every agent offers it; only the devices that reach this one across the internet
+    /// use it, and only devices of the roster are admitted.
+    #[arg(long)]
+    pub(crate) no_relay: bool,
+    /// Do not ask the router for a port mapping (UPnP IGD).
+    #[arg(long)]
+    pub(crate) no_upnp: bool,
     /// Print one JSON line when listening (peer id and addresses).
     #[arg(long)]
     pub(crate) json: bool,

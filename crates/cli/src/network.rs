@@ -79,7 +79,7 @@ pub(crate) fn agent(home_path: &Path, a: AgentArgs) -> Result<u8> {
     let stopped = rt.block_on(daemon::run(
         home_path,
         config,
-        Options { listen, mdns: !a.no_mdns },
+        Options { listen, mdns: !a.no_mdns, relay: !a.no_relay, upnp: !a.no_upnp },
         |ready| {
             let addrs: Vec<String> = ready.addrs.iter().map(ToString::to_string).collect();
             if json {
@@ -423,6 +423,7 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
                         address: known.and_then(|p| p.addrs.first().cloned()),
                         stores: Vec::new(),
                         path: None,
+                        relay: None,
                         rtt_ms: None,
                         sent_bytes: 0,
                         received_bytes: 0,
@@ -473,10 +474,11 @@ pub(crate) fn devices(home_path: &Path, a: DevicesArgs) -> Result<u8> {
             println!("  address {addr}");
         }
         if let Some(path) = &d.path {
-            let how = match path.as_str() {
-                "lan" => "on this network",
-                "relayed" => "through a relay",
-                _ => "direct, across the internet",
+            let how = match (path.as_str(), &d.relay) {
+                ("lan", _) => "on this network".to_owned(),
+                ("relayed", Some(relay)) => format!("relayed through {relay}"),
+                ("relayed", None) => "through a relay".to_owned(),
+                _ => "direct, across the internet".to_owned(),
             };
             let rtt = d.rtt_ms.map(|ms| format!(", round trip {ms} ms")).unwrap_or_default();
             println!("  path: {how}{rtt}");

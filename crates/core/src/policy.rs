@@ -363,6 +363,20 @@ pub fn plan(
     candidates: &[Candidate],
     now: Timestamp,
 ) -> Vec<DeviceId> {
+    plan_and_judge(policy, windows, home_site, files, candidates, now).0
+}
+
+/// [`plan`], and whether every file is protected once the devices picked hold it: `false`
+/// when the devices at hand can only bring the files closer (a device the policy needs is
+/// away).
+pub fn plan_and_judge(
+    policy: Policy,
+    windows: Windows,
+    home_site: &str,
+    files: &[Vec<Copy>],
+    candidates: &[Candidate],
+    now: Timestamp,
+) -> (Vec<DeviceId>, bool) {
     // How far the files are from the policy with `extra` holding them too: the worst state,
     // how many files are at it, and how many copies, media and offsite copies are missing in
     // all. The last counts progress that no single device shows in the state (a policy of two
@@ -427,7 +441,8 @@ pub fn plan(
             _ => break,
         }
     }
-    chosen.into_iter().map(|c| c.device).collect()
+    let protected = now_at.0 == State::Protected;
+    (chosen.into_iter().map(|c| c.device).collect(), protected)
 }
 
 #[cfg(test)]

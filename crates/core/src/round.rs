@@ -92,8 +92,9 @@ pub enum Action {
 /// How a round ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Folders (indices in [`Event::Evaluated`]) that are not protected and that no device
-    /// that answered can help: they wait for a device that is away, or for one to be added.
+    /// Folders (indices in [`Event::Evaluated`]) that are not protected and that the devices
+    /// that answered cannot make protected (they may bring them closer): they wait for a
+    /// device that is away, or for one to be added.
     pub stuck: Vec<usize>,
     /// Devices whose push was not acknowledged (it failed, or did not finish in time).
     pub failed: Vec<DeviceId>,
@@ -194,7 +195,7 @@ impl Round {
                 .filter(|c| !folder.held_by.contains(&c.device))
                 .cloned()
                 .collect();
-            let chosen = policy::plan(
+            let (chosen, completes) = policy::plan_and_judge(
                 folder.policy,
                 self.windows,
                 &self.home_site,
@@ -202,7 +203,9 @@ impl Round {
                 &open,
                 now,
             );
-            if chosen.is_empty() {
+            // The devices that answer cannot make it protected (they may bring it closer):
+            // the round waits for another.
+            if !completes {
                 self.outcome.stuck.push(i);
             }
             picked.extend(chosen);

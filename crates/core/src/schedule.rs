@@ -63,6 +63,9 @@ pub struct Schedule {
     changed_while_running: bool,
     /// The last round could not make every copy.
     incomplete: bool,
+    /// A device connected while a round ran: if that round could not make every copy, it may
+    /// be the device it lacked.
+    arrived_while_running: bool,
     /// When the first change not yet taken by a round came: however often the folder keeps
     /// changing, its round comes at the latest a rescan interval after that.
     first_change: Option<Millis>,
@@ -77,6 +80,7 @@ impl Schedule {
             running: false,
             changed_while_running: false,
             incomplete: false,
+            arrived_while_running: false,
             first_change: None,
         }
     }
@@ -86,7 +90,9 @@ impl Schedule {
         match event {
             Event::Changed => self.soon(now),
             Event::DeviceConnected => {
-                if self.incomplete {
+                if self.running {
+                    self.arrived_while_running = true;
+                } else if self.incomplete {
                     self.soon(now);
                 }
             }
@@ -95,7 +101,9 @@ impl Schedule {
                 self.incomplete = !complete;
                 let wait = if complete { self.pace.rescan_ms } else { self.pace.retry_ms };
                 let next = now.saturating_add(wait.max(1));
-                let changed = std::mem::take(&mut self.changed_while_running);
+                let arrived = std::mem::take(&mut self.arrived_while_running);
+                let changed =
+                    std::mem::take(&mut self.changed_while_running) || (arrived && !complete);
                 self.due = if !self.pace.auto {
                     None
                 } else if changed {
@@ -241,6 +249,22 @@ mod tests {
         assert_eq!(rounds[..2], [0, 910_000], "{rounds:?}");
         assert!(rounds.len() >= 3, "{rounds:?}");
         assert!(rounds[1..].windows(2).all(|w| w[1] - w[0] <= 903_000), "{rounds:?}");
+    }
+
+    #[test]
+    fn a_device_that_connects_during_a_round_that_lacked_it_brings_the_next_soon() {
+        let mut s = Schedule::new(Pace { retry_ms: 3_600_000, ..PACE }, 0);
+        assert_eq!(s.poll_action(0), Some(Action::Round));
+        s.handle(100, Event::DeviceConnected);
+        s.handle(200, Event::RoundDone { complete: false });
+        let due = s.poll_timeout().expect("a round is due");
+        assert!(due <= 200 + PACE.settle_ms, "due at {due}, not after the retry interval");
+        // A round that made every copy takes no notice.
+        let mut s = Schedule::new(PACE, 0);
+        assert_eq!(s.poll_action(0), Some(Action::Round));
+        s.handle(100, Event::DeviceConnected);
+        s.handle(200, Event::RoundDone { complete: true });
+        assert_eq!(s.poll_timeout(), Some(200 + PACE.rescan_ms));
     }
 
     #[test]

@@ -29,6 +29,19 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
+/// The relay a circuit address goes through: the peer named just before `/p2p-circuit`.
+pub fn relay_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
+    let mut relay = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(peer) => relay = Some(peer),
+            Protocol::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// How a connection at `addr` goes: `lan` (an address of this network), `relayed` (through
 /// another device), or `direct` (across the internet, no relay).
 pub fn path(addr: &Multiaddr) -> &'static str {
@@ -74,6 +87,22 @@ pub fn worth_keeping(addr: &Multiaddr, via: Option<&Multiaddr>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relay_of_a_circuit_is_the_peer_before_it() {
+        let relay = libp2p::PeerId::random();
+        let target = libp2p::PeerId::random();
+        let circuit: Multiaddr =
+            format!("/ip4/198.18.0.2/udp/4001/quic-v1/p2p/{relay}/p2p-circuit/p2p/{target}")
+                .parse()
+                .expect("an address");
+        assert_eq!(relay_of(&circuit), Some(relay));
+        assert_eq!(path(&circuit), "relayed");
+        let direct: Multiaddr =
+            format!("/ip4/198.18.0.2/udp/4001/quic-v1/p2p/{target}").parse().expect("an address");
+        assert_eq!(relay_of(&direct), None);
+        assert_eq!(path(&direct), "direct");
+    }
 
     fn addrs(list: &[&str]) -> Vec<Multiaddr> {
         list.iter().map(|a| a.parse().expect("an address")).collect()

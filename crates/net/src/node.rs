@@ -11,10 +11,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
+use libp2p::swarm::ConnectionId;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, autonat, dcutr, identify, mdns, noise, ping, relay, tcp,
+    upnp, yamux,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use libp2p::multiaddr::Protocol;
@@ -35,7 +39,24 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Whether to find peers on the LAN by mDNS.
     pub mdns: bool,
+    /// Whether to relay connections between devices that cannot reach each other (circuit
+    /// relay v2). The gate admits only roster devices, so only they can use it.
+    pub relay: bool,
+    /// Whether to ask the home router for a port mapping (UPnP IGD).
+    pub upnp: bool,
 }
+
+impl NodeConfig {
+    /// A node listening on `listen`, with mDNS as given, serving no relay and mapping no port:
+    /// a short-lived process (joining, fetching) needs neither.
+    pub fn new(listen: Vec<Multiaddr>, mdns: bool) -> NodeConfig {
+        NodeConfig { listen, mdns, relay: false, upnp: false }
+    }
+}
+
+/// How long a relayed circuit may last: as long as libp2p allows, so that a relay carries a
+/// whole transfer when no direct path can be had.
+const CIRCUIT_DURATION: Duration = Duration::from_secs(u32::MAX as u64);
 
 /// The node could not start, or an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +112,28 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    relay: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
+    autonat_client: autonat::v2::client::Behaviour,
+    autonat_server: autonat::v2::server::Behaviour,
+    upnp: Toggle<upnp::tokio::Behaviour>,
+}
+
+/// The relay service's limits: any roster device may hold a reservation, and a circuit carries
+/// a whole transfer (no byte cap, the longest duration libp2p allows), because it is used only
+/// between devices that have no direct path.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 256,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(60 * 60),
+        max_circuits: 64,
+        max_circuits_per_peer: 16,
+        max_circuit_duration: CIRCUIT_DURATION,
+        max_circuit_bytes: 0,
+        ..relay::Config::default()
+    }
 }
 
 enum Command {
@@ -181,6 +224,7 @@ impl Node {
         let admission = Admission::default();
         let gate_admission = admission.clone();
         let use_mdns = config.mdns;
+        let (serve_relay, use_upnp) = (config.relay, config.upnp);
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
@@ -201,7 +245,9 @@ impl Node {
                 quic.keep_alive_interval = Duration::from_secs(3);
                 quic
             })
-            .with_behaviour(|key| {
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| NetError::Setup(e.to_string()))?
+            .with_behaviour(|key, relay_client| {
                 let peer = key.public().to_peer_id();
                 let mdns = if use_mdns {
                     Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer)?)
@@ -217,6 +263,18 @@ impl Node {
                     )),
                     ping: ping::Behaviour::default(),
                     mdns: Toggle::from(mdns),
+                    relay_client,
+                    relay: Toggle::from(serve_relay.then(|| {
+                        let mut relay = relay::Behaviour::new(peer, relay_config());
+                        // Served whether or not an address of this device is confirmed
+                        // reachable: only the devices that reach it ask.
+                        relay.set_status(Some(relay::Status::Enable));
+                        relay
+                    })),
+                    dcutr: dcutr::Behaviour::new(peer),
+                    autonat_client: autonat::v2::client::Behaviour::default(),
+                    autonat_server: autonat::v2::server::Behaviour::default(),
+                    upnp: Toggle::from(use_upnp.then(upnp::tokio::Behaviour::default)),
                 })
             })
             .map_err(|e| NetError::Setup(e.to_string()))?
@@ -404,9 +462,16 @@ impl Node {
         })
     }
 
-    /// The addresses the node listens on.
+    /// The addresses the node can be reached at: those it listens on, its slots at relays, and
+    /// external addresses found reachable.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listening.borrow().clone()
+    }
+
+    /// [`Node::listen_addrs`] as they change (a relay slot gained or lost, an interface that
+    /// came up).
+    pub fn listen_addrs_changes(&self) -> watch::Receiver<Vec<Multiaddr>> {
+        self.listening.clone()
     }
 
     /// Connects to `addr` and returns the peer there.
@@ -461,12 +526,32 @@ async fn run(
 ) {
     let mut dials: Dials = HashMap::new();
     let mut closing: Option<oneshot::Sender<()>> = None;
+    // Every open connection of each peer, and where it goes.
+    let mut conns: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>> = HashMap::new();
+    // The relays this node holds (or asked for) a slot at, and the listener of each.
+    let mut reservations: HashMap<PeerId, libp2p::core::transport::ListenerId> = HashMap::new();
+    let serving_relay = swarm.behaviour().relay.is_enabled();
+    // The direct addresses this node reached a peer at by dialling it: a relay is worth a slot
+    // only where others can reach it too, which a connection it opened (through a NAT, say)
+    // does not show.
+    let mut dialed: std::collections::HashSet<Multiaddr> = std::collections::HashSet::new();
     let remember = |peer: PeerId, addr: Multiaddr| {
         let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
         let list = book.addresses.entry(peer).or_default();
         if !list.contains(&addr) {
             list.push(addr);
         }
+    };
+    // The connection `book.connected` shows for `peer`: a direct one over a relayed one.
+    let show = |peer: PeerId, list: Option<&Vec<(ConnectionId, Multiaddr)>>| {
+        let best = list.and_then(|list| {
+            list.iter().find(|(_, a)| !crate::addr::is_relayed(a)).or(list.first())
+        });
+        let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
+        match best {
+            Some((_, addr)) => book.connected.insert(peer, addr.clone()),
+            None => book.connected.remove(&peer),
+        };
     };
     loop {
         tokio::select! {
@@ -510,11 +595,50 @@ async fn run(
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
+                    // A relay tells the devices that reserve a slot where it is: the addresses
+                    // it listens on, whether or not a test confirmed them.
+                    if serving_relay
+                        && !crate::addr::is_relayed(&address)
+                        && !crate::addr::is_unspecified(&address)
+                    {
+                        swarm.add_external_address(address.clone());
+                    }
+                    if crate::addr::is_relayed(&address) {
+                        tracing::info!(%address, "reachable through a relay");
+                    }
                     listening.send_modify(|list| {
                         if !list.contains(&address) {
                             list.push(address);
                         }
                     });
+                }
+                SwarmEvent::ExpiredListenAddr { address, .. } => {
+                    listening.send_modify(|list| list.retain(|a| *a != address));
+                }
+                SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                    listening.send_modify(|list| list.retain(|a| !addresses.contains(a)));
+                    reservations.retain(|relay, id| {
+                        let closed = *id == listener_id;
+                        if closed {
+                            tracing::info!(%relay, ?reason, "the slot at a relay is gone");
+                        }
+                        !closed
+                    });
+                }
+                SwarmEvent::ExternalAddrConfirmed { address } => {
+                    // Found reachable (by an AutoNAT test, or a router's port mapping):
+                    // others are told of it in the address record.
+                    tracing::info!(%address, "reachable at an external address");
+                    listening.send_modify(|list| {
+                        if !list.contains(&address) {
+                            list.push(address);
+                        }
+                    });
+                }
+                SwarmEvent::ExternalAddrExpired { address }
+                    if !swarm.listeners().any(|a| *a == address) =>
+                {
+                    listening.send_modify(|list| list.retain(|a| *a != address));
                 }
                 SwarmEvent::ConnectionEstablished {
                     peer_id, connection_id, endpoint, num_established, ..
@@ -524,7 +648,22 @@ async fn run(
                         ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                     };
                     tracing::debug!(peer = %peer_id, %remote, "connected");
-                    book.lock().unwrap_or_else(PoisonError::into_inner).connected.insert(peer_id, remote);
+                    if endpoint.is_dialer() && !crate::addr::is_relayed(&remote) {
+                        dialed.insert(remote.clone());
+                    }
+                    let list = conns.entry(peer_id).or_default();
+                    // Once a direct path exists, data moves there: a relayed connection would
+                    // take half the streams (libp2p picks a connection at random).
+                    if !crate::addr::is_relayed(&remote) {
+                        for (id, addr) in list.iter() {
+                            if crate::addr::is_relayed(addr) {
+                                tracing::info!(peer = %peer_id, %remote, "a direct path replaces the relayed one");
+                                swarm.close_connection(*id);
+                            }
+                        }
+                    }
+                    list.push((connection_id, remote));
+                    show(peer_id, conns.get(&peer_id));
                     if num_established.get() == 1 {
                         // Nobody listening is fine: arrivals are news, not a duty.
                         let _ = arrivals.send(peer_id);
@@ -533,9 +672,19 @@ async fn run(
                         let _ = reply.send(Ok(peer_id));
                     }
                 }
-                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                    book.lock().unwrap_or_else(PoisonError::into_inner).connected.remove(&peer_id);
-                    if swarm.connected_peers().next().is_none()
+                SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                    if let Some(list) = conns.get_mut(&peer_id) {
+                        for (_, addr) in list.iter().filter(|(id, _)| *id == connection_id) {
+                            dialed.remove(addr);
+                        }
+                        list.retain(|(id, _)| *id != connection_id);
+                        if list.is_empty() {
+                            conns.remove(&peer_id);
+                        }
+                    }
+                    show(peer_id, conns.get(&peer_id));
+                    if num_established == 0
+                        && swarm.connected_peers().next().is_none()
                         && let Some(reply) = closing.take()
                     {
                         let _ = reply.send(());
@@ -553,10 +702,30 @@ async fn run(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                     // Only listen addresses a peer reports about itself; kept as hints.
-                    for addr in info.listen_addrs {
-                        if is_dialable(&addr) {
+                    for addr in &info.listen_addrs {
+                        if is_dialable(addr) {
                             swarm.add_peer_address(peer_id, addr.clone());
-                            remember(peer_id, addr);
+                            remember(peer_id, addr.clone());
+                        }
+                    }
+                    // A relay reached across the internet: hold a slot there, so that devices
+                    // that cannot reach this one directly reach it through the relay.
+                    let relays = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
+                    if relays && !reservations.contains_key(&peer_id) {
+                        let at = conns.get(&peer_id).and_then(|list| {
+                            list.iter().map(|(_, a)| a).find(|a| dialed.contains(*a) && !crate::addr::is_lan(a))
+                        });
+                        if let Some(at) = at {
+                            let circuit = without_peer(at)
+                                .with(Protocol::P2p(peer_id))
+                                .with(Protocol::P2pCircuit);
+                            match swarm.listen_on(circuit.clone()) {
+                                Ok(id) => {
+                                    tracing::debug!(relay = %peer_id, %circuit, "asking a relay for a slot");
+                                    reservations.insert(peer_id, id);
+                                }
+                                Err(e) => tracing::debug!(relay = %peer_id, error = %e, "cannot ask a relay for a slot"),
+                            }
                         }
                     }
                 }
@@ -574,10 +743,37 @@ async fn run(
                         });
                     }
                 }
+                SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                    tracing::debug!(?event, "relay client");
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+                    tracing::debug!(?event, "relay service");
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => {
+                    match result {
+                        Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punched: a direct path"),
+                        Err(e) => tracing::info!(peer = %remote_peer_id, error = %e, "no hole punched: the relay carries the data"),
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(event)) => {
+                    tracing::debug!(addr = %event.tested_addr, server = %event.server, ok = event.result.is_ok(), "reachability tested");
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Upnp(event)) => {
+                    tracing::info!(?event, "router port mapping");
+                }
                 _ => {}
             }
         }
     }
+}
+
+/// `addr` without a trailing `/p2p/<peer>`.
+fn without_peer(addr: &Multiaddr) -> Multiaddr {
+    let mut addr = addr.clone();
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
 }
 
 type Dials = HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<PeerId, NetError>>>;
@@ -634,7 +830,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_dial_to_a_stale_address_uses_the_connection_the_peer_made_meanwhile() {
         let listen: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
-        let config = || NodeConfig { listen: listen.clone(), mdns: false };
+        let config = || NodeConfig::new(listen.clone(), false);
         let a = Node::start(keypair(&[1; 32]), config()).await.expect("node a");
         let b = Node::start(keypair(&[2; 32]), config()).await.expect("node b");
         a.admission().set_members([b.peer_id()]);

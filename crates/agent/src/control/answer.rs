@@ -131,6 +131,9 @@ pub struct Device {
     /// none.
     #[serde(default)]
     pub path: Option<String>,
+    /// When the path is `relayed`: the name of the device that relays it.
+    #[serde(default)]
+    pub relay: Option<String>,
     /// The round trip of its last hello, in milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<u64>,
@@ -609,6 +612,7 @@ mod tests {
             address: None,
             stores: vec![DeviceStore { id: "cd".into(), media: "hdd".into(), free: u64::MAX }],
             path: Some("lan".into()),
+            relay: None,
             rtt_ms: Some(3),
             sent_bytes: 10,
             received_bytes: 0,
@@ -623,7 +627,7 @@ mod tests {
                 "name": "nas", "site": "home", "role": "storage-only", "device": "ab",
                 "this": false, "online": true, "last_seen": 5, "address": null,
                 "stores": [{"id": "cd", "media": "hdd", "free": u64::MAX}],
-                "path": "lan", "rtt_ms": 3, "sent_bytes": 10, "received_bytes": 0,
+                "path": "lan", "relay": null, "rtt_ms": 3, "sent_bytes": 10, "received_bytes": 0,
                 "send_rate": null, "receive_rate": null, "last_error": "it went away",
                 "last_error_at": 7,
             }]}),

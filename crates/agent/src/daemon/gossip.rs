@@ -337,6 +337,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let pace = greet::Pace::default();
     let mut greetings = Greetings::new(pace);
     let mut exchanges = FuturesUnordered::new();
+    let mut addresses = shared.node.listen_addrs_changes();
+    addresses.mark_unchanged();
     loop {
         let me = shared.home.device_id();
         let devices: Vec<DeviceId> = lock(&shared.roster)
@@ -360,6 +362,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
             () = tokio::time::sleep_until(wake) => {}
             () = shared.gossip_now.notified() => greetings.handle(ms(), greet::Event::News),
+            // Reachable elsewhere now (a slot at a relay, an address found reachable): the
+            // new record is news.
+            Ok(()) = addresses.changed() => greetings.handle(ms(), greet::Event::News),
         }
     }
 }

@@ -389,7 +389,7 @@ async fn round(shared: &Arc<Shared>) -> bool {
             Some(Action::Done(outcome)) => {
                 for &i in &outcome.stuck {
                     let path = judged.get(i).map_or("?", String::as_str);
-                    tracing::info!(folder = %path, "not every file is protected and no device that answers can help now");
+                    tracing::info!(folder = %path, "not every file is protected and the devices that answer cannot complete it now");
                 }
                 if !outcome.mending.is_empty() {
                     // Audited at the next round, soon: until then a mended copy does not count.

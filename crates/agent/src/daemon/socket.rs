@@ -237,10 +237,18 @@ async fn describe(shared: &Shared, entry: Entry) -> answer::Device {
         }
     };
     let traffic = lock(&shared.traffic).get(&entry.device).cloned().unwrap_or_default();
+    let relay = connected
+        .as_ref()
+        .and_then(triad_net::addr::relay_of)
+        .and_then(|peer| triad_net::device_id(&peer))
+        .map(|device| {
+            lock(&shared.roster).device(device).map_or_else(|| device.to_hex(), |e| e.name.clone())
+        });
     let book = lock(&shared.book);
     let known = book.get(entry.device);
     answer::Device {
         path: connected.as_ref().map(|a| triad_net::addr::path(a).to_owned()),
+        relay,
         rtt_ms: traffic.rtt_ms.filter(|_| connected.is_some()),
         sent_bytes: traffic.sent,
         received_bytes: traffic.received,

@@ -69,6 +69,8 @@ async fn start() -> Setup {
     let options = Options {
         listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")],
         mdns: false,
+        relay: false,
+        upnp: false,
     };
     let (path, cfg) = (home_path.clone(), config);
     tokio::spawn(async move {
@@ -94,7 +96,7 @@ fn peer_of(addr: &Multiaddr) -> triad_net::PeerId {
 
 async fn node(seed: [u8; 32]) -> Node {
     let listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
-    Node::start(triad_net::keypair(&seed), NodeConfig { listen, mdns: false }).await.expect("node")
+    Node::start(triad_net::keypair(&seed), NodeConfig::new(listen, false)).await.expect("node")
 }
 
 /// What the agent says after `bytes` on a new stream: `None` if it closes without a frame.
