@@ -27,6 +27,8 @@ pub struct Host {
     pub ip: String,
     /// Its home router's namespace, if it is behind one.
     pub router: Option<String>,
+    /// The address the internet sees it at: its own, or its router's.
+    pub public: String,
 }
 
 impl Host {
@@ -108,13 +110,13 @@ impl World {
     pub fn public(&mut self, name: &str) -> Host {
         let ns = self.namespace(name);
         let ip = self.plug(&ns);
-        Host { ns, ip, router: None }
+        Host { ns, public: ip.clone(), ip, router: None }
     }
 
     /// A host in a home of its own, behind a router that does `nat`.
     pub fn home(&mut self, name: &str, nat: Nat) -> Host {
         let router = self.namespace(&format!("{name}-gw"));
-        self.plug(&router);
+        let public = self.plug(&router);
         let k = self.next_host;
         let ns = self.namespace(name);
         ip(&[
@@ -168,7 +170,52 @@ impl World {
             .expect("rules written");
         drop(child.stdin.take());
         assert!(child.wait().expect("nft ends").success(), "nft took the router's rules");
-        Host { ns, ip: address, router: Some(router) }
+        Host { ns, ip: address, router: Some(router), public }
+    }
+
+    /// The uplink of `host`'s home: at most `mbit` Mbit/s out (tc tbf on the router's side of
+    /// the internet) and `loss_percent` of the packets leaving lost at random (nftables).
+    pub fn uplink(&self, host: &Host, mbit: u32, loss_percent: u32) {
+        let router = host.router.as_deref().expect("a host behind a router");
+        let rate = format!("{mbit}mbit");
+        ip(&["-n", router, "link", "set", "eth0", "txqueuelen", "1000"]);
+        run(Command::new("ip").args([
+            "netns", "exec", router, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate",
+            &rate, "burst", "64kb", "latency", "200ms",
+        ]));
+        if loss_percent > 0 {
+            run(Command::new("ip").args([
+                "netns",
+                "exec",
+                router,
+                "nft",
+                "insert",
+                "rule",
+                "ip",
+                "filter",
+                "forward",
+                "oifname",
+                "eth0",
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &loss_percent.to_string(),
+                "drop",
+            ]));
+        }
+    }
+
+    /// The home of `host` gets another public address (the laptop moved from the home's
+    /// Wi-Fi to a phone's hotspot): its router's connections are forgotten, and whatever the
+    /// host sends next leaves from `198.18.0.<last>`. Returns the new address.
+    pub fn move_home(&self, host: &Host, last: u8) -> String {
+        let router = host.router.as_deref().expect("a host behind a router");
+        let new = format!("198.18.0.{last}");
+        ip(&["-n", router, "addr", "del", &format!("{}/24", host.public), "dev", "eth0"]);
+        ip(&["-n", router, "addr", "add", &format!("{new}/24"), "dev", "eth0"]);
+        new
     }
 }
 

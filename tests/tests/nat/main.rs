@@ -178,3 +178,113 @@ fn a_home_behind_a_symmetric_nat_is_reached_through_the_nas_and_protected() {
     eprintln!("PROTECTED again {:.2} s after the NAS came back", took.as_secs_f64());
     assert_eq!(device(&v.laptop, "pi")["path"], "relayed");
 }
+
+#[test]
+fn the_laptop_changing_networks_mid_transfer_resumes_without_starting_over() {
+    let Some(mut world) = World::new() else { return };
+    let nas_host = world.public("nas");
+    let laptop_host = world.home("laptop", Nat::Cone);
+    let nas = Device::bare_on(&nas_host);
+    nas.ok(&["init", "--name", "nas", "--site", "studio", "--json"]);
+    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
+    nas.set_option("protect", "auto", "false");
+    let _nas_agent = agent_on(&nas);
+    let laptop = Device::bare_on(&laptop_host);
+    let (pairing, first) = open_pairing(&nas, &[]);
+    let out = join(&laptop, first["link"].as_str().expect("link"), "laptop", "home", None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    laptop.ok(&["store", "add", laptop.store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
+    laptop.ok(&["folder", "add", laptop.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+    laptop.ok(&["policy", "set", "copies=2", "media=1", "offsite=1"]);
+    // 96 MiB at 16 MB/s, committed every 8 MiB: the move comes in the middle, and what was
+    // committed before it stays.
+    const MIB: u64 = 1 << 20;
+    laptop.set_option("sync", "limit_bytes_per_sec", "16000000");
+    laptop.set_option("sync", "commit_bytes", &(8 * MIB).to_string());
+    write_photos(&laptop.folder, 12, 8 << 20);
+    let _laptop_agent = agent_on(&laptop);
+
+    // The laptop's own work pushes to the NAS; once a third is committed there, the laptop's
+    // home gets another public address (off the home Wi-Fi, onto a phone's hotspot).
+    let start = Instant::now();
+    let committed = || -> u64 {
+        triad_e2e::packs(&nas.store)
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    while committed() < 32 * MIB {
+        assert!(start.elapsed() < PROTECTED_WITHIN, "the push never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at_move = committed();
+    let moved_to = world.move_home(&laptop_host, 77);
+    let took = protected(&laptop, &[&laptop, &nas]);
+    eprintln!(
+        "moved with {} MiB committed; PROTECTED {:.1} s later",
+        at_move / MIB,
+        took.as_secs_f64()
+    );
+
+    // The NAS knows the laptop at its new address, and the push that completed sent what was
+    // not committed at the move, not everything again.
+    let row = device(&nas, "laptop");
+    assert!(row["address"].as_str().is_some_and(|a| a.contains(&moved_to)), "{row}");
+    let total = 96 * MIB + MIB; // the photos, sealed, and the snapshot's own blobs
+    let sent = device(&laptop, "nas")["sent_bytes"].as_u64().expect("sent");
+    assert!(
+        sent <= total - at_move + 16 * MIB,
+        "sent {} MiB after the move, with {} of {} MiB committed before it",
+        sent / MIB,
+        at_move / MIB,
+        total / MIB
+    );
+    nas.code(&["verify", "--read-data"], 0);
+}
+
+#[test]
+fn a_20_mbit_uplink_with_loss_is_used_to_at_least_80_percent() {
+    let Some(mut world) = World::new() else { return };
+    let nas_host = world.public("nas");
+    let laptop_host = world.home("laptop", Nat::Cone);
+    let nas = Device::bare_on(&nas_host);
+    nas.ok(&["init", "--name", "nas", "--site", "studio", "--json"]);
+    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
+    nas.set_option("protect", "auto", "false");
+    let _nas_agent = agent_on(&nas);
+    let laptop = Device::bare_on(&laptop_host);
+    let (pairing, first) = open_pairing(&nas, &[]);
+    let out = join(&laptop, first["link"].as_str().expect("link"), "laptop", "home", None);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(pairing);
+    laptop.ok(&["store", "add", laptop.store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
+    laptop.ok(&["folder", "add", laptop.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+    laptop.set_option("protect", "auto", "false");
+    write_photos(&laptop.folder, 6, 8 << 20);
+    laptop.backup();
+    let _laptop_agent = agent_on(&laptop);
+    // Connected before the link is shaped: the measure is the transfer's.
+    laptop.ok(&["devices"]);
+    const MBIT: u32 = 20;
+    world.uplink(&laptop_host, MBIT, 1);
+
+    let start = Instant::now();
+    let out = laptop.ok(&["sync", "nas", "--json"]);
+    let took = start.elapsed();
+    let summary: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &Value| l["bytes_sent"].is_u64())
+        .expect("a summary line");
+    let bytes = summary["bytes_sent"].as_u64().expect("bytes") as f64;
+    let link = f64::from(MBIT) * 1e6 / 8.0;
+    let used = bytes / took.as_secs_f64() / link;
+    eprintln!(
+        "{:.1} MiB over a {MBIT} Mbit/s uplink losing 1 % in {:.1} s: {:.0} % of the link",
+        bytes / 1048576.0,
+        took.as_secs_f64(),
+        used * 100.0
+    );
+    assert!(used >= 0.8, "only {:.0} % of the link used", used * 100.0);
+}
