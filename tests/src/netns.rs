@@ -75,6 +75,14 @@ impl World {
             return None;
         }
         let world = World { tag, namespaces: vec![net.clone()], next_host: 0 };
+        // The kernel's nftables, not only the command: a table made and dropped.
+        let nft = |args: &[&str]| {
+            works(Command::new("ip").args(["netns", "exec", &net, "nft"]).args(args))
+        };
+        if !nft(&["add", "table", "ip", "probe"]) || !nft(&["delete", "table", "ip", "probe"]) {
+            eprintln!("SKIPPED: this test needs the kernel's nftables (nf_tables) for NAT");
+            return None;
+        }
         ip(&["-n", &net, "link", "set", "lo", "up"]);
         ip(&["-n", &net, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &net, "link", "set", "br0", "up"]);

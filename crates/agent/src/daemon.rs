@@ -372,7 +372,9 @@ impl Shared {
     fn remember(&self, device: DeviceId, addr: Option<&Multiaddr>) -> bool {
         let mut book = lock(&self.book);
         let mut news = false;
-        if let Some(addr) = addr {
+        // A relayed connection shows the relay's circuit, not where the device is: its own
+        // record says which circuits reach it.
+        if let Some(addr) = addr.filter(|a| !triad_net::addr::is_relayed(a)) {
             let addr = addr.to_string();
             news = book.get(device).and_then(|p| p.addrs.first()) != Some(&addr);
             book.add(device, &addr);

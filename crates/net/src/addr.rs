@@ -29,6 +29,16 @@ pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
 
+/// Whether `addr` is worth telling others as a way to reach this device: not an unspecified
+/// or loopback address, and a circuit only through a relay on the internet (not on a LAN, and
+/// not a circuit through another circuit, which libp2p cannot dial).
+pub fn worth_advertising(addr: &Multiaddr) -> bool {
+    let circuits = addr.iter().filter(|p| matches!(p, Protocol::P2pCircuit)).count();
+    !is_unspecified(addr)
+        && !is_loopback(addr)
+        && (circuits == 0 || (circuits == 1 && !is_lan(addr)))
+}
+
 /// The relay a circuit address goes through: the peer named just before `/p2p-circuit`.
 pub fn relay_of(addr: &Multiaddr) -> Option<libp2p::PeerId> {
     let mut relay = None;
@@ -87,6 +97,27 @@ pub fn worth_keeping(addr: &Multiaddr, via: Option<&Multiaddr>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_circuits_through_a_relay_on_the_internet_are_advertised() {
+        let (r, s, me) =
+            (libp2p::PeerId::random(), libp2p::PeerId::random(), libp2p::PeerId::random());
+        let ok: Multiaddr = format!("/ip4/198.18.0.2/udp/1/quic-v1/p2p/{r}/p2p-circuit/p2p/{me}")
+            .parse()
+            .expect("an address");
+        let lan: Multiaddr = format!("/ip4/192.168.1.2/udp/1/quic-v1/p2p/{r}/p2p-circuit")
+            .parse()
+            .expect("an address");
+        let nested: Multiaddr =
+            format!("/ip4/198.18.0.2/udp/1/quic-v1/p2p/{r}/p2p-circuit/p2p/{s}/p2p-circuit")
+                .parse()
+                .expect("an address");
+        assert!(worth_advertising(&ok));
+        assert!(!worth_advertising(&lan));
+        assert!(!worth_advertising(&nested));
+        assert!(worth_advertising(&"/ip4/192.168.1.2/udp/1/quic-v1".parse().expect("an address")));
+        assert!(!worth_advertising(&"/ip4/127.0.0.1/udp/1/quic-v1".parse().expect("an address")));
+    }
 
     #[test]
     fn the_relay_of_a_circuit_is_the_peer_before_it() {

@@ -57,6 +57,8 @@ impl NodeConfig {
 /// How long a relayed circuit may last: as long as libp2p allows, so that a relay carries a
 /// whole transfer when no direct path can be had.
 const CIRCUIT_DURATION: Duration = Duration::from_secs(u32::MAX as u64);
+/// How often the slots at relays are checked, and one lost asked for again.
+const SLOTS_CHECK: Duration = Duration::from_secs(15);
 
 /// The node could not start, or an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -526,15 +528,16 @@ async fn run(
 ) {
     let mut dials: Dials = HashMap::new();
     let mut closing: Option<oneshot::Sender<()>> = None;
-    // Every open connection of each peer, and where it goes.
-    let mut conns: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>> = HashMap::new();
-    // The relays this node holds (or asked for) a slot at, and the listener of each.
+    // Every open connection of each peer: where it goes, and whether through a relay.
+    let mut conns: HashMap<PeerId, Vec<(ConnectionId, Multiaddr, bool)>> = HashMap::new();
+    // Relays on the internet (they say they listen at the address this node reached them at),
+    // and the slot this node holds (or asked for) at each.
+    let mut relays: HashMap<PeerId, Multiaddr> = HashMap::new();
     let mut reservations: HashMap<PeerId, libp2p::core::transport::ListenerId> = HashMap::new();
     let serving_relay = swarm.behaviour().relay.is_enabled();
-    // The direct addresses this node reached a peer at by dialling it: a relay is worth a slot
-    // only where others can reach it too, which a connection it opened (through a NAT, say)
-    // does not show.
-    let mut dialed: std::collections::HashSet<Multiaddr> = std::collections::HashSet::new();
+    // A slot lost (the relay restarted, the connection dropped) is asked for again.
+    let mut slots_check = tokio::time::interval(SLOTS_CHECK);
+    slots_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let remember = |peer: PeerId, addr: Multiaddr| {
         let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
         let list = book.addresses.entry(peer).or_default();
@@ -543,18 +546,33 @@ async fn run(
         }
     };
     // The connection `book.connected` shows for `peer`: a direct one over a relayed one.
-    let show = |peer: PeerId, list: Option<&Vec<(ConnectionId, Multiaddr)>>| {
-        let best = list.and_then(|list| {
-            list.iter().find(|(_, a)| !crate::addr::is_relayed(a)).or(list.first())
-        });
+    let show = |peer: PeerId, list: Option<&Vec<(ConnectionId, Multiaddr, bool)>>| {
+        let best = list.and_then(|list| list.iter().find(|c| !c.2).or(list.first()));
         let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
         match best {
-            Some((_, addr)) => book.connected.insert(peer, addr.clone()),
+            Some((_, addr, _)) => book.connected.insert(peer, addr.clone()),
             None => book.connected.remove(&peer),
         };
     };
+    let add_listening = |address: Multiaddr| {
+        listening.send_if_modified(|list| {
+            let new = !list.contains(&address);
+            if new {
+                list.push(address);
+            }
+            new
+        });
+    };
     loop {
         tokio::select! {
+            _ = slots_check.tick() => {
+                for (relay, at) in &relays {
+                    let direct = conns.get(relay).is_some_and(|list| list.iter().any(|c| !c.2));
+                    if direct && !reservations.contains_key(relay) {
+                        reserve(&mut swarm, &mut reservations, *relay, at);
+                    }
+                }
+            }
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Dial { addr, reply }) => {
@@ -595,28 +613,33 @@ async fn run(
             },
             event = swarm.select_next_some() => match event {
                 SwarmEvent::NewListenAddr { address, .. } => {
-                    // A relay tells the devices that reserve a slot where it is: the addresses
-                    // it listens on, whether or not a test confirmed them.
-                    if serving_relay
-                        && !crate::addr::is_relayed(&address)
-                        && !crate::addr::is_unspecified(&address)
-                    {
+                    if crate::addr::is_relayed(&address) {
+                        // A slot's address is worth telling only through a relay on the
+                        // internet (a relay also lists its LAN addresses and circuits).
+                        if !crate::addr::worth_advertising(&address) {
+                            continue;
+                        }
+                        tracing::info!(%address, "reachable through a relay");
+                    } else if serving_relay && public(&address) {
+                        // A relay tells the devices that take a slot where it is.
                         swarm.add_external_address(address.clone());
                     }
-                    if crate::addr::is_relayed(&address) {
-                        tracing::info!(%address, "reachable through a relay");
-                    }
-                    listening.send_modify(|list| {
-                        if !list.contains(&address) {
-                            list.push(address);
-                        }
-                    });
+                    add_listening(address);
                 }
                 SwarmEvent::ExpiredListenAddr { address, .. } => {
-                    listening.send_modify(|list| list.retain(|a| *a != address));
+                    swarm.remove_external_address(&address);
+                    listening.send_if_modified(|list| {
+                        let before = list.len();
+                        list.retain(|a| *a != address);
+                        list.len() != before
+                    });
                 }
                 SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
-                    listening.send_modify(|list| list.retain(|a| !addresses.contains(a)));
+                    listening.send_if_modified(|list| {
+                        let before = list.len();
+                        list.retain(|a| !addresses.contains(a));
+                        list.len() != before
+                    });
                     reservations.retain(|relay, id| {
                         let closed = *id == listener_id;
                         if closed {
@@ -625,44 +648,53 @@ async fn run(
                         !closed
                     });
                 }
-                SwarmEvent::ExternalAddrConfirmed { address } => {
+                SwarmEvent::ExternalAddrConfirmed { address }
+                    if !crate::addr::is_relayed(&address) && public(&address) =>
+                {
                     // Found reachable (by an AutoNAT test, or a router's port mapping):
                     // others are told of it in the address record.
                     tracing::info!(%address, "reachable at an external address");
-                    listening.send_modify(|list| {
-                        if !list.contains(&address) {
-                            list.push(address);
-                        }
-                    });
+                    add_listening(address);
                 }
                 SwarmEvent::ExternalAddrExpired { address }
                     if !swarm.listeners().any(|a| *a == address) =>
                 {
-                    listening.send_modify(|list| list.retain(|a| *a != address));
+                    listening.send_if_modified(|list| {
+                        let before = list.len();
+                        list.retain(|a| *a != address);
+                        list.len() != before
+                    });
                 }
                 SwarmEvent::ConnectionEstablished {
                     peer_id, connection_id, endpoint, num_established, ..
                 } => {
+                    let relayed = endpoint.is_relayed();
                     let remote = match &endpoint {
                         ConnectedPoint::Dialer { address, .. } => address.clone(),
+                        // A connection through a relay shows only the peer as where it came
+                        // from; the circuit it came in by is this node's slot at the relay.
+                        ConnectedPoint::Listener { local_addr, .. } if relayed => {
+                            without_peer(local_addr).with(Protocol::P2p(peer_id))
+                        }
                         ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                     };
-                    tracing::debug!(peer = %peer_id, %remote, "connected");
-                    if endpoint.is_dialer() && !crate::addr::is_relayed(&remote) {
-                        dialed.insert(remote.clone());
-                    }
+                    tracing::debug!(peer = %peer_id, %remote, relayed, "connected");
                     let list = conns.entry(peer_id).or_default();
                     // Once a direct path exists, data moves there: a relayed connection would
                     // take half the streams (libp2p picks a connection at random).
-                    if !crate::addr::is_relayed(&remote) {
-                        for (id, addr) in list.iter() {
-                            if crate::addr::is_relayed(addr) {
+                    if relayed {
+                        if list.iter().any(|c| !c.2) {
+                            swarm.close_connection(connection_id);
+                        }
+                    } else {
+                        for (id, _, was_relayed) in list.iter() {
+                            if *was_relayed {
                                 tracing::info!(peer = %peer_id, %remote, "a direct path replaces the relayed one");
                                 swarm.close_connection(*id);
                             }
                         }
                     }
-                    list.push((connection_id, remote));
+                    list.push((connection_id, remote, relayed));
                     show(peer_id, conns.get(&peer_id));
                     if num_established.get() == 1 {
                         // Nobody listening is fine: arrivals are news, not a duty.
@@ -674,10 +706,7 @@ async fn run(
                 }
                 SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
                     if let Some(list) = conns.get_mut(&peer_id) {
-                        for (_, addr) in list.iter().filter(|(id, _)| *id == connection_id) {
-                            dialed.remove(addr);
-                        }
-                        list.retain(|(id, _)| *id != connection_id);
+                        list.retain(|c| c.0 != connection_id);
                         if list.is_empty() {
                             conns.remove(&peer_id);
                         }
@@ -708,23 +737,21 @@ async fn run(
                             remember(peer_id, addr.clone());
                         }
                     }
-                    // A relay reached across the internet: hold a slot there, so that devices
-                    // that cannot reach this one directly reach it through the relay.
-                    let relays = info.protocols.contains(&relay::HOP_PROTOCOL_NAME);
-                    if relays && !reservations.contains_key(&peer_id) {
+                    // A relay on the internet (it says it is reachable at the address this node
+                    // reached it at, which a device behind a NAT cannot say): hold a slot there,
+                    // so that devices that cannot reach this one directly reach it through it.
+                    if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+                        let theirs: Vec<Multiaddr> = info.listen_addrs.iter().map(without_peer).collect();
                         let at = conns.get(&peer_id).and_then(|list| {
-                            list.iter().map(|(_, a)| a).find(|a| dialed.contains(*a) && !crate::addr::is_lan(a))
+                            list.iter()
+                                .filter(|c| !c.2)
+                                .map(|c| without_peer(&c.1))
+                                .find(|a| public(a) && theirs.contains(a))
                         });
                         if let Some(at) = at {
-                            let circuit = without_peer(at)
-                                .with(Protocol::P2p(peer_id))
-                                .with(Protocol::P2pCircuit);
-                            match swarm.listen_on(circuit.clone()) {
-                                Ok(id) => {
-                                    tracing::debug!(relay = %peer_id, %circuit, "asking a relay for a slot");
-                                    reservations.insert(peer_id, id);
-                                }
-                                Err(e) => tracing::debug!(relay = %peer_id, error = %e, "cannot ask a relay for a slot"),
+                            relays.insert(peer_id, at.clone());
+                            if !reservations.contains_key(&peer_id) {
+                                reserve(&mut swarm, &mut reservations, peer_id, &at);
                             }
                         }
                     }
@@ -765,6 +792,28 @@ async fn run(
             }
         }
     }
+}
+
+/// Asks `relay`, reached at `at`, for a slot.
+fn reserve(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    reservations: &mut HashMap<PeerId, libp2p::core::transport::ListenerId>,
+    relay: PeerId,
+    at: &Multiaddr,
+) {
+    let circuit = without_peer(at).with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
+    match swarm.listen_on(circuit.clone()) {
+        Ok(id) => {
+            tracing::debug!(%relay, %circuit, "asking a relay for a slot");
+            reservations.insert(relay, id);
+        }
+        Err(e) => tracing::debug!(%relay, error = %e, "cannot ask a relay for a slot"),
+    }
+}
+
+/// Whether `addr` is on the internet: not a LAN, loopback or unspecified address.
+fn public(addr: &Multiaddr) -> bool {
+    !crate::addr::is_lan(addr) && !crate::addr::is_unspecified(addr)
 }
 
 /// `addr` without a trailing `/p2p/<peer>`.
