@@ -29,6 +29,9 @@ use crate::gate::{Admission, Gate};
 /// How long opening a stream on an existing connection may take before the connection is
 /// replaced.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long QUIC keeps a connection whose peer says nothing (libp2p-quic's default idle
+/// timeout; keep-alives every 3 s keep a live one open).
+const QUIC_IDLE: Duration = Duration::from_secs(10);
 /// Arrivals a slow receiver may fall behind by before it is told it lagged.
 const ARRIVALS_QUEUED: usize = 64;
 
@@ -413,9 +416,16 @@ impl Node {
         // On a live connection a stream opens in a round trip or two; one that does not open
         // in a few seconds is on a connection the peer has left (without a word, when its
         // process exited): do not wait for the idle timeout to say so.
+        let no_answer = || NetError::Dial { target: peer.to_string(), reason: "no answer".into() };
         let first = match tokio::time::timeout(OPEN_TIMEOUT, self.open_once(peer, protocol)).await {
             Ok(result) => result,
-            Err(_) => Err(NetError::Dial { target: peer.to_string(), reason: "no answer".into() }),
+            // No answer yet: the peer has left, or its answer waits behind the data it sends
+            // (a push filling a slow uplink). QUIC closes a connection whose peer has left
+            // within its idle timeout; wait that long once more before cutting connections
+            // that may carry a push.
+            Err(_) => tokio::time::timeout(QUIC_IDLE, self.open_once(peer, protocol))
+                .await
+                .unwrap_or_else(|_| Err(no_answer())),
         };
         match first {
             Ok(stream) => Ok(stream),
@@ -423,6 +433,19 @@ impl Node {
             // it serves (a pairing in progress); connecting again would change nothing.
             Err(unsupported @ NetError::Unsupported { .. }) => Err(unsupported),
             Err(first) => {
+                // The connection the stream tried is gone (the process that had the peer's
+                // identity exited: a finished `join`, a restarted agent), but another one is
+                // live: open there, and leave it and the pushes it carries alone.
+                let answered =
+                    !matches!(&first, NetError::Dial { reason, .. } if reason == "no answer");
+                if answered && self.connected(&peer).is_some() {
+                    tracing::debug!(%peer, error = %first, "stream failed; opening on another connection");
+                    if let Ok(Ok(stream)) =
+                        tokio::time::timeout(OPEN_TIMEOUT, self.open_once(peer, protocol)).await
+                    {
+                        return Ok(stream);
+                    }
+                }
                 if self.addresses(&peer).is_empty() {
                     return Err(first);
                 }

@@ -40,20 +40,32 @@ struct Vault {
     agents: Vec<Agent>,
 }
 
-fn vault(nas_host: &Host, laptop_host: &Host, pi_host: &Host) -> Vault {
-    let nas = Device::bare_on(nas_host);
+/// The NAS on the internet founds the vault, with a store; its agent runs, its own work off.
+fn founding_nas(host: &Host) -> (Device, Agent) {
+    let nas = Device::bare_on(host);
     nas.ok(&["init", "--name", "nas", "--site", "studio", "--json"]);
     nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
     nas.set_option("protect", "auto", "false");
-    let nas_agent = agent_on(&nas);
+    let agent = agent_on(&nas);
+    (nas, agent)
+}
 
-    let laptop = Device::bare_on(laptop_host);
-    let (pairing, first) = open_pairing(&nas, &[]);
+/// A laptop joined from its home by the NAS's link, with a store and a folder (its agent not
+/// started).
+fn joined_laptop(nas: &Device, host: &Host) -> Device {
+    let laptop = Device::bare_on(host);
+    let (pairing, first) = open_pairing(nas, &[]);
     let out = join(&laptop, first["link"].as_str().expect("link"), "laptop", "home", None);
     assert!(out.status.success(), "{}", text(&out));
     drop(pairing);
     laptop.ok(&["store", "add", laptop.store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
     laptop.ok(&["folder", "add", laptop.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+    laptop
+}
+
+fn vault(nas_host: &Host, laptop_host: &Host, pi_host: &Host) -> Vault {
+    let (nas, nas_agent) = founding_nas(nas_host);
+    let laptop = joined_laptop(&nas, laptop_host);
     laptop.ok(&["policy", "set", "copies=3", "media=2", "offsite=2"]);
     write_photos(&laptop.folder, 4, 8 << 20);
 
@@ -197,18 +209,8 @@ fn the_laptop_changing_networks_mid_transfer_resumes_without_starting_over() {
     let Some(mut world) = World::new() else { return };
     let nas_host = world.public("nas");
     let laptop_host = world.home("laptop", Nat::Cone);
-    let nas = Device::bare_on(&nas_host);
-    nas.ok(&["init", "--name", "nas", "--site", "studio", "--json"]);
-    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
-    nas.set_option("protect", "auto", "false");
-    let _nas_agent = agent_on(&nas);
-    let laptop = Device::bare_on(&laptop_host);
-    let (pairing, first) = open_pairing(&nas, &[]);
-    let out = join(&laptop, first["link"].as_str().expect("link"), "laptop", "home", None);
-    assert!(out.status.success(), "{}", text(&out));
-    drop(pairing);
-    laptop.ok(&["store", "add", laptop.store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
-    laptop.ok(&["folder", "add", laptop.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+    let (nas, _nas_agent) = founding_nas(&nas_host);
+    let laptop = joined_laptop(&nas, &laptop_host);
     laptop.ok(&["policy", "set", "copies=2", "media=1", "offsite=1"]);
     // 96 MiB at 16 MB/s, committed every 8 MiB: the move comes in the middle, and what was
     // committed before it stays.
@@ -261,18 +263,8 @@ fn a_20_mbit_uplink_with_loss_is_used_to_at_least_80_percent() {
     let Some(mut world) = World::new() else { return };
     let nas_host = world.public("nas");
     let laptop_host = world.home("laptop", Nat::Cone);
-    let nas = Device::bare_on(&nas_host);
-    nas.ok(&["init", "--name", "nas", "--site", "studio", "--json"]);
-    nas.ok(&["store", "add", nas.store.to_str().expect("utf-8"), "--media", "raid"]);
-    nas.set_option("protect", "auto", "false");
-    let _nas_agent = agent_on(&nas);
-    let laptop = Device::bare_on(&laptop_host);
-    let (pairing, first) = open_pairing(&nas, &[]);
-    let out = join(&laptop, first["link"].as_str().expect("link"), "laptop", "home", None);
-    assert!(out.status.success(), "{}", text(&out));
-    drop(pairing);
-    laptop.ok(&["store", "add", laptop.store.to_str().expect("utf-8"), "--media", "usb-ssd"]);
-    laptop.ok(&["folder", "add", laptop.folder.to_str().expect("utf-8"), "--media", "ssd"]);
+    let (nas, _nas_agent) = founding_nas(&nas_host);
+    let laptop = joined_laptop(&nas, &laptop_host);
     laptop.set_option("protect", "auto", "false");
     write_photos(&laptop.folder, 6, 8 << 20);
     laptop.backup();
