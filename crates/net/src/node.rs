@@ -320,6 +320,13 @@ impl Node {
                 _ => {}
             }
         }
+        // The addresses taken above never reach the loop below: a relay's public ones are its
+        // external addresses from the start, whichever interface reported first.
+        if serve_relay {
+            for addr in bound.iter().filter(|a| public(a)) {
+                swarm.add_external_address(addr.clone());
+            }
+        }
         let control = swarm.behaviour().stream.new_control();
         let (commands, rx) = mpsc::channel(64);
         let (listening_tx, listening) = watch::channel(bound);
@@ -577,6 +584,13 @@ async fn run(
             None => book.connected.remove(&peer),
         };
     };
+    let drop_listening = |gone: &dyn Fn(&Multiaddr) -> bool| {
+        listening.send_if_modified(|list| {
+            let before = list.len();
+            list.retain(|a| !gone(a));
+            list.len() != before
+        });
+    };
     let add_listening = |address: Multiaddr| {
         listening.send_if_modified(|list| {
             let new = !list.contains(&address);
@@ -651,18 +665,10 @@ async fn run(
                 }
                 SwarmEvent::ExpiredListenAddr { address, .. } => {
                     swarm.remove_external_address(&address);
-                    listening.send_if_modified(|list| {
-                        let before = list.len();
-                        list.retain(|a| *a != address);
-                        list.len() != before
-                    });
+                    drop_listening(&|a| *a == address);
                 }
                 SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
-                    listening.send_if_modified(|list| {
-                        let before = list.len();
-                        list.retain(|a| !addresses.contains(a));
-                        list.len() != before
-                    });
+                    drop_listening(&|a| addresses.contains(a));
                     reservations.retain(|relay, id| {
                         let closed = *id == listener_id;
                         if closed {
@@ -682,11 +688,7 @@ async fn run(
                 SwarmEvent::ExternalAddrExpired { address }
                     if !swarm.listeners().any(|a| *a == address) =>
                 {
-                    listening.send_if_modified(|list| {
-                        let before = list.len();
-                        list.retain(|a| *a != address);
-                        list.len() != before
-                    });
+                    drop_listening(&|a| *a == address);
                 }
                 SwarmEvent::ConnectionEstablished {
                     peer_id, connection_id, endpoint, num_established, ..
